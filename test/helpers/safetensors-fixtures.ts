@@ -1,0 +1,195 @@
+/**
+ * Builders for safetensors test files, valid and malformed (STYLE.md §13: fixtures are built by code and
+ * each malformed variant is a one-liner next to its test), and the seeded mutator the fuzz test uses.
+ */
+import { encodeSafetensors, type TensorBytes } from '../../src/readers/safetensors.js';
+
+/**
+ * Assembles a file from parts without any validation, so that tests can build every kind of broken file:
+ * `header` is JSON-stringified unless it is already a string (duplicate keys, odd numbers) or raw bytes
+ * (bad UTF-8); `data` is the data buffer or its length (filled with a byte pattern); `headerLength`
+ * overrides the 8-byte length prefix.
+ */
+export function buildSafetensors(
+  header: unknown,
+  data: Uint8Array | number = 0,
+  options: { headerLength?: bigint } = {},
+): Uint8Array {
+  const headerBytes =
+    header instanceof Uint8Array
+      ? header
+      : new TextEncoder().encode(typeof header === 'string' ? header : JSON.stringify(header));
+  const dataBytes = typeof data === 'number' ? patternBytes(data, 7) : data;
+  const out = new Uint8Array(8 + headerBytes.length + dataBytes.length);
+  new DataView(out.buffer).setBigUint64(0, options.headerLength ?? BigInt(headerBytes.length), true);
+  out.set(headerBytes, 8);
+  out.set(dataBytes, 8 + headerBytes.length);
+  return out;
+}
+
+/** Bytes of a small valid file's data buffer. */
+export const SMALL_DATA_BYTES = 24;
+
+/** A small valid header: v is F32 [2, 2] at [0, 16], w is F16 [4] at [16, 24]. A fresh object every call. */
+export function smallHeader(): Record<string, Record<string, unknown>> {
+  return {
+    __metadata__: { format: 'pt' },
+    v: { dtype: 'F32', shape: [2, 2], data_offsets: [0, 16] },
+    w: { dtype: 'F16', shape: [4], data_offsets: [16, 24] },
+  };
+}
+
+/** smallHeader() with one field of one tensor's entry replaced (or added). */
+export function smallHeaderWith(tensor: 'v' | 'w', field: string, value: unknown): Record<string, unknown> {
+  const header = smallHeader();
+  return { ...header, [tensor]: { ...header[tensor], [field]: value } };
+}
+
+/** Deterministic non-trivial bytes: byte i is (i * 31 + seed) mod 256. */
+export function patternBytes(length: number, seed: number): Uint8Array {
+  const bytes = new Uint8Array(length);
+  for (let index = 0; index < length; index += 1) bytes[index] = (index * 31 + seed) & 0xff;
+  return bytes;
+}
+
+/** The file the fuzz test mutates: several dtypes, a scalar, a zero-size tensor, a multi-byte UTF-8 name. */
+export function fuzzSeedFile(): Uint8Array {
+  const tensors: TensorBytes[] = [
+    { name: 'gpt_neox.embed_in.weight', dtype: 'F16', shape: [4, 3], data: patternBytes(24, 1) },
+    { name: 'gpt_neox.layers.0.attention.bias', dtype: 'BOOL', shape: [1, 1, 2, 2], data: patternBytes(4, 2) },
+    { name: 'gpt_neox.layers.0.attention.masked_bias', dtype: 'F32', shape: [], data: patternBytes(4, 3) },
+    { name: '한국어.가중치', dtype: 'BF16', shape: [2, 2], data: patternBytes(8, 4) },
+    { name: 'step', dtype: 'I64', shape: [1], data: patternBytes(8, 5) },
+    { name: 'empty', dtype: 'I32', shape: [0, 5], data: new Uint8Array(0) },
+  ];
+  return encodeSafetensors(tensors, { format: 'pt', note: 'fuzz seed' });
+}
+
+/** mulberry32: a tiny seeded PRNG (public domain, Tommy Ettinger), uniform in [0, 1). */
+export function mulberry32(seed: number): () => number {
+  let state = seed >>> 0;
+  return () => {
+    state = (state + 0x6d2b79f5) >>> 0;
+    let mixed = state;
+    mixed = Math.imul(mixed ^ (mixed >>> 15), mixed | 1);
+    mixed ^= mixed + Math.imul(mixed ^ (mixed >>> 7), mixed | 61);
+    return ((mixed ^ (mixed >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** Tokens that probe each header check when spliced into the JSON text. */
+const INTERESTING_TOKENS = [
+  '-1', '-0', '1.5', '2.0', '1e3', '18446744073709551616', '9007199254740993', '0', '4294967296',
+  '"F8_E4M3"', '"BOOL"', '"I64"', '"F64"', '[]', '{}', 'null', 'true', '""', '"v"', '"\\u0076"', '"\\ud800"',
+  '"__metadata__"', '[0,0]', '[0]', '[[[[[[[[', ',', ':', '"', '{"a":1}', '{"dtype":"U8","shape":[],"data_offsets":[0,1]}',
+];
+
+/**
+ * One seeded mutation of a valid file: half the time an edit of the header's JSON text with the length
+ * prefix fixed up (so the edit reaches the JSON and layout checks), then one to three byte-level edits:
+ * byte flips (mostly in the prefix and header), truncations, insertions, deletions, length-prefix
+ * rewrites and splices of one part of the file over another.
+ */
+export function mutateSafetensors(base: Uint8Array, random: () => number): Uint8Array {
+  const below = (limit: number): number => Math.floor(random() * limit);
+  const pick = <T>(items: readonly T[]): T => items[below(items.length)] as T;
+  let bytes = base.slice();
+
+  if (random() < 0.5) bytes = mutateHeaderText(bytes, random);
+  const rounds = below(3) + (random() < 0.3 ? 0 : 1);
+  for (let round = 0; round < rounds; round += 1) {
+    const headerEnd = Math.min(bytes.length, 8 + Number(readLength(bytes) % 1_000_000n));
+    const position = (): number =>
+      random() < 0.7 && headerEnd > 0 ? below(headerEnd) : below(Math.max(bytes.length, 1));
+    switch (below(6)) {
+      case 0: {
+        if (bytes.length === 0) break;
+        const at = position();
+        bytes[at] = random() < 0.5 ? (bytes[at] ?? 0) ^ (1 << below(8)) : below(256);
+        break;
+      }
+      case 1:
+        bytes = bytes.slice(0, below(bytes.length + 1));
+        break;
+      case 2: {
+        const at = position();
+        const inserted = Uint8Array.from({ length: 1 + below(8) }, () => below(256));
+        bytes = concat(bytes.subarray(0, at), inserted, bytes.subarray(at));
+        break;
+      }
+      case 3: {
+        const at = position();
+        bytes = concat(bytes.subarray(0, at), bytes.subarray(at + 1 + below(16)));
+        break;
+      }
+      case 4: {
+        if (bytes.length < 8) break;
+        const current = readLength(bytes);
+        const choices = [
+          current + 1n, current - 1n, current + 8n, 0n, BigInt(below(2 ** 31)),
+          2n ** 64n - 1n, 100_000_001n, 100_000_000n, BigInt(bytes.length - 8), BigInt(bytes.length),
+        ];
+        new DataView(bytes.buffer, bytes.byteOffset).setBigUint64(0, BigInt.asUintN(64, pick(choices)), true);
+        break;
+      }
+      default: {
+        const from = below(Math.max(bytes.length, 1));
+        const piece = bytes.slice(from, from + 1 + below(32));
+        const at = position();
+        bytes =
+          random() < 0.5
+            ? concat(bytes.subarray(0, at), piece, bytes.subarray(at))
+            : concat(bytes.subarray(0, at), piece, bytes.subarray(at + piece.length));
+      }
+    }
+  }
+  return bytes;
+}
+
+/** Edits the JSON text of a file's header and rewrites the length prefix to match. */
+function mutateHeaderText(bytes: Uint8Array, random: () => number): Uint8Array {
+  const below = (limit: number): number => Math.floor(random() * limit);
+  const headerLength = Number(readLength(bytes));
+  let text = new TextDecoder().decode(bytes.subarray(8, 8 + headerLength));
+  const data = bytes.subarray(8 + headerLength);
+  const at = below(text.length + 1);
+  switch (below(4)) {
+    case 0: {
+      // Replace a short span with a token that probes one check.
+      const token = INTERESTING_TOKENS[below(INTERESTING_TOKENS.length)] ?? '';
+      text = text.slice(0, at) + token + text.slice(at + below(6));
+      break;
+    }
+    case 1: {
+      // Change one digit: shapes and offsets that no longer agree, gaps, overlaps.
+      const digits = [...text.matchAll(/[0-9]/g)];
+      const digit = digits[below(digits.length)];
+      if (digit?.index !== undefined) text = `${text.slice(0, digit.index)}${below(10)}${text.slice(digit.index + 1)}`;
+      break;
+    }
+    case 2: {
+      // Copy a span elsewhere: duplicated keys and entries, broken nesting.
+      const from = below(text.length);
+      text = text.slice(0, at) + text.slice(from, from + 1 + below(80)) + text.slice(at);
+      break;
+    }
+    default:
+      text = text.slice(0, at) + text.slice(at + 1 + below(12));
+  }
+  return buildSafetensors(text, data);
+}
+
+function readLength(bytes: Uint8Array): bigint {
+  if (bytes.length < 8) return 0n;
+  return new DataView(bytes.buffer, bytes.byteOffset, 8).getBigUint64(0, true);
+}
+
+function concat(...parts: Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(parts.reduce((total, part) => total + part.length, 0));
+  let offset = 0;
+  for (const part of parts) {
+    out.set(part, offset);
+    offset += part.length;
+  }
+  return out;
+}
