@@ -8,7 +8,7 @@ import yargs, { type Argv } from 'yargs';
 import { ERROR_CODES, isPolyquantError, PolyquantError } from '../errors.js';
 import { inspectHf } from '../inspect/hf.js';
 import { SYNTH_PRESET_NAMES, SYNTH_PRESETS, type SynthPresetName } from '../synth/presets.js';
-import { isTokenizerDir, SYNTH_DTYPES, type SynthDType, synthCheckpoint } from '../synth/synth.js';
+import { isTokenizerDir, SYNTH_DTYPES, SYNTH_FORMATS, type SynthDType, type SynthFormat, synthCheckpoint } from '../synth/synth.js';
 import { renderInspect } from './inspect-text.js';
 import { createProgress } from './progress.js';
 
@@ -71,7 +71,7 @@ export async function main(argv: readonly string[], io: CliIO = processIO): Prom
         y
           .option('preset', { choices: SYNTH_PRESET_NAMES, demandOption: true, describe: 'model to imitate' })
           .option('out', { type: 'string', demandOption: true, describe: 'output folder (created)' })
-          .option('format', { choices: ['safetensors', 'bin'] as const, default: 'safetensors' as const })
+          .option('format', { choices: SYNTH_FORMATS, default: 'safetensors' as SynthFormat, describe: 'weights to write; both = safetensors shards + one pytorch_model.bin' })
           .option('seed', { type: 'number', default: 0 })
           .option('dtype', { choices: SYNTH_DTYPES, default: 'F16' as SynthDType })
           .option('shard-size', { type: 'number', describe: 'bytes per shard (default: the real repo layout)' })
@@ -95,7 +95,8 @@ export async function main(argv: readonly string[], io: CliIO = processIO): Prom
           seed: args.seed,
           dtype: args.dtype,
           // The real repos: ~1 GB safetensors shards, one pytorch_model.bin.
-          shardBytes: args['shard-size'] ?? (args.format === 'safetensors' ? preset.shardBytes : undefined),
+          shardBytes: args['shard-size'] ?? preset.shardBytes,
+          binShardBytes: args['shard-size'],
           buffers: args.buffers,
           tokenizerDir,
           force: args.force,

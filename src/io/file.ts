@@ -60,7 +60,9 @@ export class ReadableFile {
         { file: this.path },
       );
     }
-    const buffer = target ?? new Uint8Array(length);
+    // allocUnsafeSlow: the bytes are overwritten at once, so zero-filling would only cost bandwidth; and unlike
+    // allocUnsafe it never hands out a slice of a shared pool, so `buffer.buffer` belongs to this read alone.
+    const buffer = target ?? Buffer.allocUnsafeSlow(length);
     let done = 0;
     while (done < length) {
       let bytesRead: number;

@@ -366,18 +366,20 @@ function scanHeaderTokens(path: string, text: string): void {
 
   let index = 0;
   while (index < text.length) {
-    const char = text[index];
-    if (char === '{' || char === '[') {
-      stack.push({ isObject: char === '{', keys: new Set(), expectingKey: char === '{', key: undefined });
+    // Char codes rather than one-character strings: this loop runs once per header byte.
+    const code = text.charCodeAt(index);
+    if (code === OPEN_BRACE || code === OPEN_BRACKET) {
+      const isObject = code === OPEN_BRACE;
+      stack.push({ isObject, keys: new Set(), expectingKey: isObject, key: undefined });
       index += 1;
-    } else if (char === '}' || char === ']') {
+    } else if (code === CLOSE_BRACE || code === CLOSE_BRACKET) {
       stack.pop();
       index += 1;
-    } else if (char === ',') {
+    } else if (code === COMMA) {
       const top = stack.at(-1);
       if (top?.isObject) top.expectingKey = true;
       index += 1;
-    } else if (char === '"') {
+    } else if (code === QUOTE) {
       const close = stringEnd(text, index);
       const top = stack.at(-1);
       if (top?.isObject && top.expectingKey) {
@@ -389,9 +391,9 @@ function scanHeaderTokens(path: string, text: string): void {
         top.expectingKey = false;
       }
       index = close + 1;
-    } else if (char !== undefined && NUMBER_START.test(char)) {
+    } else if (code === MINUS || isDigit(code)) {
       let stop = index + 1;
-      while (stop < text.length && NUMBER_PART.test(text[stop] ?? '')) stop += 1;
+      while (stop < text.length && isNumberPart(text.charCodeAt(stop))) stop += 1;
       const token = text.slice(index, stop);
       if (!/^[0-9]+$/.test(token)) {
         const { tensor, place } = where();
@@ -407,17 +409,32 @@ function scanHeaderTokens(path: string, text: string): void {
   }
 }
 
-/** The characters a JSON number token starts with, and the ones it may contain (RFC 8259 §6). */
-const NUMBER_START = /^[-0-9]$/;
-const NUMBER_PART = /^[-+.eE0-9]$/;
+// The ASCII codes the scanner looks for.
+const OPEN_BRACE = 0x7b; // {
+const CLOSE_BRACE = 0x7d; // }
+const OPEN_BRACKET = 0x5b; // [
+const CLOSE_BRACKET = 0x5d; // ]
+const COMMA = 0x2c;
+const QUOTE = 0x22;
+const BACKSLASH = 0x5c;
+const MINUS = 0x2d;
+
+function isDigit(code: number): boolean {
+  return code >= 0x30 && code <= 0x39;
+}
+
+/** The characters a JSON number token may contain after its first (RFC 8259 §6): digits - + . e E. */
+function isNumberPart(code: number): boolean {
+  return isDigit(code) || code === MINUS || code === 0x2b || code === 0x2e || code === 0x65 || code === 0x45;
+}
 
 /** Index of the quote that closes the JSON string opening at `open` (the text is known-valid JSON). */
 function stringEnd(text: string, open: number): number {
   let index = open + 1;
   while (index < text.length) {
-    const char = text[index];
-    if (char === '\\') index += 2;
-    else if (char === '"') return index;
+    const code = text.charCodeAt(index);
+    if (code === BACKSLASH) index += 2;
+    else if (code === QUOTE) return index;
     else index += 1;
   }
   return text.length - 1;

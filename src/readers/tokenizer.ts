@@ -147,6 +147,8 @@ export function summariseTokenizer(files: TokenizerFiles): TokenizerSummary | un
   for (const id of vocab.values()) maxId = Math.max(maxId, id);
   for (const entry of added) maxId = Math.max(maxId, entry.id);
 
+  const tokenAt = new Map<number, string>();
+  for (const [token, id] of vocab) tokenAt.set(id, token);
   const notes: string[] = [];
   // Token strings: tokenizer_config.json wins over special_tokens_map.json, as transformers merges them.
   const named = (key: string): string | undefined =>
@@ -159,7 +161,9 @@ export function summariseTokenizer(files: TokenizerFiles): TokenizerSummary | un
       notes.push(`${key}: generation_config.json says id ${generationId}, the tokenizer files say ${token} = ${id}`);
     }
     if (token === undefined && typeof generationId === 'number') {
-      return { token: undefined, id: generationId };
+      // Only the id is configured (polyglot-ko's bos_token_id 0): name the token it points at.
+      const byId = added.find((entry) => entry.id === generationId)?.content ?? tokenAt.get(generationId);
+      return { token: byId, id: generationId };
     }
     return { token, id };
   };

@@ -14,23 +14,26 @@ import type { TensorToWrite } from '../readers/tensor-ref.js';
 import { TOKENIZER_FILE_NAMES } from '../readers/tokenizer.js';
 import { writeTorchBin } from '../readers/torch-bin.js';
 import { DTYPES, type DType, elementCount } from '../tensor/dtype.js';
-import { f32ToBf16, f32ToF16 } from '../tensor/float.js';
 import { fillFromTable, hashString, mix32, normalTable, toHalfTable, Xorshift32 } from './random.js';
 import { buildTinyTokenizer, TINY_SPECIAL_TOKENS_MAP, TINY_TOKENIZER_CONFIG } from './tiny-tokenizer.js';
 
 export type SynthDType = 'F32' | 'F16' | 'BF16';
 export const SYNTH_DTYPES: readonly SynthDType[] = ['F32', 'F16', 'BF16'];
-export type SynthFormat = 'safetensors' | 'bin';
+export type SynthFormat = 'safetensors' | 'bin' | 'both';
+export const SYNTH_FORMATS: readonly SynthFormat[] = ['safetensors', 'bin', 'both'];
 
 export interface SynthOptions {
   /** config.json to write (the raw HF form). */
   readonly config: Readonly<Record<string, unknown>>;
   readonly out: string;
+  /** `both` writes safetensors shards and one pytorch_model.bin side by side, as the real repos do. */
   readonly format: SynthFormat;
   readonly seed: number;
   readonly dtype: SynthDType;
-  /** Split the weights into shards of at most this many bytes (plus an index); undefined: one file. */
+  /** Split the safetensors weights into shards of at most this many bytes (plus an index); undefined: one file. */
   readonly shardBytes: number | undefined;
+  /** The same for the .bin weights (the real repos have one unsharded pytorch_model.bin). */
+  readonly binShardBytes?: number | undefined;
   /** Also save the per-layer buffers real polyglot-ko checkpoints carry. */
   readonly buffers: boolean;
   /** A folder with the real tokenizer files to copy; undefined: build the tiny byte-level BPE tokenizer. */
@@ -52,7 +55,11 @@ const WEIGHT_STD = 0.02;
 /** Elements generated per chunk (even, so chunking never changes the random stream). */
 const CHUNK_ELEMENTS = 1 << 22;
 
-type Fill = 'normal' | 'ones' | 'zeros' | 'causal-mask' | 'masked-bias' | 'inv-freq';
+/**
+ * How a tensor is filled: matrices and biases normal(0, 0.02); norm weights 1 + normal(0, 0.02) (not
+ * exactly 1 and 0, so a converter that drops or misplaces a bias or a norm weight changes the output).
+ */
+type Fill = 'normal' | 'one-plus-normal' | 'causal-mask' | 'masked-bias' | 'inv-freq';
 
 interface PlannedTensor {
   readonly name: string;
@@ -66,7 +73,7 @@ export function planSynthTensors(config: NeoXConfig, dtype: SynthDType, buffers:
   const plan: PlannedTensor[] = [];
   for (const entry of expectedTensors(config)) {
     if (entry.optional) continue;
-    const fill: Fill = entry.shape.length === 2 ? 'normal' : entry.role.endsWith('norm-weight') ? 'ones' : 'zeros';
+    const fill: Fill = entry.role.endsWith('norm-weight') ? 'one-plus-normal' : 'normal';
     plan.push({ name: entry.name, dtype, shape: entry.shape, fill });
     if (buffers && entry.role === 'attn-output-bias') {
       const prefix = `gpt_neox.layers.${entry.layer}.attention`;
@@ -77,10 +84,6 @@ export function planSynthTensors(config: NeoXConfig, dtype: SynthDType, buffers:
     }
   }
   return plan;
-}
-
-function constantBits(dtype: DType, value: number): number {
-  return dtype === 'F16' ? f32ToF16(value) : f32ToBf16(value);
 }
 
 /** Streams one planned tensor's bytes. */
@@ -115,24 +118,31 @@ function tensorChunks(tensor: PlannedTensor, config: NeoXConfig, seed: number, t
     for (let start = 0; start < count; start += CHUNK_ELEMENTS) {
       const n = Math.min(CHUNK_ELEMENTS, count - start);
       const bytes = new Uint8Array(n * itemBytes);
-      if (tensor.dtype === 'F32') {
-        const values = new Float32Array(bytes.buffer);
-        if (tensor.fill === 'normal') fillFromTable(rng, tables.f32, values);
-        else values.fill(tensor.fill === 'ones' ? 1 : 0);
-      } else {
-        const halves = new Uint16Array(bytes.buffer);
-        if (tensor.fill === 'normal') fillFromTable(rng, tensor.dtype === 'F16' ? tables.f16 : tables.bf16, halves);
-        else halves.fill(tensor.fill === 'ones' ? constantBits(tensor.dtype, 1) : 0);
-      }
+      const set = tensor.fill === 'normal' ? tables.centred : tables.aroundOne;
+      if (tensor.dtype === 'F32') fillFromTable(rng, set.f32, new Float32Array(bytes.buffer));
+      else fillFromTable(rng, tensor.dtype === 'F16' ? set.f16 : set.bf16, new Uint16Array(bytes.buffer));
       yield bytes;
     }
   };
 }
 
-interface Tables {
+interface TableSet {
   readonly f32: Float32Array;
   readonly f16: Uint16Array;
   readonly bf16: Uint16Array;
+}
+
+interface Tables {
+  /** normal(0, std) */
+  readonly centred: TableSet;
+  /** 1 + normal(0, std) */
+  readonly aroundOne: TableSet;
+}
+
+function makeTables(): Tables {
+  const set = (f32: Float32Array): TableSet => ({ f32, f16: toHalfTable(f32, 'F16'), bf16: toHalfTable(f32, 'BF16') });
+  const centred = normalTable(WEIGHT_STD);
+  return { centred: set(centred), aroundOne: set(centred.map((value) => 1 + value)) };
 }
 
 /** Greedy sharding in state-dict order, as transformers' shard_checkpoint does. */
@@ -155,7 +165,9 @@ export function shardPlan<T extends { dtype: DType; shape: readonly number[] }>(
   return shards;
 }
 
-function shardName(format: SynthFormat, index: number, count: number): string {
+type WeightFormat = Exclude<SynthFormat, 'both'>;
+
+function shardName(format: WeightFormat, index: number, count: number): string {
   const pad = (n: number): string => String(n).padStart(5, '0');
   if (count === 1) return format === 'safetensors' ? 'model.safetensors' : 'pytorch_model.bin';
   return format === 'safetensors'
@@ -203,11 +215,9 @@ export async function synthCheckpoint(options: SynthOptions): Promise<SynthResul
 
 async function writeSynthFolder(dir: string, config: NeoXConfig, options: SynthOptions): Promise<SynthResult> {
   const plan = planSynthTensors(config, options.dtype, options.buffers);
-  const tables: Tables = (() => {
-    const f32 = normalTable(WEIGHT_STD);
-    return { f32, f16: toHalfTable(f32, 'F16'), bf16: toHalfTable(f32, 'BF16') };
-  })();
+  const tables = makeTables();
   const total = plan.reduce((sum, tensor) => sum + elementCount(tensor.shape) * DTYPES[tensor.dtype].bytes, 0);
+  const grandTotal = total * (options.format === 'both' ? 2 : 1);
   let done = 0;
   const toWrite = (tensor: PlannedTensor): TensorToWrite => {
     const chunks = tensorChunks(tensor, config, options.seed, tables);
@@ -219,7 +229,7 @@ async function writeSynthFolder(dir: string, config: NeoXConfig, options: SynthO
         for await (const chunk of chunks()) {
           yield chunk;
           done += chunk.length;
-          options.onProgress?.(done, total);
+          options.onProgress?.(done, grandTotal);
         }
       },
     };
@@ -238,22 +248,25 @@ async function writeSynthFolder(dir: string, config: NeoXConfig, options: SynthO
   files.push(TOKENIZER_FILE_NAMES.generationConfig);
   files.push(...(await writeTokenizer(dir, config, options.tokenizerDir)));
 
-  const shards = shardPlan(plan, options.shardBytes);
-  const weightMap: Record<string, string> = {};
-  for (const [index, shard] of shards.entries()) {
-    const name = shardName(options.format, index, shards.length);
-    const tensors = shard.map(toWrite);
-    if (options.format === 'safetensors') await writeSafetensors(join(dir, name), tensors, { format: 'pt' });
-    else await writeTorchBin(join(dir, name), tensors);
-    for (const tensor of shard) weightMap[tensor.name] = name;
-    files.push(name);
+  const formats: WeightFormat[] = options.format === 'both' ? ['safetensors', 'bin'] : [options.format];
+  for (const format of formats) {
+    const shards = shardPlan(plan, format === 'safetensors' ? options.shardBytes : options.binShardBytes);
+    const weightMap: Record<string, string> = {};
+    for (const [index, shard] of shards.entries()) {
+      const name = shardName(format, index, shards.length);
+      const tensors = shard.map(toWrite);
+      if (format === 'safetensors') await writeSafetensors(join(dir, name), tensors, { format: 'pt' });
+      else await writeTorchBin(join(dir, name), tensors);
+      for (const tensor of shard) weightMap[tensor.name] = name;
+      files.push(name);
+    }
+    if (shards.length > 1) {
+      const indexName = format === 'safetensors' ? 'model.safetensors.index.json' : 'pytorch_model.bin.index.json';
+      await writeJson(join(dir, indexName), { metadata: { total_size: total }, weight_map: weightMap });
+      files.push(indexName);
+    }
   }
-  if (shards.length > 1) {
-    const indexName = options.format === 'safetensors' ? 'model.safetensors.index.json' : 'pytorch_model.bin.index.json';
-    await writeJson(join(dir, indexName), { metadata: { total_size: total }, weight_map: weightMap });
-    files.push(indexName);
-  }
-  return { dir, files, tensors: plan.length, bytes: total };
+  return { dir, files, tensors: plan.length, bytes: total * formats.length };
 }
 
 async function writeTokenizer(dir: string, config: NeoXConfig, tokenizerDir: string | undefined): Promise<string[]> {

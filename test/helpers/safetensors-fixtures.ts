@@ -85,96 +85,118 @@ const INTERESTING_TOKENS = [
 ];
 
 /**
- * One seeded mutation of a valid file: half the time an edit of the header's JSON text with the length
- * prefix fixed up (so the edit reaches the JSON and layout checks), then one to three byte-level edits:
- * byte flips (mostly in the prefix and header), truncations, insertions, deletions, length-prefix
- * rewrites and splices of one part of the file over another.
+ * One seeded mutation of a valid file. Most cases edit the header's JSON text and fix up the length prefix
+ * (so that the edit gets past the size checks and reaches the JSON, entry and layout checks): a value
+ * swapped for a probing token, a digit changed, an entry duplicated, a span copied or deleted. The rest
+ * are byte-level edits of the whole file: byte flips (mostly in the prefix and header), truncations,
+ * insertions, deletions, length-prefix rewrites and splices of one part of the file over another.
  */
 export function mutateSafetensors(base: Uint8Array, random: () => number): Uint8Array {
   const below = (limit: number): number => Math.floor(random() * limit);
-  const pick = <T>(items: readonly T[]): T => items[below(items.length)] as T;
-  let bytes = base.slice();
-
-  if (random() < 0.5) bytes = mutateHeaderText(bytes, random);
-  const rounds = below(3) + (random() < 0.3 ? 0 : 1);
-  for (let round = 0; round < rounds; round += 1) {
-    const headerEnd = Math.min(bytes.length, 8 + Number(readLength(bytes) % 1_000_000n));
-    const position = (): number =>
-      random() < 0.7 && headerEnd > 0 ? below(headerEnd) : below(Math.max(bytes.length, 1));
-    switch (below(6)) {
-      case 0: {
-        if (bytes.length === 0) break;
-        const at = position();
-        bytes[at] = random() < 0.5 ? (bytes[at] ?? 0) ^ (1 << below(8)) : below(256);
-        break;
-      }
-      case 1:
-        bytes = bytes.slice(0, below(bytes.length + 1));
-        break;
-      case 2: {
-        const at = position();
-        const inserted = Uint8Array.from({ length: 1 + below(8) }, () => below(256));
-        bytes = concat(bytes.subarray(0, at), inserted, bytes.subarray(at));
-        break;
-      }
-      case 3: {
-        const at = position();
-        bytes = concat(bytes.subarray(0, at), bytes.subarray(at + 1 + below(16)));
-        break;
-      }
-      case 4: {
-        if (bytes.length < 8) break;
-        const current = readLength(bytes);
-        const choices = [
-          current + 1n, current - 1n, current + 8n, 0n, BigInt(below(2 ** 31)),
-          2n ** 64n - 1n, 100_000_001n, 100_000_000n, BigInt(bytes.length - 8), BigInt(bytes.length),
-        ];
-        new DataView(bytes.buffer, bytes.byteOffset).setBigUint64(0, BigInt.asUintN(64, pick(choices)), true);
-        break;
-      }
-      default: {
-        const from = below(Math.max(bytes.length, 1));
-        const piece = bytes.slice(from, from + 1 + below(32));
-        const at = position();
-        bytes =
-          random() < 0.5
-            ? concat(bytes.subarray(0, at), piece, bytes.subarray(at))
-            : concat(bytes.subarray(0, at), piece, bytes.subarray(at + piece.length));
-      }
-    }
+  let bytes: Uint8Array = base.slice();
+  let byteEdits = 1 + below(3);
+  if (random() < 0.6) {
+    const textEdits = 1 + below(2);
+    for (let edit = 0; edit < textEdits; edit += 1) bytes = mutateHeaderText(bytes, random);
+    byteEdits = random() < 0.25 ? 1 : 0;
   }
+  for (let edit = 0; edit < byteEdits; edit += 1) bytes = mutateBytes(bytes, random);
   return bytes;
 }
+
+function mutateBytes(input: Uint8Array, random: () => number): Uint8Array {
+  const below = (limit: number): number => Math.floor(random() * limit);
+  const pick = <T>(items: readonly T[]): T => items[below(items.length)] as T;
+  const bytes = input.slice();
+  const headerEnd = Math.min(bytes.length, 8 + Number(readLength(bytes) % 1_000_000n));
+  const position = (): number => (random() < 0.7 && headerEnd > 0 ? below(headerEnd) : below(Math.max(bytes.length, 1)));
+  switch (below(6)) {
+    case 0: {
+      if (bytes.length === 0) return bytes;
+      const at = position();
+      // Mostly printable ASCII, so that flips reach JSON.parse rather than all failing UTF-8.
+      bytes[at] = random() < 0.6 ? 0x20 + below(95) : (bytes[at] ?? 0) ^ (1 << below(8));
+      return bytes;
+    }
+    case 1:
+      return bytes.slice(0, below(bytes.length + 1));
+    case 2: {
+      const at = position();
+      const inserted = Uint8Array.from({ length: 1 + below(8) }, () => (random() < 0.6 ? 0x20 + below(95) : below(256)));
+      return concat(bytes.subarray(0, at), inserted, bytes.subarray(at));
+    }
+    case 3: {
+      const at = position();
+      return concat(bytes.subarray(0, at), bytes.subarray(at + 1 + below(16)));
+    }
+    case 4: {
+      if (bytes.length < 8) return bytes;
+      const current = readLength(bytes);
+      const choices = [
+        current + 1n, current - 1n, current + 8n, 0n, BigInt(below(2 ** 31)),
+        2n ** 64n - 1n, 100_000_001n, 100_000_000n, BigInt(bytes.length - 8), BigInt(bytes.length),
+      ];
+      new DataView(bytes.buffer, bytes.byteOffset).setBigUint64(0, BigInt.asUintN(64, pick(choices)), true);
+      return bytes;
+    }
+    default: {
+      const from = below(Math.max(bytes.length, 1));
+      const piece = bytes.slice(from, from + 1 + below(32));
+      const at = position();
+      return random() < 0.5
+        ? concat(bytes.subarray(0, at), piece, bytes.subarray(at))
+        : concat(bytes.subarray(0, at), piece, bytes.subarray(at + piece.length));
+    }
+  }
+}
+
+/** JSON values a probing token can replace: numbers, strings, and arrays of numbers. */
+const VALUE_PATTERN = /-?[0-9]+|"(?:[^"\\]|\\.)*"|\[[0-9,]*\]/g;
+/** A whole `"name":{...}` tensor entry. */
+const ENTRY_PATTERN = /"(?:[^"\\]|\\.)*":\{[^{}]*\}/g;
 
 /** Edits the JSON text of a file's header and rewrites the length prefix to match. */
 function mutateHeaderText(bytes: Uint8Array, random: () => number): Uint8Array {
   const below = (limit: number): number => Math.floor(random() * limit);
-  const headerLength = Number(readLength(bytes));
+  const pickMatch = (pattern: RegExp): RegExpExecArray | undefined => {
+    const matches = [...text.matchAll(pattern)];
+    return matches[below(matches.length)];
+  };
+  const headerLength = Math.min(Number(readLength(bytes) % 1_000_000n), Math.max(bytes.length - 8, 0));
   let text = new TextDecoder().decode(bytes.subarray(8, 8 + headerLength));
   const data = bytes.subarray(8 + headerLength);
   const at = below(text.length + 1);
-  switch (below(4)) {
-    case 0: {
-      // Replace a short span with a token that probes one check.
-      const token = INTERESTING_TOKENS[below(INTERESTING_TOKENS.length)] ?? '';
-      text = text.slice(0, at) + token + text.slice(at + below(6));
-      break;
+  const kind = below(11);
+  if (kind < 4) {
+    // Swap one value for a token that probes one check.
+    const value = pickMatch(VALUE_PATTERN);
+    const token = INTERESTING_TOKENS[below(INTERESTING_TOKENS.length)] ?? '';
+    if (value !== undefined) text = text.slice(0, value.index) + token + text.slice(value.index + value[0].length);
+  } else if (kind < 7) {
+    // Change one digit: shapes and offsets that no longer agree, gaps, overlaps, trailing bytes.
+    const digit = pickMatch(/[0-9]/g);
+    if (digit !== undefined) text = `${text.slice(0, digit.index)}${below(10)}${text.slice(digit.index + 1)}`;
+  } else if (kind < 8) {
+    // Move one tensor's whole range: gaps, overlaps and ranges past the end, with shape and size agreeing.
+    const range = pickMatch(/"data_offsets":\[([0-9]+),([0-9]+)\]/g);
+    const shift = [-8, -4, -2, -1, 1, 2, 4, 8][below(8)] ?? 1;
+    if (range !== undefined) {
+      const moved = `"data_offsets":[${Number(range[1]) + shift},${Number(range[2]) + shift}]`;
+      text = text.slice(0, range.index) + moved + text.slice(range.index + range[0].length);
     }
-    case 1: {
-      // Change one digit: shapes and offsets that no longer agree, gaps, overlaps.
-      const digits = [...text.matchAll(/[0-9]/g)];
-      const digit = digits[below(digits.length)];
-      if (digit?.index !== undefined) text = `${text.slice(0, digit.index)}${below(10)}${text.slice(digit.index + 1)}`;
-      break;
+  } else if (kind < 9) {
+    // Repeat a tensor entry, sometimes under an escaped spelling of its name.
+    const entry = pickMatch(ENTRY_PATTERN);
+    if (entry !== undefined) {
+      const copy = random() < 0.5 ? entry[0] : entry[0].replace(/^"(.)/, (_match, first: string) => `"\\u${first.charCodeAt(0).toString(16).padStart(4, '0')}`);
+      const end = entry.index + entry[0].length;
+      text = `${text.slice(0, end)},${copy}${text.slice(end)}`;
     }
-    case 2: {
-      // Copy a span elsewhere: duplicated keys and entries, broken nesting.
-      const from = below(text.length);
-      text = text.slice(0, at) + text.slice(from, from + 1 + below(80)) + text.slice(at);
-      break;
-    }
-    default:
-      text = text.slice(0, at) + text.slice(at + 1 + below(12));
+  } else if (kind < 10) {
+    const from = below(text.length);
+    text = text.slice(0, at) + text.slice(from, from + 1 + below(80)) + text.slice(at);
+  } else {
+    text = text.slice(0, at) + text.slice(at + 1 + below(12));
   }
   return buildSafetensors(text, data);
 }

@@ -1,0 +1,193 @@
+import { readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { INSPECT_SCHEMA, type InspectReport } from '../src/inspect/hf.js';
+import { runCli } from './helpers/cli.js';
+import { buildSafetensors, smallHeader, smallHeaderWith, SMALL_DATA_BYTES } from './helpers/safetensors-fixtures.js';
+import { HAS_SHARED, POLYGLOT_TINY_DIR, REPO_ROOT } from './helpers/shared.js';
+import { makeTinyModel, tempDir } from './helpers/tiny-model.js';
+import { buildTorchZip, handPickle, type HandTensor, pickleWithValue } from './helpers/torch-fixtures.js';
+
+const scratch = tempDir();
+afterAll(() => scratch.remove());
+
+async function inspectJson(...args: string[]): Promise<InspectReport> {
+  const run = await runCli('inspect', ...args, '--json');
+  expect(run.stderr).not.toContain('internal error');
+  expect(run.code).toBe(0);
+  return JSON.parse(run.stdout) as InspectReport;
+}
+
+/** Tensor rows without the file column, which differs between weight formats by design. */
+const withoutFile = (report: InspectReport) => report.tensors.map(({ file: _file, ...rest }) => rest);
+
+describe.skipIf(!HAS_SHARED)('inspect on ../shared/fixtures/polyglot-ko-tiny', () => {
+  it('reports the exact parameter count, the config and the 12 skipped buffers', async () => {
+    const report = await inspectJson(POLYGLOT_TINY_DIR);
+    expect(report.schema).toBe(INSPECT_SCHEMA);
+    expect(report.parameters).toBe(18_560_512);
+    expect(report.bytes).toBe(2 * 18_560_512);
+    expect(report.bytesByDtype).toEqual({ F16: 2 * 18_560_512 });
+    expect(report.config).toEqual({
+      architecture: 'GPTNeoXForCausalLM',
+      vocabSize: 30080,
+      hiddenSize: 256,
+      numLayers: 4,
+      numHeads: 8,
+      headDim: 32,
+      intermediateSize: 1024,
+      hiddenAct: 'gelu',
+      rotaryPct: 0.5,
+      rotaryDims: 16,
+      rotaryBase: 10000,
+      maxPositionEmbeddings: 2048,
+      layerNormEps: 1e-5,
+      useParallelResidual: true,
+      tieWordEmbeddings: false,
+      attentionBias: true,
+      bosTokenId: 0,
+      eosTokenId: 2,
+      torchDtype: 'float16',
+    });
+    expect(report.skipped).toHaveLength(12);
+    expect(new Set(report.skipped.map((entry) => entry.reason))).toEqual(
+      new Set(['attention.bias', 'attention.masked_bias', 'attention.rotary_emb.inv_freq']),
+    );
+    expect(report.weights).toEqual({
+      format: 'safetensors',
+      index: 'model.safetensors.index.json',
+      files: [
+        { file: 'model-00001-of-00002.safetensors', bytes: 26_952_168 },
+        { file: 'model-00002-of-00002.safetensors', bytes: 26_953_304 },
+      ],
+    });
+    expect(report.tokenizer?.vocabSize).toBe(30003);
+  });
+
+  it('gives the same tensors and hashes with --weights bin, and 12 skipped buffers either way', async () => {
+    const fromSafetensors = await inspectJson(POLYGLOT_TINY_DIR, '--hash');
+    const fromBin = await inspectJson(POLYGLOT_TINY_DIR, '--hash', '--weights', 'bin');
+    expect(fromBin.weights.format).toBe('bin');
+    expect(fromBin.parameters).toBe(fromSafetensors.parameters);
+    expect(withoutFile(fromBin)).toEqual(withoutFile(fromSafetensors));
+    expect(fromSafetensors.tensors.every((tensor) => /^[0-9a-f]{64}$/.test(tensor.sha256 ?? ''))).toBe(true);
+    expect(fromBin.skipped).toHaveLength(12);
+    expect(fromBin.skipped.map((entry) => [entry.name, entry.sha256])).toEqual(
+      expect.arrayContaining(fromSafetensors.skipped.map((entry) => [entry.name, entry.sha256])),
+    );
+  });
+
+  it('inspects a single shard and the single .bin file', async () => {
+    const shard = await inspectJson(join(POLYGLOT_TINY_DIR, 'model-00001-of-00002.safetensors'));
+    expect(shard.kind).toBe('safetensors');
+    expect(shard.architecture).toBe('GPTNeoXForCausalLM');
+    const bin = await inspectJson(join(POLYGLOT_TINY_DIR, 'pytorch_model.bin'));
+    expect(bin.kind).toBe('torch-bin');
+    expect(bin.parameters).toBe(18_560_512);
+    expect(bin.skipped).toHaveLength(12);
+  });
+});
+
+describe('inspect on the bundled tiny model', () => {
+  it('prints a readable summary with the tensor table', async () => {
+    const run = await runCli('inspect', join(REPO_ROOT, 'fixtures', 'tiny-neox'), '--tensors');
+    expect(run.code).toBe(0);
+    expect(run.stdout).toContain('architecture  GPTNeoXForCausalLM');
+    expect(run.stdout).toContain('parameters    149,248');
+    expect(run.stdout).toContain('6 non-parameter tensors');
+    expect(run.stdout).toMatch(/gpt_neox\.embed_in\.weight\s+F16\s+\[384, 64\]\s+49,152/);
+  });
+});
+
+describe('bad input exits 2 and names the file', () => {
+  const write = (name: string, bytes: Uint8Array): string => {
+    const path = join(scratch.path, name);
+    writeFileSync(path, bytes);
+    return path;
+  };
+  const good = buildSafetensors(smallHeader(), SMALL_DATA_BYTES);
+  const weight: HandTensor = { name: 'w', storageClass: 'FloatStorage', key: '0', numel: 2, offset: 0, shape: [2], stride: [1] };
+  const f32 = new Uint8Array(Float32Array.of(1, 2).buffer);
+
+  const cases: [string, () => Promise<string> | string, string][] = [
+    ['a truncated file', () => write('truncated.safetensors', good.subarray(0, good.length - 5)), 'truncated'],
+    ['a header length beyond the file', () => write('long.safetensors', buildSafetensors(smallHeader(), SMALL_DATA_BYTES, { headerLength: 10_000n })), 'header'],
+    ['overlapping offsets', () => write('overlap.safetensors', buildSafetensors(smallHeaderWith('w', 'data_offsets', [8, 16]), 16)), 'overlap'],
+    ['gapped offsets', () => write('gap.safetensors', buildSafetensors(smallHeaderWith('w', 'data_offsets', [20, 28]), 28)), 'gap'],
+    ['trailing bytes', () => write('trailing.safetensors', buildSafetensors(smallHeader(), SMALL_DATA_BYTES + 4)), 'trailing'],
+    ['duplicate keys', () => write('dup.safetensors', buildSafetensors(`{"v":{"dtype":"F32","shape":[2,2],"data_offsets":[0,16]},"v":{"dtype":"F32","shape":[2,2],"data_offsets":[0,16]}}`, 16)), 'appears twice'],
+    ['a shape/offset mismatch', () => write('shape.safetensors', buildSafetensors(smallHeaderWith('v', 'shape', [3, 2]), SMALL_DATA_BYTES)), 'shape'],
+    ['a non-UTF-8 header', () => write('utf8.safetensors', buildSafetensors(Uint8Array.of(0x7b, 0xff, 0xfe, 0x7d), 0)), 'UTF-8'],
+    ['a pickle with an os.system GLOBAL', () => write('evil.bin', buildTorchZip({ pickle: pickleWithValue((p) => p.global('os', 'system').unicode('echo pwned').raw(0x85).reduce()), storages: { '0': f32 } })), 'os.system'],
+    ['a zip missing a storage entry', () => write('nostorage.bin', buildTorchZip({ pickle: handPickle([weight, { ...weight, name: 'v', key: '1' }]), storages: { '0': f32 } })), 'archive/data/1'],
+    ['an index naming a missing shard', async () => {
+      const dir = await makeTinyModel(scratch.path, { shardBytes: 100_000 });
+      rmSync(join(dir, 'model-00003-of-00004.safetensors'));
+      return join(dir, 'model.safetensors.index.json');
+    }, 'model-00003-of-00004.safetensors'],
+  ];
+
+  for (const [what, make, fragment] of cases) {
+    it(`exits 2 for ${what}`, async () => {
+      const path = await make();
+      const target = path.endsWith('index.json') ? join(path, '..') : path;
+      const run = await runCli('inspect', target);
+      expect(run.code).toBe(2);
+      expect(run.stdout).toBe('');
+      expect(run.stderr).toContain(path);
+      expect(run.stderr.toLowerCase()).toContain(fragment.toLowerCase());
+      expect(run.stderr).not.toContain('internal error');
+    });
+  }
+
+  it('exits 2 with usage help for an unknown flag or a bad choice', async () => {
+    const unknown = await runCli('inspect', '.', '--frobnicate');
+    expect(unknown.code).toBe(2);
+    expect(unknown.stderr).toContain('frobnicate');
+    const choice = await runCli('inspect', '.', '--weights', 'gguf');
+    expect(choice.code).toBe(2);
+    expect(choice.stderr).toContain('Choices');
+  });
+
+  it('exits 2 for a path that does not exist', async () => {
+    const run = await runCli('inspect', join(scratch.path, 'nope'));
+    expect(run.code).toBe(2);
+    expect(run.stderr).toContain(join(scratch.path, 'nope'));
+  });
+});
+
+describe('synth', () => {
+  it('writes the tiny preset in both formats with identical parameter hashes', async () => {
+    const out = join(scratch.path, 'synth-both');
+    const run = await runCli('synth', '--preset', 'tiny', '--out', out, '--format', 'both', '--seed', '3');
+    expect(run.code).toBe(0);
+    expect(readdirSync(out).sort()).toEqual(
+      ['config.json', 'generation_config.json', 'model.safetensors', 'pytorch_model.bin', 'special_tokens_map.json', 'tokenizer.json', 'tokenizer_config.json'],
+    );
+    const a = await inspectJson(out, '--hash');
+    const b = await inspectJson(out, '--hash', '--weights', 'bin');
+    expect(withoutFile(b)).toEqual(withoutFile(a));
+    expect(a.skipped).toHaveLength(6);
+  });
+
+  it('is deterministic for a seed and differs between seeds', async () => {
+    const paths = ['s1', 's1-again', 's2'].map((name) => join(scratch.path, name));
+    await runCli('synth', '--preset', 'tiny', '--out', paths[0] as string, '--seed', '1');
+    await runCli('synth', '--preset', 'tiny', '--out', paths[1] as string, '--seed', '1');
+    await runCli('synth', '--preset', 'tiny', '--out', paths[2] as string, '--seed', '2');
+    const bytes = paths.map((path) => readFileSync(join(path, 'model.safetensors')));
+    expect(bytes[0]?.equals(bytes[1] as Buffer)).toBe(true);
+    expect(bytes[0]?.equals(bytes[2] as Buffer)).toBe(false);
+  });
+
+  it('refuses to overwrite a non-empty folder without --force, and replaces it with --force', async () => {
+    const out = join(scratch.path, 'occupied');
+    expect((await runCli('synth', '--preset', 'tiny', '--out', out)).code).toBe(0);
+    const again = await runCli('synth', '--preset', 'tiny', '--out', out);
+    expect(again.code).toBe(2);
+    expect(again.stderr).toContain('--force');
+    expect((await runCli('synth', '--preset', 'tiny', '--out', out, '--force', '--dtype', 'BF16')).code).toBe(0);
+    expect((await inspectJson(out)).bytesByDtype).toEqual({ BF16: 2 * 149_248 });
+    expect(readdirSync(scratch.path).some((name) => name.includes('partial'))).toBe(false);
+  });
+});
