@@ -12,9 +12,10 @@ import { existsSync, rmSync, statSync } from 'node:fs';
 import { cpus, totalmem } from 'node:os';
 import { join, resolve } from 'node:path';
 import { readCheckpoint, type WeightsFormat } from '../src/readers/checkpoint.js';
-import { rowLayout } from '../src/readers/tensor-ref.js';
+import { rowsForChunkBytes } from '../src/readers/tensor-ref.js';
 
-const CHUNK_BYTES = 8 * 1024 * 1024;
+/** Chunk size and buffer reuse as the library's own streaming (hashing, converting) uses them. */
+const CHUNK_BYTES = 1 << 20;
 
 function argument(name: string, fallback: string): string {
   const index = process.argv.indexOf(`--${name}`);
@@ -29,9 +30,7 @@ async function readAll(dir: string, weights: WeightsFormat): Promise<void> {
   let checksum = 0;
   const tensors = [...checkpoint.tensors.values(), ...checkpoint.skipped.map((entry) => entry.tensor)];
   for (const tensor of tensors) {
-    const { rowBytes } = rowLayout(tensor.dtype, tensor.shape);
-    const rowsPerChunk = Math.max(1, Math.floor(CHUNK_BYTES / Math.max(1, rowBytes)));
-    for await (const chunk of tensor.rows(rowsPerChunk)) {
+    for await (const chunk of tensor.rows(rowsForChunkBytes(tensor, CHUNK_BYTES), { reuseBuffer: true })) {
       bytes += chunk.length;
       checksum ^= chunk[chunk.length - 1] ?? 0; // touch the data so nothing is optimised away
     }

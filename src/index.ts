@@ -1,1 +1,30 @@
-export const VERSION = "0.1.0";
+/**
+ * polyquant's library entry. The CLI is a thin layer over these calls.
+ */
+export { ERROR_CODES, type ErrorCode, EXIT_CODES, isPolyquantError, PolyquantError } from './errors.js';
+export { AtomicFile, ReadableFile, writeAtomically } from './io/file.js';
+export { DTYPES, DTYPE_NAMES, type DType, type DTypeInfo } from './tensor/dtype.js';
+export type { TensorRef, TensorToWrite } from './readers/tensor-ref.js';
+export {
+  type Checkpoint,
+  parameterCount,
+  readCheckpoint,
+  type ReadCheckpointOptions,
+  type SkippedTensor,
+  type WeightsFormat,
+  type WeightsPreference,
+} from './readers/checkpoint.js';
+export { readSafetensors, type SafetensorsFile, writeSafetensors } from './readers/safetensors.js';
+export { readTorchBin, type TorchBinFile, writeTorchBin } from './readers/torch-bin.js';
+export {
+  loadTokenizer,
+  readTokenizerFiles,
+  summariseTokenizer,
+  type TextTokenizer,
+  type TokenizerFiles,
+  type TokenizerSummary,
+} from './readers/tokenizer.js';
+export { expectedTensors, type NeoXConfig, normaliseNeoXConfig, SUPPORTED_ARCHITECTURES } from './arch/gpt-neox.js';
+export { INSPECT_SCHEMA, type InspectReport, inspectHf } from './inspect/hf.js';
+export { type SynthOptions, synthCheckpoint } from './synth/synth.js';
+export { SYNTH_PRESETS, type SynthPresetName } from './synth/presets.js';

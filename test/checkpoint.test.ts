@@ -95,6 +95,28 @@ describe('reading HF model folders', () => {
     expect(Buffer.concat(chunks).equals(Buffer.from(await tensor.read()))).toBe(true);
   });
 
+  it('streams through one reused buffer when asked, with the same bytes', async () => {
+    const dir = await makeTinyModel(scratch.path);
+    const tensor = (await readCheckpoint(dir)).tensors.get('gpt_neox.layers.0.mlp.dense_h_to_4h.weight');
+    if (tensor === undefined) throw new Error('missing tensor');
+    const copies: Buffer[] = [];
+    const buffers = new Set<ArrayBufferLike>();
+    for await (const chunk of tensor.rows(10, { reuseBuffer: true })) {
+      copies.push(Buffer.from(chunk));
+      buffers.add(chunk.buffer);
+    }
+    expect(copies).toHaveLength(Math.ceil(256 / 10));
+    expect(buffers.size).toBe(1);
+    expect(Buffer.concat(copies).equals(Buffer.from(await tensor.read()))).toBe(true);
+    // Two streams at once never share a buffer.
+    const first = tensor.rows(10, { reuseBuffer: true })[Symbol.asyncIterator]();
+    const second = tensor.rows(10, { reuseBuffer: true })[Symbol.asyncIterator]();
+    const [a, b] = [await first.next(), await second.next()];
+    expect(a.value.buffer).not.toBe(b.value.buffer);
+    await first.return?.();
+    await second.return?.();
+  });
+
   it('fails with the folder named when there is no config.json', async () => {
     const dir = await makeTinyModel(scratch.path);
     rmSync(join(dir, 'config.json'));

@@ -4,7 +4,7 @@
  * renames at the end, so a failure never leaves a half-written output behind.
  */
 import { randomBytes } from 'node:crypto';
-import { constants as fsConstants } from 'node:fs';
+import { closeSync, fstatSync, constants as fsConstants, openSync, readSync } from 'node:fs';
 import { type FileHandle, open, rename, rm, stat } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { ERROR_CODES, PolyquantError } from '../errors.js';
@@ -84,6 +84,68 @@ export class ReadableFile {
 
   async close(): Promise<void> {
     await this.handle.close();
+  }
+}
+
+/**
+ * A file read with synchronous positional reads, for streaming tensor rows. For data in the page cache the
+ * thread-pool hop of an async read, and of an async open/stat/close per tensor, costs more than the copy
+ * itself (BENCHMARKS.md); each call here blocks for one chunk at most.
+ */
+export class SyncFileReader {
+  private constructor(
+    readonly path: string,
+    private fd: number,
+    readonly size: number,
+  ) {}
+
+  static open(path: string): SyncFileReader {
+    let fd: number;
+    try {
+      fd = openSync(path, fsConstants.O_RDONLY);
+    } catch (error) {
+      throw ioError(path, 'open the file', error);
+    }
+    try {
+      return new SyncFileReader(path, fd, fstatSync(fd).size);
+    } catch (error) {
+      closeSync(fd);
+      throw ioError(path, 'stat the file', error);
+    }
+  }
+
+  /** Reads exactly `length` bytes at `offset` into the start of `target` and returns that part of it. */
+  readInto(offset: number, length: number, target: Uint8Array): Uint8Array {
+    if (offset + length > this.size || length > target.length) {
+      throw new PolyquantError(
+        ERROR_CODES.MALFORMED,
+        `byte range ${offset}..${offset + length} runs past the end of the file (${this.size} bytes); the file is truncated`,
+        { file: this.path },
+      );
+    }
+    let done = 0;
+    while (done < length) {
+      let bytesRead: number;
+      try {
+        bytesRead = readSync(this.fd, target, done, length - done, offset + done);
+      } catch (error) {
+        throw ioError(this.path, 'read the file', error);
+      }
+      if (bytesRead === 0) {
+        throw new PolyquantError(ERROR_CODES.MALFORMED, `file ended after ${offset + done} bytes while reading`, {
+          file: this.path,
+          hint: 'the file changed or was truncated while polyquant read it',
+        });
+      }
+      done += bytesRead;
+    }
+    return target.subarray(0, length);
+  }
+
+  close(): void {
+    if (this.fd < 0) return;
+    closeSync(this.fd);
+    this.fd = -1;
   }
 }
 

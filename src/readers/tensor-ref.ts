@@ -4,7 +4,8 @@
  * model) in memory. (gguf-py's `LazyTensor` thunks; tinygrad's disk tensors.)
  */
 import { ERROR_CODES, PolyquantError } from '../errors.js';
-import { ReadableFile, withFile } from '../io/file.js';
+import { SyncFileReader, withFile } from '../io/file.js';
+import { acquireScratch, releaseScratch } from '../io/scratch.js';
 import { DTYPES, type DType, elementCount } from '../tensor/dtype.js';
 
 export interface TensorRef {
@@ -21,7 +22,16 @@ export interface TensorRef {
    * The tensor's rows in chunks of `rowsPerChunk` rows (the last chunk may be shorter). A row is
    * everything under the first dimension; a tensor of rank 0 or 1 is a single row.
    */
-  rows(rowsPerChunk: number): AsyncIterable<Uint8Array>;
+  rows(rowsPerChunk: number, options?: RowsOptions): AsyncIterable<Uint8Array>;
+}
+
+export interface RowsOptions {
+  /**
+   * Yield every chunk in one reused buffer: a chunk is valid only until the next one is asked for, so the
+   * consumer must copy what it keeps. Fresh memory costs page faults; reusing one cache-warm buffer roughly
+   * doubles streaming throughput (BENCHMARKS.md). Default false: each chunk is its own buffer.
+   */
+  readonly reuseBuffer?: boolean;
 }
 
 /** Number of rows and bytes per row, as rows() sees the tensor. */
@@ -57,18 +67,20 @@ export class FileRangeTensor implements TensorRef {
     return withFile(this.file, (file) => file.read(this.offset, this.byteLength));
   }
 
-  async *rows(rowsPerChunk: number): AsyncIterable<Uint8Array> {
+  async *rows(rowsPerChunk: number, options: RowsOptions = {}): AsyncIterable<Uint8Array> {
     checkRowsPerChunk(this.name, rowsPerChunk);
     const { rows, rowBytes } = rowLayout(this.dtype, this.shape);
     if (rows === 0 || rowBytes === 0) return;
-    const file = await ReadableFile.open(this.file);
+    const file = SyncFileReader.open(this.file);
+    const shared = options.reuseBuffer ? acquireScratch(Math.min(rowsPerChunk, rows) * rowBytes) : undefined;
     try {
       for (let row = 0; row < rows; row += rowsPerChunk) {
-        const count = Math.min(rowsPerChunk, rows - row);
-        yield await file.read(this.offset + row * rowBytes, count * rowBytes);
+        const length = Math.min(rowsPerChunk, rows - row) * rowBytes;
+        yield file.readInto(this.offset + row * rowBytes, length, shared ?? Buffer.allocUnsafeSlow(length));
       }
     } finally {
-      await file.close();
+      if (shared !== undefined) releaseScratch(shared);
+      file.close();
     }
   }
 }
@@ -86,7 +98,19 @@ export interface TensorToWrite {
 
 /** Adapts a TensorRef (or an in-memory array) to the writer input. */
 export function tensorToWrite(tensor: TensorRef, rowsPerChunk = 1024): TensorToWrite {
-  return { name: tensor.name, dtype: tensor.dtype, shape: tensor.shape, chunks: () => tensor.rows(rowsPerChunk) };
+  // Writers write each chunk before asking for the next, so one reused buffer is safe here.
+  return {
+    name: tensor.name,
+    dtype: tensor.dtype,
+    shape: tensor.shape,
+    chunks: () => tensor.rows(rowsPerChunk, { reuseBuffer: true }),
+  };
+}
+
+/** Rows per chunk so that a chunk is about `targetBytes` (at least one row). */
+export function rowsForChunkBytes(tensor: Pick<TensorRef, 'dtype' | 'shape'>, targetBytes: number): number {
+  const { rowBytes } = rowLayout(tensor.dtype, tensor.shape);
+  return Math.max(1, Math.floor(targetBytes / Math.max(1, rowBytes)));
 }
 
 export function bytesToWrite(name: string, dtype: DType, shape: readonly number[], bytes: Uint8Array): TensorToWrite {

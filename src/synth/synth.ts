@@ -4,7 +4,7 @@
  * with memory bounded by one chunk. Also the generator behind the test fixtures. The folder is built under
  * a temp name and renamed into place at the end: a failure leaves nothing behind.
  */
-import { copyFile, mkdir, readdir, rename, rm, stat } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rename, rm, stat } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { expectedTensors, normaliseNeoXConfig, type NeoXConfig } from '../arch/gpt-neox.js';
 import { ERROR_CODES, PolyquantError } from '../errors.js';
@@ -276,9 +276,11 @@ async function writeTokenizer(dir: string, config: NeoXConfig, tokenizerDir: str
     for (const name of names) {
       const source = join(tokenizerDir, name);
       if (!(await pathExists(source))) continue;
-      await copyFile(source, join(dir, name)).catch((error: unknown) => {
-        throw ioError(source, 'copy the tokenizer file', error);
+      // Read and rewrite rather than copyFile, which would carry over a read-only source's mode bits.
+      const bytes = await readFile(source).catch((error: unknown) => {
+        throw ioError(source, 'read the tokenizer file', error);
       });
+      await writeAtomically(join(dir, name), (file) => file.write(bytes));
       written.push(name);
     }
     if (!written.includes(TOKENIZER_FILE_NAMES.tokenizer)) {

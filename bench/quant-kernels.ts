@@ -1,0 +1,106 @@
+/**
+ * Single-thread throughput of every ggml quantizer and dequantizer on a normal(0, 0.02) matrix (the
+ * shape of a 3.8B GPT-NeoX weight row: 4096 columns). Prints MB/s of float32 input and ns per parameter,
+ * with llama-quantize's per-thread figures for comparison where known.
+ *
+ *   npx tsx bench/quant-kernels.ts [--rows 4096] [--cols 4096] [--types Q8_0,Q4_K] [--importance]
+ *
+ * Slow types run on fewer rows (a time budget per type) so the whole run stays short; the rate is per
+ * parameter either way.
+ */
+
+import { parseArgs } from 'node:util';
+import {
+  dequantizeRowsInto,
+  GGML_TYPE_NAMES,
+  GGML_TYPES,
+  type GgmlTypeName,
+  isGgmlTypeName,
+  quantizeRowsInto,
+  rowBytes,
+} from '../src/quant/index.js';
+
+/** llama-quantize's single-thread speed (ns/param) quoted in the task brief, for the ratio column. */
+const LLAMA_QUANTIZE_NS_PER_PARAM: Partial<Record<GgmlTypeName, number>> = { Q8_0: 11, Q4_0: 8, Q4_K: 70 };
+
+const { values } = parseArgs({
+  options: {
+    rows: { type: 'string', default: '4096' },
+    cols: { type: 'string', default: '4096' },
+    types: { type: 'string' },
+    importance: { type: 'boolean', default: false },
+    'budget-ms': { type: 'string', default: '1500' },
+  },
+});
+
+const rows = Number(values.rows);
+const cols = Number(values.cols);
+const budgetMs = Number(values['budget-ms']);
+const schemes = (values.types?.split(',') ?? GGML_TYPE_NAMES).filter((name): name is GgmlTypeName => {
+  if (!isGgmlTypeName(name)) throw new Error(`unknown type ${name}`);
+  return true;
+});
+
+/** A deterministic normal(0, 0.02) matrix (xorshift32 + Box–Muller); no Math.random so runs compare. */
+function normalMatrix(count: number): Float32Array {
+  const out = new Float32Array(count);
+  let state = 0x12345678;
+  const uniform = (): number => {
+    state ^= state << 13;
+    state ^= state >>> 17;
+    state ^= state << 5;
+    return ((state >>> 0) + 1) / 4294967297;
+  };
+  for (let i = 0; i < count; i += 2) {
+    const radius = Math.sqrt(-2 * Math.log(uniform())) * 0.02;
+    const angle = 2 * Math.PI * uniform();
+    out[i] = radius * Math.cos(angle);
+    if (i + 1 < count) out[i + 1] = radius * Math.sin(angle);
+  }
+  return out;
+}
+
+const matrix = normalMatrix(rows * cols);
+const importanceWeights = values.importance ? normalMatrix(cols).map((value) => Math.exp(value * 50)) : undefined;
+
+/** Runs `body` over chunks of `chunkRows` rows until `budgetMs` passes or the matrix is done; returns rows/ms. */
+function measure(body: (start: number, count: number) => void, chunkRows: number): { rowsDone: number; ms: number } {
+  let rowsDone = 0;
+  const started = performance.now();
+  while (rowsDone < rows) {
+    const count = Math.min(chunkRows, rows - rowsDone);
+    body(rowsDone, count);
+    rowsDone += count;
+    if (performance.now() - started > budgetMs) break;
+  }
+  return { rowsDone, ms: performance.now() - started };
+}
+
+console.log(`ggml quantizers, single thread, ${rows}×${cols} normal(0, 0.02)${importanceWeights ? ', with importance weights' : ''}`);
+console.log('type     quantize MB/s  ns/param  vs llama-quantize | dequantize MB/s  ns/param | rows timed');
+for (const scheme of schemes) {
+  const info = GGML_TYPES[scheme];
+  if (cols % info.blockElements !== 0) continue;
+  const bytesPerRow = rowBytes(scheme, cols);
+  const chunkRows = 16;
+  const out = new Uint8Array(bytesPerRow * chunkRows);
+  const floats = new Float32Array(cols * chunkRows);
+  const options = { importance: importanceWeights };
+  // Warm-up so the timed run measures optimised code.
+  for (let i = 0; i < 3; i++) quantizeRowsInto(scheme, matrix.subarray(0, cols * chunkRows), cols, out, options);
+  const quantized = measure((start, count) => {
+    quantizeRowsInto(scheme, matrix.subarray(start * cols, (start + count) * cols), cols, out, options);
+  }, chunkRows);
+  const encoded = quantizeRowsInto(scheme, matrix.subarray(0, cols * chunkRows), cols, out, options).slice();
+  for (let i = 0; i < 3; i++) dequantizeRowsInto(scheme, encoded, cols, floats);
+  const dequantized = measure(() => {
+    dequantizeRowsInto(scheme, encoded, cols, floats);
+  }, chunkRows);
+  const quantizeNs = (quantized.ms * 1e6) / (quantized.rowsDone * cols);
+  const dequantizeNs = (dequantized.ms * 1e6) / (dequantized.rowsDone * cols);
+  const reference = LLAMA_QUANTIZE_NS_PER_PARAM[scheme];
+  const ratio = reference === undefined ? '' : `${((100 * reference) / quantizeNs).toFixed(0)}%`;
+  console.log(
+    `${scheme.padEnd(8)} ${(4000 / quantizeNs).toFixed(1).padStart(13)} ${quantizeNs.toFixed(1).padStart(9)} ${ratio.padStart(18)} | ${(4000 / dequantizeNs).toFixed(1).padStart(15)} ${dequantizeNs.toFixed(2).padStart(9)} | ${quantized.rowsDone}`,
+  );
+}
