@@ -74,7 +74,7 @@ export class PolyquantError extends Error {
     return EXIT_CODES[this.code];
   }
 
-  toJSON(): Record<string, unknown> {
+  toJSON(): { code: ErrorCode; message: string; file: string | undefined; tensor: string | undefined; hint: string | undefined } {
     return { code: this.code, message: this.detail, file: this.file, tensor: this.tensor, hint: this.hint };
   }
 }

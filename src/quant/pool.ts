@@ -1,0 +1,102 @@
+/**
+ * A worker pool that quantizes row chunks in parallel (worker_threads via piscina). Results come back in
+ * input order, so the bytes are identical for any worker count; at most `maxInFlight` chunks are queued
+ * or running, so memory is bounded by chunk size × maxInFlight — never by tensor or model size. With
+ * `workers: 0` the work runs inline on the calling thread (same bytes, no threads), for debugging.
+ */
+import { availableParallelism } from 'node:os';
+import { fileURLToPath } from 'node:url';
+import { Piscina } from 'piscina';
+import { ERROR_CODES, PolyquantError } from '../errors.js';
+import { quantizeRows } from './api.js';
+import type { GgmlTypeName } from './ggml-types.js';
+import type { QuantTask, QuantTaskFailure } from './pool-worker.js';
+
+export interface QuantPoolOptions {
+  /** Worker threads; 0 runs inline. Default: the machine's available parallelism. */
+  readonly workers?: number;
+  /** Chunks queued or running at once (back-pressure). Default: 2 per worker, so none idles between tasks. */
+  readonly maxInFlight?: number;
+}
+
+export interface QuantChunkJob {
+  readonly scheme: GgmlTypeName;
+  readonly nPerRow: number;
+  readonly importance?: Float32Array | undefined;
+  readonly tensor?: string | undefined;
+}
+
+/** Running from TypeScript sources (tests, tsx) the worker is the .ts file and needs tsx's loader. */
+const HERE = import.meta.url;
+const FROM_SOURCE = HERE.endsWith('.ts');
+const WORKER_FILE = fileURLToPath(new URL(`./pool-worker.${FROM_SOURCE ? 'ts' : 'js'}`, HERE));
+
+export class QuantPool {
+  readonly workers: number;
+  readonly maxInFlight: number;
+  private readonly piscina: Piscina | undefined;
+
+  constructor(options: QuantPoolOptions = {}) {
+    const workers = options.workers ?? availableParallelism();
+    if (!Number.isSafeInteger(workers) || workers < 0 || workers > 256) {
+      throw new PolyquantError(ERROR_CODES.USAGE, `worker count ${workers} is not an integer from 0 to 256`);
+    }
+    this.workers = workers;
+    this.maxInFlight = Math.max(1, options.maxInFlight ?? 2 * Math.max(1, workers));
+    this.piscina =
+      workers === 0
+        ? undefined
+        : new Piscina({
+            filename: WORKER_FILE,
+            minThreads: workers,
+            maxThreads: workers,
+            execArgv: FROM_SOURCE ? ['--import', 'tsx'] : [],
+            // Each task is a whole chunk; more than one queued per thread only adds latency.
+            concurrentTasksPerWorker: 1,
+          });
+  }
+
+  /** Quantizes one chunk of whole rows. `src`'s buffer is transferred to the worker (do not reuse it). */
+  async quantize(job: QuantChunkJob, src: Float32Array): Promise<Uint8Array> {
+    if (this.piscina === undefined) {
+      return quantizeRows(job.scheme, src, job.nPerRow, { importance: job.importance, tensor: job.tensor });
+    }
+    const task: QuantTask = {
+      scheme: job.scheme,
+      src,
+      nPerRow: job.nPerRow,
+      importance: job.importance,
+      tensor: job.tensor,
+    };
+    const transfer = src.byteOffset === 0 && src.byteLength === src.buffer.byteLength ? [src.buffer as ArrayBuffer] : [];
+    const result: unknown = await this.piscina.run(task, { transferList: transfer });
+    if (result instanceof Uint8Array) return result;
+    const { failure } = result as QuantTaskFailure;
+    throw new PolyquantError(failure.code, failure.message, { file: failure.file, tensor: failure.tensor, hint: failure.hint });
+  }
+
+  /**
+   * Quantizes a stream of row chunks, yielding each chunk's bytes in input order while keeping at most
+   * `maxInFlight` chunks outstanding. The input iterator is only advanced when there is room.
+   */
+  async *quantizeStream(job: QuantChunkJob, chunks: AsyncIterable<Float32Array> | Iterable<Float32Array>): AsyncIterable<Uint8Array> {
+    const pending: Promise<Uint8Array>[] = [];
+    try {
+      for await (const chunk of chunks) {
+        const promise = this.quantize(job, chunk);
+        // Attach a handler now so that a failure while we wait on an earlier chunk is not "unhandled".
+        promise.catch(() => undefined);
+        pending.push(promise);
+        if (pending.length >= this.maxInFlight) yield await (pending.shift() as Promise<Uint8Array>);
+      }
+      while (pending.length > 0) yield await (pending.shift() as Promise<Uint8Array>);
+    } finally {
+      // On an early exit or error, let the outstanding tasks settle before the caller moves on.
+      await Promise.allSettled(pending);
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.piscina?.destroy();
+  }
+}
