@@ -6,7 +6,11 @@
  * survive exactly as ggml writes them.
  */
 
-import { bf16ToF32Array, f16ToF32Array, f32BitsToBf16Bits, f32BitsToF16Bits } from '../tensor/float.js';
+import * as floatBitsModule from '../tensor/float.js';
+
+// Module-local aliases: under some loaders (tsx) every use of an imported binding is a getter call,
+// which keeps V8 from inlining the per-element conversions.
+const { bf16ToF32Array, f16ToF32Array, f32BitsToBf16Bits, f32BitsToF16Bits } = floatBitsModule;
 
 function floatBits(src: Float32Array, offset: number, n: number): Uint32Array {
   return new Uint32Array(src.buffer, src.byteOffset + offset * 4, n);

@@ -43,11 +43,12 @@ function nearestIntBitTrick(value: number): number {
 }
 
 /**
- * C `roundf`: halves go away from zero (JS `Math.round(-2.5)` is −2, `roundf(-2.5f)` is −3). For a
- * float32 argument, `|x| + 0.5` is exact in double, so `floor` gives the C result.
+ * C `roundf` for |x| < 2^31, as an int: halves go away from zero (JS `Math.round(-2.5)` is −2,
+ * `roundf(-2.5f)` is −3). For a float32 argument, x ± 0.5 is exact in double, and truncating it toward
+ * zero rounds half away from zero. NaN gives 0, as the x86 conversion to int8_t does.
  */
 export function roundHalfAwayFromZero(value: number): number {
-  return value >= 0 ? Math.floor(value + 0.5) : -Math.floor(0.5 - value);
+  return (value + (value < 0 ? -0.5 : 0.5)) | 0;
 }
 
 /**
@@ -74,4 +75,9 @@ export function writeF16(bytes: Uint8Array, offset: number, value: number): numb
 /** The value a float32 takes after a round trip through fp16 (what the K-quants quantize against). */
 export function roundToF16(value: number): number {
   return F16_TO_F32_VALUES[f32ToF16(value)]!;
+}
+
+/** `MAX(low, MIN(high, value))` for the integer levels the kernels clamp. */
+export function clamp(value: number, low: number, high: number): number {
+  return Math.max(low, Math.min(high, value));
 }

@@ -8,12 +8,142 @@
  * Arrays are passed with offsets instead of subarrays so the callers allocate nothing per block.
  */
 
-import { fround, GROUP_MAX_EPS, nearestInt } from './ggml-math.js';
+import * as ggmlMath from './ggml-math.js';
+
+// Module-local aliases of the hot helpers: under some loaders (tsx) every use of an imported binding
+// is a getter call, which keeps V8 from inlining them into the inner loops; a local const is inlined.
+const { clamp, fround, GROUP_MAX_EPS, nearestInt } = ggmlMath;
 
 /** `Laux` scratch of make_qkx2_quants / make_qkx3_quants (n ≤ 32 for every caller). */
 const trialLevels = new Uint8Array(32);
+/** Trial levels of make_qx_quants (n ≤ 32), before the + nmax offset. */
+const signedTrialLevels = new Int8Array(32);
+/** The value of fround(iscale·(x − min)) at which each trial level may rise (see fitScaleAndMin). */
+const levelThresholds = new Float64Array(32);
 /** `x[i] - min` for the current `min`: it only changes when a trial wins, so it is cached. */
 const shiftedValues = new Float32Array(32);
+/** The per-element terms of a trial's weighted error, summed exactly only when the trial may win. */
+const errorTerms = new Float32Array(32);
+
+/*
+ * Shortcuts. ggml tries many scales per group and keeps a trial only if it beats the best so far. The
+ * exact float32 evaluation of a trial is a chain of dependent float32 operations, slow in JS (each
+ * `fround` is two conversions), so we skip every trial that provably cannot be accepted. None of these
+ * changes a byte (test/quant-differential.test.ts holds them to shortcut-free ports):
+ *
+ * 1. Repeats. A trial whose levels equal the previous trial's has the same sums, hence the same scale,
+ *    min and error. The best only ever improves, so it cannot be accepted (make_qx_quants and IQ4 would
+ *    re-accept it, writing back identical state).
+ * 2. Bounds. We compute a trial's sums exactly (in double) and bound what C's float32 arithmetic can
+ *    make of them, skipping the trial when even the most favourable float result loses:
+ *    - make_qkx2/qkx3 (squared error): no (scale, min) does better on these levels than the weighted
+ *      least-squares minimum E_min. C's cur_error is at least
+ *      (1 − γ)·(E_min − 2·√(E_min·B)) − absolute slack, where B bounds Σw·(error of each
+ *      float diff `scale·l + min − x`)², from bounds on |scale| and |min| as C computes them (forward
+ *      error of its float sums and formulas). Used only when D = Σw·Σwl² − (Σwl)² is well conditioned.
+ *    - make_qx_quants and IQ4 (`sumlx² > best·suml2`): upper-bound sumlx², lower-bound suml2.
+ *    - The error sum itself: terms are non-negative, so the float sum is at least (1 − γ)·(double sum).
+ *    Every float operation is modelled with relative error u = 2^-24 plus, for results in the subnormal
+ *    range, an absolute error of 2^-150; γ = 64u covers a float sum of ≤ 32 terms.
+ */
+const UNIT_ROUNDOFF = 2 ** -24;
+const SUM_ERROR = 64 * UNIT_ROUNDOFF;
+const DIFF_ERROR = 1.02 * UNIT_ROUNDOFF;
+/** Absolute error of one float32 operation whose result is subnormal. */
+const TINY = 2 ** -150;
+/** Absolute error of a float32 sum of ≤ 32 terms from subnormal products and partial sums (generous). */
+const SUM_TINY = 128 * TINY;
+const SUBNORMAL_SLACK = 1e-40;
+
+/**
+ * The sequential float32 sum of `errorTerms[0..n)` (ggml's `cur_error`), or +Infinity when their double
+ * sum already proves it is not below `bestError`.
+ */
+function trialError(n: number, doubleSum: number, bestError: number): number {
+  if (doubleSum * (1 - SUM_ERROR) - SUBNORMAL_SLACK >= bestError) return Number.POSITIVE_INFINITY;
+  let error = 0;
+  for (let i = 0; i < n; i++) error = fround(error + errorTerms[i]!);
+  return error;
+}
+
+/**
+ * Whether C's test `sumlx*sumlx > best*suml2` (make_qx_quants, IQ4) is certainly false, given the exact
+ * sums in double: `sumLX` = Σw·x·l, `sumAbsLX` = Σ|w·x·l|, `sumL2` = Σw·l² (w ≥ 0).
+ */
+export function ratioCannotBeat(sumLX: number, sumAbsLX: number, sumL2: number, best: number): boolean {
+  const numeratorHigh = Math.abs(sumLX) + SUM_ERROR * sumAbsLX + SUBNORMAL_SLACK;
+  const right = best * (sumL2 * (1 - SUM_ERROR) - SUBNORMAL_SLACK) * (1 - SUM_ERROR) - SUBNORMAL_SLACK;
+  // Only away from the subnormal range, where the relative bounds hold for the products too.
+  return right > 1e-30 && numeratorHigh * numeratorHigh * (1 + SUM_ERROR) + SUBNORMAL_SLACK < right;
+}
+
+/**
+ * Whether a make_qkx2/qkx3 trial with these exact (double) sums certainly has a float cur_error ≥
+ * `bestError` (squared error). Per-group constants: `sw` = Σw, `sx` = Σw·x, `sax` = Σw·|x|, `sxx` = Σw·x²;
+ * per trial: `sl` = Σw·l, `sl2` = Σw·l², `sxl` = Σw·l·x, and `slax` ≥ Σw·l·|x| (the callers pass nmax·Σw·|x|,
+ * which only loosens the error terms).
+ */
+function leastSquaresCannotBeat(
+  sw: number,
+  sx: number,
+  sax: number,
+  sxx: number,
+  sl: number,
+  sl2: number,
+  sxl: number,
+  slax: number,
+  bestError: number,
+): boolean {
+  const determinant = sw * sl2 - sl * sl;
+  if (!(determinant > 0.01 * sw * sl2)) return false;
+  // Bounds on how far C's float sums are from the exact ones.
+  const errorW = SUM_ERROR * sw + SUM_TINY;
+  const errorX = SUM_ERROR * sax + SUM_TINY;
+  const errorL = SUM_ERROR * sl + SUM_TINY;
+  const errorL2 = SUM_ERROR * sl2 + SUM_TINY;
+  const errorXL = SUM_ERROR * slax + SUM_TINY;
+  // … and of D = sw·sl2 − sl·sl and the two numerators, each a difference of two float products.
+  const determinantError =
+    (sw + errorW) * errorL2 + sl2 * errorW + (2 * sl + errorL) * errorL + 2 * UNIT_ROUNDOFF * (sw * sl2 + sl * sl) + 4 * TINY;
+  const determinantLow = determinant - determinantError;
+  if (!(determinantLow > 0)) return false;
+  const scaleNumerator = sw * sxl - sx * sl;
+  const scaleNumeratorError =
+    (sw + errorW) * errorXL + slax * errorW + (sax + errorX) * errorL + sl * errorX + 2 * UNIT_ROUNDOFF * (sw * slax + sax * sl) + 4 * TINY;
+  const minNumerator = sl2 * sx - sl * sxl;
+  const minNumeratorError =
+    (sl2 + errorL2) * errorX + sax * errorL2 + (sl + errorL) * errorXL + slax * errorL + 2 * UNIT_ROUNDOFF * (sl2 * sax + sl * slax) + 4 * TINY;
+  // |this_scale| and |this_min| as C computes them, covering both branches of `this_min > 0`.
+  let scaleBound = ((Math.abs(scaleNumerator) + scaleNumeratorError) / determinantLow) * (1 + UNIT_ROUNDOFF);
+  const clampedLow = sl2 - errorL2;
+  if (!(clampedLow > 0)) return false;
+  const clampedScaleBound = ((Math.abs(sxl) + errorXL) / clampedLow) * (1 + UNIT_ROUNDOFF);
+  if (clampedScaleBound > scaleBound) scaleBound = clampedScaleBound;
+  scaleBound += TINY;
+  const minBound = ((Math.abs(minNumerator) + minNumeratorError) / determinantLow) * (1 + UNIT_ROUNDOFF) + TINY;
+  // E_min = Σw·x² − bᵀM⁻¹b for M = [[Σw, Σwl], [Σwl, Σwl²]], b = [Σwx, Σwlx], less its double rounding.
+  const explained = (sl2 * sx * sx - 2 * sl * sx * sxl + sw * sxl * sxl) / determinant;
+  const minimumError = sxx - explained - 1e-12 * (sxx + Math.abs(explained));
+  if (!(minimumError > 0)) return false;
+  // C's diff fl(fl(fl(scale·l) + min) − x) is within 1.01u·(2|scale·l| + |min| + |diff|) + 3·2^-150 of
+  // the exact diff, and |diff| ≤ |scale·l| + |min| + |x|: so within u'·K_i + 4·2^-150 for
+  // K_i = 3|scale|·l_i + 2|min| + |x_i|. Σw·K² expanded:
+  const spread =
+    9 * scaleBound * scaleBound * sl2 +
+    4 * minBound * minBound * sw +
+    sxx +
+    12 * scaleBound * minBound * sl +
+    6 * scaleBound * slax +
+    4 * minBound * sax;
+  // B = Σw·(u'·K_i + 4·2^-150)² ≤ 2u'²·ΣwK² + 2·(4·2^-150)²·Σw; then Σw·diff_f² ≥ E − 2√(E·B) for
+  // every E ≥ E_min (increasing there whenever the result is positive).
+  const diffSpread = 2 * DIFF_ERROR * DIFF_ERROR * spread + 32 * TINY * TINY * sw;
+  const lower =
+    (1 - SUM_ERROR) * (minimumError - 2 * Math.sqrt(diffSpread * minimumError)) -
+    (4 * sw + 64) * TINY -
+    SUBNORMAL_SLACK;
+  return lower >= bestError;
+}
 
 const ONE_TENTH = fround(0.1);
 
@@ -54,8 +184,7 @@ export function makeQxQuants(
   let sumL2 = 0;
   for (let i = 0; i < n; i++) {
     const value = x[xOffset + i]!;
-    let level = nearestInt(fround(inverseScale * value));
-    level = level < lowest ? lowest : level > highest ? highest : level;
+    const level = clamp(nearestInt(fround(inverseScale * value)), lowest, highest);
     L[lOffset + i] = level + nmax;
     const weight = weights === null ? fround(value * value) : weights[weightsOffset + i]!;
     sumLX = fround(sumLX + fround(fround(weight * value) * level));
@@ -66,21 +195,33 @@ export function makeQxQuants(
   for (let step = -9; step <= 9; step++) {
     if (step === 0) continue;
     inverseScale = fround(-fround(nmax + fround(ONE_TENTH * step)) / max);
+    let repeated = step !== -9;
+    let exactLX = 0;
+    let exactAbsLX = 0;
+    let exactL2 = 0;
+    for (let i = 0; i < n; i++) {
+      const value = x[xOffset + i]!;
+      const level = clamp(nearestInt(fround(inverseScale * value)), lowest, highest);
+      if (level !== signedTrialLevels[i]) repeated = false;
+      signedTrialLevels[i] = level;
+      const weight = weights === null ? fround(value * value) : weights[weightsOffset + i]!;
+      const weightedLevel = weight * level;
+      exactLX += weightedLevel * value;
+      exactAbsLX += Math.abs(weightedLevel * value);
+      exactL2 += weightedLevel * level;
+    }
+    if (repeated || ratioCannotBeat(exactLX, exactAbsLX, exactL2, best)) continue;
     sumLX = 0;
     sumL2 = 0;
     for (let i = 0; i < n; i++) {
       const value = x[xOffset + i]!;
-      let level = nearestInt(fround(inverseScale * value));
-      level = level < lowest ? lowest : level > highest ? highest : level;
+      const level = signedTrialLevels[i]!;
       const weight = weights === null ? fround(value * value) : weights[weightsOffset + i]!;
       sumLX = fround(sumLX + fround(fround(weight * value) * level));
       sumL2 = fround(sumL2 + fround(fround(weight * level) * level));
     }
     if (sumL2 > 0 && fround(sumLX * sumLX) > fround(best * sumL2)) {
-      for (let i = 0; i < n; i++) {
-        const level = nearestInt(fround(inverseScale * x[xOffset + i]!));
-        L[lOffset + i] = nmax + (level < lowest ? lowest : level > highest ? highest : level);
-      }
+      for (let i = 0; i < n; i++) L[lOffset + i] = nmax + signedTrialLevels[i]!;
       scale = fround(sumLX / sumL2);
       best = fround(scale * sumLX);
     }
@@ -115,7 +256,7 @@ export function makeQ3Quants(n: number, nmax: number, x: Float32Array, xOffset: 
   for (let i = 0; i < n; i++) {
     const value = x[xOffset + i]!;
     let level = nearestInt(fround(inverseScale * value));
-    level = level < lowest ? lowest : level > highest ? highest : level;
+    level = clamp(level, lowest, highest);
     L[lOffset + i] = level;
     const weight = fround(value * value);
     sumLX = fround(sumLX + fround(fround(weight * value) * level));
@@ -131,7 +272,7 @@ export function makeQ3Quants(n: number, nmax: number, x: Float32Array, xOffset: 
       if (sumLXWithout > 0) {
         let sumL2Without = fround(sumL2 - fround(fround(weight * current) * current));
         let candidate = nearestInt(fround(fround(value * sumL2Without) / sumLXWithout));
-        candidate = candidate < lowest ? lowest : candidate > highest ? highest : candidate;
+        candidate = clamp(candidate, lowest, highest);
         if (candidate !== current) {
           sumLXWithout = fround(sumLXWithout + fround(fround(weight * value) * candidate));
           sumL2Without = fround(sumL2Without + fround(fround(weight * candidate) * candidate));
@@ -177,90 +318,13 @@ export function makeQkx2Quants(
   nstep: number,
   useMad: boolean,
 ): number {
-  const first = x[xOffset]!;
-  let min = first;
-  let max = first;
-  let sumW = weights[0]!;
-  let sumX = fround(sumW * first);
-  for (let i = 1; i < n; i++) {
-    const value = x[xOffset + i]!;
-    if (value < min) min = value;
-    if (value > max) max = value;
-    const weight = weights[i]!;
-    sumW = fround(sumW + weight);
-    sumX = fround(sumX + fround(weight * value));
-  }
-  if (min > 0) min = 0;
-  if (max === min) {
-    for (let i = 0; i < n; i++) L[lOffset + i] = 0;
-    mins[minIndex] = -min;
-    return 0;
-  }
-  let inverseScale = fround(nmax / fround(max - min));
-  let scale = fround(1 / inverseScale);
-  let bestError = 0;
-  for (let i = 0; i < n; i++) {
-    const value = x[xOffset + i]!;
-    const shifted = fround(value - min);
-    shiftedValues[i] = shifted;
-    let level = nearestInt(fround(inverseScale * shifted));
-    level = level < 0 ? 0 : level > nmax ? nmax : level;
-    L[lOffset + i] = level;
-    let diff = fround(fround(fround(scale * level) + min) - value);
-    diff = useMad ? Math.abs(diff) : fround(diff * diff);
-    bestError = fround(bestError + fround(weights[i]! * diff));
-  }
-  if (nstep < 1) {
-    mins[minIndex] = -min;
-    return scale;
-  }
-  for (let step = 0; step <= nstep; step++) {
-    inverseScale = fround(fround(fround(rmin + fround(rdelta * step)) + nmax) / fround(max - min));
-    let sumL = 0;
-    let sumL2 = 0;
-    let sumXL = 0;
-    for (let i = 0; i < n; i++) {
-      let level = nearestInt(fround(inverseScale * shiftedValues[i]!));
-      level = level < 0 ? 0 : level > nmax ? nmax : level;
-      trialLevels[i] = level;
-      const weightedLevel = fround(weights[i]! * level);
-      sumL = fround(sumL + weightedLevel);
-      sumL2 = fround(sumL2 + fround(weightedLevel * level));
-      sumXL = fround(sumXL + fround(weightedLevel * x[xOffset + i]!));
-    }
-    const determinant = fround(fround(sumW * sumL2) - fround(sumL * sumL));
-    if (determinant > 0) {
-      let trialScale = fround(fround(fround(sumW * sumXL) - fround(sumX * sumL)) / determinant);
-      let trialMin = fround(fround(fround(sumL2 * sumX) - fround(sumL * sumXL)) / determinant);
-      if (trialMin > 0) {
-        trialMin = 0;
-        trialScale = fround(sumXL / sumL2);
-      }
-      let error = 0;
-      for (let i = 0; i < n; i++) {
-        let diff = fround(fround(fround(trialScale * trialLevels[i]!) + trialMin) - x[xOffset + i]!);
-        diff = useMad ? Math.abs(diff) : fround(diff * diff);
-        error = fround(error + fround(weights[i]! * diff));
-      }
-      if (error < bestError) {
-        for (let i = 0; i < n; i++) L[lOffset + i] = trialLevels[i]!;
-        bestError = error;
-        scale = trialScale;
-        if (trialMin !== min) {
-          min = trialMin;
-          for (let i = 0; i < n; i++) shiftedValues[i] = fround(x[xOffset + i]! - min);
-        }
-      }
-    }
-  }
-  mins[minIndex] = -min;
-  return scale;
+  return fitScaleAndMin(n, nmax, x, xOffset, weights, L, lOffset, mins, minIndex, rmin, rdelta, nstep, useMad, false);
 }
 
 /**
  * `make_qkx3_quants` (importance-weighted Q2_K/Q4_K/Q5_K and Q4_1/Q5_1): like make_qkx2_quants with
- * squared error, but levels are computed as `v > 0 ? nearest_int(MIN(v, nmax)) : 0` so that a `min` near
- * `max` cannot overflow nearest_int. All our callers pass weights.
+ * squared error, but `max <= min` ends early and trial levels are `v > 0 ? nearest_int(MIN(v, nmax)) : 0`
+ * so that a `min` near `max` cannot overflow nearest_int. All our callers pass weights.
  */
 export function makeQkx3Quants(
   n: number,
@@ -276,11 +340,36 @@ export function makeQkx3Quants(
   rdelta: number,
   nstep: number,
 ): number {
+  return fitScaleAndMin(n, nmax, x, xOffset, weights, L, lOffset, mins, minIndex, rmin, rdelta, nstep, false, true);
+}
+
+/** The body shared by make_qkx2_quants (`qkx3` false) and make_qkx3_quants (`qkx3` true). */
+function fitScaleAndMin(
+  n: number,
+  nmax: number,
+  x: Float32Array,
+  xOffset: number,
+  weights: Float32Array,
+  L: Uint8Array,
+  lOffset: number,
+  mins: Float32Array,
+  minIndex: number,
+  rmin: number,
+  rdelta: number,
+  nstep: number,
+  useMad: boolean,
+  qkx3: boolean,
+): number {
   const first = x[xOffset]!;
   let min = first;
   let max = first;
   let sumW = weights[0]!;
   let sumX = fround(sumW * first);
+  // Exact (double) group sums for the bounds; w and x are floats, so these products are exact or nearly.
+  let exactW = sumW;
+  let exactX = sumW * first;
+  let exactAbsX = Math.abs(exactX);
+  let exactXX = exactX * first;
   for (let i = 1; i < n; i++) {
     const value = x[xOffset + i]!;
     if (value < min) min = value;
@@ -288,9 +377,13 @@ export function makeQkx3Quants(
     const weight = weights[i]!;
     sumW = fround(sumW + weight);
     sumX = fround(sumX + fround(weight * value));
+    exactW += weight;
+    exactX += weight * value;
+    exactAbsX += weight * Math.abs(value);
+    exactXX += weight * value * value;
   }
   if (min > 0) min = 0;
-  if (max <= min) {
+  if (qkx3 ? max <= min : max === min) {
     for (let i = 0; i < n; i++) L[lOffset + i] = 0;
     mins[minIndex] = -min;
     return 0;
@@ -302,26 +395,75 @@ export function makeQkx3Quants(
     const value = x[xOffset + i]!;
     const shifted = fround(value - min);
     shiftedValues[i] = shifted;
-    let level = nearestInt(fround(inverseScale * shifted));
-    level = level < 0 ? 0 : level > nmax ? nmax : level;
+    const level = clamp(nearestInt(fround(inverseScale * shifted)), 0, nmax);
     L[lOffset + i] = level;
     let diff = fround(fround(fround(scale * level) + min) - value);
-    diff = fround(diff * diff);
+    diff = useMad ? Math.abs(diff) : fround(diff * diff);
     bestError = fround(bestError + fround(weights[i]! * diff));
   }
   if (nstep < 1) {
     mins[minIndex] = -min;
     return scale;
   }
+  // Levels only rise from trial to trial while `min` (hence x − min and max − min) stays fixed: the
+  // trial inverse scales increase, and so does every fround(iscale·(x − min)) ≥ 0 (a negative one
+  // gives level 0 throughout). So after a full pass only elements whose value reaches the next rounding
+  // threshold (level + ½; ties included, then re-rounded exactly) are re-evaluated, and the exact
+  // sums are updated for the levels that change. A new `min` forces a full pass.
+  let fullPass = true;
+  let exactL = 0;
+  let exactL2 = 0;
+  let exactXL = 0;
   for (let step = 0; step <= nstep; step++) {
     inverseScale = fround(fround(fround(rmin + fround(rdelta * step)) + nmax) / fround(max - min));
+    let repeated = step > 0;
+    if (fullPass) {
+      exactL = 0;
+      exactL2 = 0;
+      exactXL = 0;
+      for (let i = 0; i < n; i++) {
+        const scaled = fround(inverseScale * shiftedValues[i]!);
+        // qkx3: `v > 0 ? nearest_int(MIN(v, nmax)) : 0` (v > 0 excludes NaN, so Math.min agrees with MIN).
+        const level = qkx3 ? (scaled > 0 ? nearestInt(Math.min(scaled, nmax)) : 0) : clamp(nearestInt(scaled), 0, nmax);
+        if (level !== trialLevels[i]) repeated = false;
+        trialLevels[i] = level;
+        levelThresholds[i] = level < nmax ? level + 0.5 : Number.POSITIVE_INFINITY;
+        const weightedLevel = weights[i]! * level;
+        exactL += weightedLevel;
+        exactL2 += weightedLevel * level;
+        exactXL += weightedLevel * x[xOffset + i]!;
+      }
+      fullPass = false;
+    } else {
+      for (let i = 0; i < n; i++) {
+        const scaled = fround(inverseScale * shiftedValues[i]!);
+        if (scaled >= levelThresholds[i]!) {
+          const level = qkx3 ? nearestInt(Math.min(scaled, nmax)) : clamp(nearestInt(scaled), 0, nmax);
+          const previous = trialLevels[i]!;
+          if (level !== previous) {
+            repeated = false;
+            trialLevels[i] = level;
+            levelThresholds[i] = level < nmax ? level + 0.5 : Number.POSITIVE_INFINITY;
+            const weight = weights[i]!;
+            exactL += weight * (level - previous);
+            exactL2 += weight * (level * level - previous * previous);
+            exactXL += weight * (level - previous) * x[xOffset + i]!;
+          }
+        }
+      }
+    }
+    if (repeated) continue;
+    if (
+      !useMad &&
+      leastSquaresCannotBeat(exactW, exactX, exactAbsX, exactXX, exactL, exactL2, exactXL, nmax * exactAbsX, bestError)
+    ) {
+      continue;
+    }
     let sumL = 0;
     let sumL2 = 0;
     let sumXL = 0;
     for (let i = 0; i < n; i++) {
-      const scaled = fround(inverseScale * shiftedValues[i]!);
-      const level = scaled > 0 ? nearestInt(scaled < nmax ? scaled : nmax) : 0;
-      trialLevels[i] = level;
+      const level = trialLevels[i]!;
       const weightedLevel = fround(weights[i]! * level);
       sumL = fround(sumL + weightedLevel);
       sumL2 = fround(sumL2 + fround(weightedLevel * level));
@@ -335,19 +477,25 @@ export function makeQkx3Quants(
         trialMin = 0;
         trialScale = fround(sumXL / sumL2);
       }
-      let error = 0;
+      let doubleSum = 0;
       for (let i = 0; i < n; i++) {
         let diff = fround(fround(fround(trialScale * trialLevels[i]!) + trialMin) - x[xOffset + i]!);
-        diff = fround(diff * diff);
-        error = fround(error + fround(weights[i]! * diff));
+        diff = useMad ? Math.abs(diff) : fround(diff * diff);
+        const term = fround(weights[i]! * diff);
+        errorTerms[i] = term;
+        doubleSum += term;
       }
+      const error = trialError(n, doubleSum, bestError);
       if (error < bestError) {
         for (let i = 0; i < n; i++) L[lOffset + i] = trialLevels[i]!;
         bestError = error;
         scale = trialScale;
-        if (trialMin !== min) {
-          min = trialMin;
+        // Assign even when equal: −0 and +0 compare equal but give different bytes later (fp16(−min)).
+        const minChanged = trialMin !== min;
+        min = trialMin;
+        if (minChanged) {
           for (let i = 0; i < n; i++) shiftedValues[i] = fround(x[xOffset + i]! - min);
+          fullPass = true;
         }
       }
     }
@@ -365,6 +513,8 @@ export function makeQpQuants(n: number, nmax: number, x: Float32Array, L: Uint8A
   let max = 0;
   for (let i = 0; i < n; i++) {
     const value = x[i]!;
+    // C's MAX(max, x[i]) macro, kept as a ternary: Math.max differs on NaN.
+    // biome-ignore lint/complexity/useMathMinMax: C macro semantics on NaN
     max = max > value ? max : value;
   }
   if (max < GROUP_MAX_EPS) {
@@ -386,7 +536,7 @@ export function makeQpQuants(n: number, nmax: number, x: Float32Array, L: Uint8A
     let error = 0;
     for (let i = 0; i < n; i++) {
       let level = nearestInt(fround(trialInverseScale * x[i]!));
-      level = level < nmax ? level : nmax;
+      level = Math.min(level, nmax);
       const diff = fround(x[i]! - fround(trialScale * level));
       error = fround(error + fround(fround(weights[i]! * diff) * diff));
     }
@@ -400,7 +550,7 @@ export function makeQpQuants(n: number, nmax: number, x: Float32Array, L: Uint8A
   for (let i = 0; i < n; i++) {
     const value = x[i]!;
     let level = nearestInt(fround(inverseScale * value));
-    level = level < nmax ? level : nmax;
+    level = Math.min(level, nmax);
     L[i] = level;
     const weight = weights[i]!;
     sumLX = fround(sumLX + fround(fround(weight * value) * level));
@@ -416,7 +566,7 @@ export function makeQpQuants(n: number, nmax: number, x: Float32Array, L: Uint8A
       let sumL2Without = fround(sumL2 - fround(fround(weight * current) * current));
       if (sumLXWithout > 0 && sumL2Without > 0) {
         let candidate = nearestInt(fround(fround(value * sumL2Without) / sumLXWithout));
-        candidate = candidate < nmax ? candidate : nmax;
+        candidate = Math.min(candidate, nmax);
         if (candidate !== current) {
           sumLXWithout = fround(sumLXWithout + fround(fround(weight * value) * candidate));
           sumL2Without = fround(sumL2Without + fround(fround(weight * candidate) * candidate));

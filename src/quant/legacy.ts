@@ -10,8 +10,13 @@
  * registers row kernels rather than single-block ones. Nothing is allocated per call.
  */
 
-import { makeQkx3Quants, makeQxQuants } from './kquant-helpers.js';
-import { fround, readF16, roundHalfAwayFromZero, truncateToInt8, writeF16 } from './ggml-math.js';
+import * as kquantHelpers from './kquant-helpers.js';
+import * as ggmlMath from './ggml-math.js';
+
+// Module-local aliases of the hot helpers: under some loaders (tsx) every use of an imported binding
+// is a getter call, which keeps V8 from inlining them into the inner loops; a local const is inlined.
+const { fround, readF16, roundHalfAwayFromZero, truncateToInt8, writeF16 } = ggmlMath;
+const { makeQkx3Quants, makeQxQuants } = kquantHelpers;
 
 const QK = 32;
 const HALF = 16;
@@ -36,7 +41,8 @@ export function quantizeRowQ8_0(src: Float32Array, srcOffset: number, dst: Uint8
     let amax = 0;
     for (let j = 0; j < QK; j++) {
       const magnitude = Math.abs(src[x + j]!);
-      // MAX(amax, fabsf(v)) keeps amax only when strictly greater.
+      // C's MAX(amax, fabsf(v)) macro, kept as a ternary: Math.max differs on NaN.
+      // biome-ignore lint/complexity/useMathMinMax: C macro semantics on NaN
       amax = amax > magnitude ? amax : magnitude;
     }
     const d = fround(amax / 127);
