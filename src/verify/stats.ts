@@ -1,0 +1,177 @@
+/**
+ * Comparison statistics between a baseline and a candidate model scored on identical tokens or documents:
+ * KL divergence and top-1 agreement per position (streamed: only per-position scalars are kept), paired
+ * bootstrap confidence intervals, McNemar's test on flipped predictions.
+ */
+import { ERROR_CODES, PolyquantError } from '../errors.js';
+
+/**
+ * KL(P_base ‖ P_cand) in nats at one position, from two rows of natural-log probabilities over the same
+ * vocabulary: Σ p_b (log p_b − log p_c). This is the direction llama-perplexity's --kl-divergence reports.
+ */
+export function klDivergenceRow(baseLogProbs: Float32Array, candidateLogProbs: Float32Array, offset = 0, length = baseLogProbs.length - offset): number {
+  let kld = 0;
+  for (let i = offset; i < offset + length; i += 1) {
+    const lb = baseLogProbs[i] as number;
+    if (lb === Number.NEGATIVE_INFINITY) continue;
+    kld += Math.exp(lb) * (lb - (candidateLogProbs[i] as number));
+  }
+  // Rounding can make an identical pair come out a hair below zero.
+  return kld < 0 ? 0 : kld;
+}
+
+/** Percentile with linear interpolation between order statistics (numpy's default "linear" method). */
+export function percentile(sorted: ArrayLike<number>, fraction: number): number {
+  if (sorted.length === 0) return Number.NaN;
+  const position = fraction * (sorted.length - 1);
+  const low = Math.floor(position);
+  const high = Math.min(sorted.length - 1, low + 1);
+  const weight = position - low;
+  return (sorted[low] as number) * (1 - weight) + (sorted[high] as number) * weight;
+}
+
+export interface DistributionComparison {
+  readonly positions: number;
+  readonly meanKld: number;
+  readonly medianKld: number;
+  readonly p99Kld: number;
+  readonly maxKld: number;
+  /** Fraction of positions whose most probable next token is the same. */
+  readonly top1Agreement: number;
+}
+
+/** Accumulates per-position KL divergence and top-1 agreement window by window. */
+export class DistributionComparer {
+  private klds: number[] = [];
+  private agree = 0;
+
+  /**
+   * Adds one window: `positions` rows of `vocab` log-probabilities from each model (row-major), and the
+   * argmax of each row.
+   */
+  addWindow(base: Float32Array, candidate: Float32Array, vocab: number, baseArgmax: Int32Array, candidateArgmax: Int32Array): void {
+    const positions = baseArgmax.length;
+    if (candidateArgmax.length !== positions || base.length !== positions * vocab || candidate.length !== positions * vocab) {
+      throw new PolyquantError(
+        ERROR_CODES.CONFIG,
+        `baseline and candidate distributions differ in shape (${base.length} vs ${candidate.length} values for ${positions} positions × ${vocab})`,
+        { hint: 'the two models must share a vocabulary size to be compared' },
+      );
+    }
+    for (let p = 0; p < positions; p += 1) {
+      this.klds.push(klDivergenceRow(base, candidate, p * vocab, vocab));
+      if (baseArgmax[p] === candidateArgmax[p]) this.agree += 1;
+    }
+  }
+
+  /** Adds top-1 agreement only (when full distributions are not available). */
+  addArgmax(baseArgmax: Int32Array, candidateArgmax: Int32Array): void {
+    for (let p = 0; p < baseArgmax.length; p += 1) if (baseArgmax[p] === candidateArgmax[p]) this.agree += 1;
+  }
+
+  result(positions: number): DistributionComparison {
+    const sorted = Float64Array.from(this.klds).sort();
+    let sum = 0;
+    for (const value of sorted) sum += value;
+    return {
+      positions,
+      meanKld: sorted.length > 0 ? sum / sorted.length : Number.NaN,
+      medianKld: percentile(sorted, 0.5),
+      p99Kld: percentile(sorted, 0.99),
+      maxKld: sorted.length > 0 ? (sorted[sorted.length - 1] as number) : Number.NaN,
+      top1Agreement: positions > 0 ? this.agree / positions : Number.NaN,
+    };
+  }
+}
+
+/** mulberry32: a small seeded generator so bootstrap intervals are reproducible run to run. */
+export function seededUniform(seed: number): () => number {
+  let state = seed >>> 0;
+  return () => {
+    state = (state + 0x6d2b79f5) >>> 0;
+    let t = state;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+export interface Interval {
+  readonly low: number;
+  readonly high: number;
+  readonly level: number;
+}
+
+/**
+ * Paired bootstrap: resample document indices with replacement and recompute `statistic` (typically
+ * candidate metric − baseline metric on the same resample). Percentile interval at `level`.
+ */
+export function pairedBootstrap(
+  count: number,
+  statistic: (indices: Int32Array) => number,
+  options: { iterations?: number; level?: number; seed?: number } = {},
+): Interval {
+  const iterations = options.iterations ?? 2000;
+  const level = options.level ?? 0.95;
+  if (count === 0) return { low: Number.NaN, high: Number.NaN, level };
+  const random = seededUniform(options.seed ?? 1234);
+  const values = new Float64Array(iterations);
+  const indices = new Int32Array(count);
+  for (let iteration = 0; iteration < iterations; iteration += 1) {
+    for (let i = 0; i < count; i += 1) indices[i] = Math.floor(random() * count);
+    values[iteration] = statistic(indices);
+  }
+  values.sort();
+  return { low: percentile(values, (1 - level) / 2), high: percentile(values, 1 - (1 - level) / 2), level };
+}
+
+/**
+ * Complementary error function (Numerical Recipes' erfcc Chebyshev fit, |relative error| < 1.2e-7), for
+ * the normal and chi-square tails below.
+ */
+export function erfc(x: number): number {
+  const z = Math.abs(x);
+  const t = 1 / (1 + 0.5 * z);
+  const r =
+    t *
+    Math.exp(
+      -z * z -
+        1.26551223 +
+        t * (1.00002368 + t * (0.37409196 + t * (0.09678418 + t * (-0.18628806 + t * (0.27886807 + t * (-1.13520398 + t * (1.48851587 + t * (-0.82215223 + t * 0.17087277)))))))),
+    );
+  return x >= 0 ? r : 2 - r;
+}
+
+export interface McNemarResult {
+  /** Baseline right, candidate wrong. */
+  readonly lost: number;
+  /** Baseline wrong, candidate right. */
+  readonly gained: number;
+  /** Two-sided p-value: exact binomial for fewer than 25 discordant pairs, χ² with continuity correction otherwise. */
+  readonly pValue: number;
+}
+
+export function mcnemar(baselineCorrect: ArrayLike<boolean>, candidateCorrect: ArrayLike<boolean>): McNemarResult {
+  let lost = 0;
+  let gained = 0;
+  for (let i = 0; i < baselineCorrect.length; i += 1) {
+    if (baselineCorrect[i] && !candidateCorrect[i]) lost += 1;
+    else if (!baselineCorrect[i] && candidateCorrect[i]) gained += 1;
+  }
+  const discordant = lost + gained;
+  if (discordant === 0) return { lost, gained, pValue: 1 };
+  if (discordant < 25) {
+    // Exact: two-sided binomial(n, 1/2) tail at min(lost, gained).
+    const k = Math.min(lost, gained);
+    let tail = 0;
+    let term = 0.5 ** discordant; // C(n, 0) / 2^n
+    for (let i = 0; i <= k; i += 1) {
+      tail += term;
+      term = (term * (discordant - i)) / (i + 1);
+    }
+    return { lost, gained, pValue: Math.min(1, 2 * tail) };
+  }
+  const chi2 = (Math.abs(lost - gained) - 1) ** 2 / discordant;
+  // P(χ²₁ > x) = erfc(√(x/2)).
+  return { lost, gained, pValue: erfc(Math.sqrt(chi2 / 2)) };
+}
