@@ -18,8 +18,9 @@ const { clamp, fround, GROUP_MAX_EPS, nearestInt } = ggmlMath;
 const trialLevels = new Uint8Array(32);
 /** Trial levels of make_qx_quants (n ≤ 32), before the + nmax offset. */
 const signedTrialLevels = new Int8Array(32);
-/** The value of fround(iscale·(x − min)) at which each trial level may rise (see fitScaleAndMin). */
+/** Values of fround(iscale·…) at or beyond which a trial level may change (see the trial loops). */
 const levelThresholds = new Float64Array(32);
+const lowThresholds = new Float64Array(32);
 /** `x[i] - min` for the current `min`: it only changes when a trial wins, so it is cached. */
 const shiftedValues = new Float32Array(32);
 /** The per-element terms of a trial's weighted error, summed exactly only when the trial may win. */
@@ -42,9 +43,17 @@ const errorTerms = new Float32Array(32);
  *      float diff `scale·l + min − x`)², from bounds on |scale| and |min| as C computes them (forward
  *      error of its float sums and formulas). Used only when D = Σw·Σwl² − (Σwl)² is well conditioned.
  *    - make_qx_quants and IQ4 (`sumlx² > best·suml2`): upper-bound sumlx², lower-bound suml2.
- *    - The error sum itself: terms are non-negative, so the float sum is at least (1 − γ)·(double sum).
+ *    - The error sums themselves: the terms are non-negative, so a float sum lies within
+ *      (1 ± γ)·(double sum) ± slack. C's `best_error` is kept as its terms and their double sum, and
+ *      its float value is formed only when a comparison falls inside that band.
  *    Every float operation is modelled with relative error u = 2^-24 plus, for results in the subnormal
- *    range, an absolute error of 2^-150; γ = 64u covers a float sum of ≤ 32 terms.
+ *    range, an absolute error of 2^-150; γ = 64u covers a float sum of ≤ 32 terms. Near float32
+ *    overflow only lower bounds of float sums hold (they may saturate to +inf), so upper bounds turn
+ *    into +inf there and the bound filters step aside.
+ * 3. Monotone levels. Within one call the trial inverse scales change monotonically (and so, while
+ *    `min` is unchanged, does every fround(iscale·value)), so each element's level moves one way only.
+ *    After a full pass an element is re-rounded (exactly) only when its value reaches the next
+ *    rounding boundary, and the exact double sums are updated for the levels that change.
  */
 const UNIT_ROUNDOFF = 2 ** -24;
 const SUM_ERROR = 64 * UNIT_ROUNDOFF;
@@ -55,15 +64,64 @@ const TINY = 2 ** -150;
 const SUM_TINY = 128 * TINY;
 const SUBNORMAL_SLACK = 1e-40;
 
-/**
- * The sequential float32 sum of `errorTerms[0..n)` (ggml's `cur_error`), or +Infinity when their double
- * sum already proves it is not below `bestError`.
+/** The sequential float32 sum of `terms[0..n)`, as C accumulates `cur_error`. */
+function floatSum(terms: Float32Array, n: number): number {
+  let sum = 0;
+  for (let i = 0; i < n; i++) sum = fround(sum + terms[i]!);
+  return sum;
+}
+
+/*
+ * The best error so far is kept as its terms (`bestTerms`), their double sum, and its float32 value
+ * (C's `best_error`) only once a comparison needs it: a float sum of non-negative terms lies within
+ * (1 ± γ)·(double sum) ± slack, so most comparisons are decided by the double sums alone.
  */
-function trialError(n: number, doubleSum: number, bestError: number): number {
-  if (doubleSum * (1 - SUM_ERROR) - SUBNORMAL_SLACK >= bestError) return Number.POSITIVE_INFINITY;
-  let error = 0;
-  for (let i = 0; i < n; i++) error = fround(error + errorTerms[i]!);
-  return error;
+const bestTerms = new Float32Array(32);
+let bestDoubleSum = 0;
+/** C's `best_error` when known exactly, else NaN. */
+let bestExact = Number.NaN;
+
+/**
+ * Below this, a float32 sum bounded by it cannot overflow to +inf (FLT_MAX ≈ 3.4e38); past it, C's
+ * float sums may be +inf whatever the double sum says, so only lower bounds stay valid.
+ */
+const NO_OVERFLOW = 3e38;
+
+/** A lower bound of C's `best_error` (valid even when its float sum overflowed). */
+function bestErrorLow(): number {
+  return Number.isNaN(bestExact) ? bestDoubleSum * (1 - SUM_ERROR) - SUBNORMAL_SLACK : bestExact;
+}
+
+/** An upper bound of C's `best_error` (+inf when its float sum may have overflowed). */
+function bestErrorHigh(): number {
+  if (!Number.isNaN(bestExact)) return bestExact;
+  const high = bestDoubleSum * (1 + SUM_ERROR) + SUBNORMAL_SLACK;
+  return high < NO_OVERFLOW ? high : Number.POSITIVE_INFINITY;
+}
+
+/** Makes the `n` terms in `errorTerms` (double sum `doubleSum`) the best error, exact value unknown. */
+function adoptTrialError(n: number, doubleSum: number, exact: number): void {
+  for (let i = 0; i < n; i++) bestTerms[i] = errorTerms[i]!;
+  bestDoubleSum = doubleSum;
+  bestExact = exact;
+}
+
+/**
+ * C's `cur_error < best_error` for the trial whose terms are in `errorTerms` (double sum `doubleSum`),
+ * decided by the double sums where they allow it; updates the best error when true.
+ */
+function trialWins(n: number, doubleSum: number): boolean {
+  if (doubleSum * (1 - SUM_ERROR) - SUBNORMAL_SLACK >= bestErrorHigh()) return false;
+  const currentHigh = doubleSum * (1 + SUM_ERROR) + SUBNORMAL_SLACK;
+  if (currentHigh < NO_OVERFLOW && currentHigh < bestErrorLow()) {
+    adoptTrialError(n, doubleSum, Number.NaN);
+    return true;
+  }
+  const current = floatSum(errorTerms, n);
+  if (Number.isNaN(bestExact)) bestExact = floatSum(bestTerms, n);
+  if (!(current < bestExact)) return false;
+  adoptTrialError(n, doubleSum, current);
+  return true;
 }
 
 /**
@@ -73,13 +131,16 @@ function trialError(n: number, doubleSum: number, bestError: number): number {
 export function ratioCannotBeat(sumLX: number, sumAbsLX: number, sumL2: number, best: number): boolean {
   const numeratorHigh = Math.abs(sumLX) + SUM_ERROR * sumAbsLX + SUBNORMAL_SLACK;
   const right = best * (sumL2 * (1 - SUM_ERROR) - SUBNORMAL_SLACK) * (1 - SUM_ERROR) - SUBNORMAL_SLACK;
-  // Only away from the subnormal range, where the relative bounds hold for the products too.
-  return right > 1e-30 && numeratorHigh * numeratorHigh * (1 + SUM_ERROR) + SUBNORMAL_SLACK < right;
+  // Only away from the subnormal range, where the relative bounds hold for the products too, and
+  // where no float sum or product can overflow (rounding, overflow included, is monotone).
+  return (
+    right > 1e-30 && sumAbsLX < 1e30 && numeratorHigh * numeratorHigh * (1 + SUM_ERROR) + SUBNORMAL_SLACK < right
+  );
 }
 
 /**
  * Whether a make_qkx2/qkx3 trial with these exact (double) sums certainly has a float cur_error ≥
- * `bestError` (squared error). Per-group constants: `sw` = Σw, `sx` = Σw·x, `sax` = Σw·|x|, `sxx` = Σw·x²;
+ * `bestError`, an upper bound of C's best_error (squared error). Per-group constants: `sw` = Σw, `sx` = Σw·x, `sax` = Σw·|x|, `sxx` = Σw·x²;
  * per trial: `sl` = Σw·l, `sl2` = Σw·l², `sxl` = Σw·l·x, and `slax` ≥ Σw·l·|x| (the callers pass nmax·Σw·|x|,
  * which only loosens the error terms).
  */
@@ -94,6 +155,8 @@ function leastSquaresCannotBeat(
   slax: number,
   bestError: number,
 ): boolean {
+  // Far from float32 overflow only (C's float sums could saturate to +inf where doubles do not).
+  if (!(sxx < 1e30 && sw < 1e30 && sl2 < 1e30 && slax < 1e30)) return false;
   const determinant = sw * sl2 - sl * sl;
   if (!(determinant > 0.01 * sw * sl2)) return false;
   // Bounds on how far C's float sums are from the exact ones.
@@ -192,23 +255,47 @@ export function makeQxQuants(
   }
   let scale = sumL2 !== 0 ? fround(sumLX / sumL2) : 0;
   let best = fround(scale * sumLX);
+  // |iscale| grows from trial to trial, so each fround(iscale·x) moves monotonically away from zero
+  // and its level only ever moves one way: after the first trial, an element is re-rounded only when
+  // its value leaves [level − ½, level + ½] (exactly re-rounded then), and the exact sums are updated.
+  let exactLX = 0;
+  let exactAbsLX = 0;
+  let exactL2 = 0;
   for (let step = -9; step <= 9; step++) {
     if (step === 0) continue;
     inverseScale = fround(-fround(nmax + fround(ONE_TENTH * step)) / max);
     let repeated = step !== -9;
-    let exactLX = 0;
-    let exactAbsLX = 0;
-    let exactL2 = 0;
-    for (let i = 0; i < n; i++) {
-      const value = x[xOffset + i]!;
-      const level = clamp(nearestInt(fround(inverseScale * value)), lowest, highest);
-      if (level !== signedTrialLevels[i]) repeated = false;
-      signedTrialLevels[i] = level;
-      const weight = weights === null ? fround(value * value) : weights[weightsOffset + i]!;
-      const weightedLevel = weight * level;
-      exactLX += weightedLevel * value;
-      exactAbsLX += Math.abs(weightedLevel * value);
-      exactL2 += weightedLevel * level;
+    if (step === -9) {
+      for (let i = 0; i < n; i++) {
+        const value = x[xOffset + i]!;
+        const level = clamp(nearestInt(fround(inverseScale * value)), lowest, highest);
+        signedTrialLevels[i] = level;
+        lowThresholds[i] = level > lowest ? level - 0.5 : Number.NEGATIVE_INFINITY;
+        levelThresholds[i] = level < highest ? level + 0.5 : Number.POSITIVE_INFINITY;
+        const weightedValue = (weights === null ? fround(value * value) : weights[weightsOffset + i]!) * value;
+        exactLX += weightedValue * level;
+        exactAbsLX += Math.abs(weightedValue * level);
+        exactL2 += (weights === null ? fround(value * value) : weights[weightsOffset + i]!) * level * level;
+      }
+    } else {
+      for (let i = 0; i < n; i++) {
+        const value = x[xOffset + i]!;
+        const scaled = fround(inverseScale * value);
+        if (scaled >= levelThresholds[i]! || scaled <= lowThresholds[i]!) {
+          const level = clamp(nearestInt(scaled), lowest, highest);
+          const previous = signedTrialLevels[i]!;
+          if (level !== previous) {
+            repeated = false;
+            signedTrialLevels[i] = level;
+            lowThresholds[i] = level > lowest ? level - 0.5 : Number.NEGATIVE_INFINITY;
+            levelThresholds[i] = level < highest ? level + 0.5 : Number.POSITIVE_INFINITY;
+            const weight = weights === null ? fround(value * value) : weights[weightsOffset + i]!;
+            exactLX += weight * value * (level - previous);
+            exactAbsLX += Math.abs(weight * value) * (Math.abs(level) - Math.abs(previous));
+            exactL2 += weight * (level * level - previous * previous);
+          }
+        }
+      }
     }
     if (repeated || ratioCannotBeat(exactLX, exactAbsLX, exactL2, best)) continue;
     sumLX = 0;
@@ -343,29 +430,28 @@ export function makeQkx3Quants(
   return fitScaleAndMin(n, nmax, x, xOffset, weights, L, lOffset, mins, minIndex, rmin, rdelta, nstep, false, true);
 }
 
-/** The body shared by make_qkx2_quants (`qkx3` false) and make_qkx3_quants (`qkx3` true). */
-function fitScaleAndMin(
-  n: number,
-  nmax: number,
-  x: Float32Array,
-  xOffset: number,
-  weights: Float32Array,
-  L: Uint8Array,
-  lOffset: number,
-  mins: Float32Array,
-  minIndex: number,
-  rmin: number,
-  rdelta: number,
-  nstep: number,
-  useMad: boolean,
-  qkx3: boolean,
-): number {
+/**
+ * The per-group sums both searches start from, C's float ones and their exact (double) twins for the
+ * bounds — w and x are floats, so these double products are exact or nearly. Filled by `groupSums`.
+ */
+const GROUP_MIN = 0;
+const GROUP_MAX = 1;
+const GROUP_SUM_W = 2;
+const GROUP_SUM_X = 3;
+const GROUP_EXACT_W = 4;
+const GROUP_EXACT_X = 5;
+const GROUP_EXACT_ABS_X = 6;
+const GROUP_EXACT_XX = 7;
+const groupStatistics = new Float64Array(8);
+/** Exact Σw·l, Σw·l², Σw·l·x of the current trial levels, kept by `advanceTrialLevels`. */
+const trialSums = new Float64Array(3);
+
+function groupSums(n: number, x: Float32Array, xOffset: number, weights: Float32Array): void {
   const first = x[xOffset]!;
   let min = first;
   let max = first;
   let sumW = weights[0]!;
   let sumX = fround(sumW * first);
-  // Exact (double) group sums for the bounds; w and x are floats, so these products are exact or nearly.
   let exactW = sumW;
   let exactX = sumW * first;
   let exactAbsX = Math.abs(exactX);
@@ -382,15 +468,34 @@ function fitScaleAndMin(
     exactAbsX += weight * Math.abs(value);
     exactXX += weight * value * value;
   }
-  if (min > 0) min = 0;
-  if (qkx3 ? max <= min : max === min) {
-    for (let i = 0; i < n; i++) L[lOffset + i] = 0;
-    mins[minIndex] = -min;
-    return 0;
-  }
-  let inverseScale = fround(nmax / fround(max - min));
-  let scale = fround(1 / inverseScale);
-  let bestError = 0;
+  groupStatistics[GROUP_MIN] = Math.min(min, 0); // `if (min > 0) min = 0;` (agrees on NaN and −0)
+  groupStatistics[GROUP_MAX] = max;
+  groupStatistics[GROUP_SUM_W] = sumW;
+  groupStatistics[GROUP_SUM_X] = sumX;
+  groupStatistics[GROUP_EXACT_W] = exactW;
+  groupStatistics[GROUP_EXACT_X] = exactX;
+  groupStatistics[GROUP_EXACT_ABS_X] = exactAbsX;
+  groupStatistics[GROUP_EXACT_XX] = exactXX;
+}
+
+/**
+ * The initial candidate of make_qkx2/qkx3_quants: levels for iscale = nmax/(max − min) into `L`,
+ * x − min into `shiftedValues`, and its error as the best so far.
+ */
+function initialCandidate(
+  n: number,
+  nmax: number,
+  x: Float32Array,
+  xOffset: number,
+  weights: Float32Array,
+  L: Uint8Array,
+  lOffset: number,
+  min: number,
+  inverseScale: number,
+  scale: number,
+  useMad: boolean,
+): void {
+  let initialSum = 0;
   for (let i = 0; i < n; i++) {
     const value = x[xOffset + i]!;
     const shifted = fround(value - min);
@@ -399,63 +504,142 @@ function fitScaleAndMin(
     L[lOffset + i] = level;
     let diff = fround(fround(fround(scale * level) + min) - value);
     diff = useMad ? Math.abs(diff) : fround(diff * diff);
-    bestError = fround(bestError + fround(weights[i]! * diff));
+    const term = fround(weights[i]! * diff);
+    errorTerms[i] = term;
+    initialSum += term;
   }
+  adoptTrialError(n, initialSum, Number.NaN);
+}
+
+/**
+ * The levels of the trial with `inverseScale` into `trialLevels` and their exact sums into `trialSums`;
+ * true when they equal the previous trial's (`comparable` false for the first trial).
+ *
+ * Levels only rise from trial to trial while `min` (hence x − min and max − min) stays fixed: the
+ * trial inverse scales increase, and so does every fround(iscale·(x − min)) ≥ 0 (a negative one gives
+ * level 0 throughout). So unless `fullPass`, only elements whose value reaches the next rounding
+ * threshold (level + ½; ties included, then re-rounded exactly) are re-evaluated, and the sums are
+ * updated for the levels that change. A new `min` needs a full pass.
+ */
+function advanceTrialLevels(
+  n: number,
+  nmax: number,
+  x: Float32Array,
+  xOffset: number,
+  weights: Float32Array,
+  inverseScale: number,
+  fullPass: boolean,
+  comparable: boolean,
+  qkx3: boolean,
+): boolean {
+  let repeated = comparable;
+  if (fullPass) {
+    let exactL = 0;
+    let exactL2 = 0;
+    let exactXL = 0;
+    for (let i = 0; i < n; i++) {
+      const scaled = fround(inverseScale * shiftedValues[i]!);
+      // qkx3: `v > 0 ? nearest_int(MIN(v, nmax)) : 0` (v > 0 excludes NaN, so Math.min agrees with MIN).
+      const level = qkx3 ? (scaled > 0 ? nearestInt(Math.min(scaled, nmax)) : 0) : clamp(nearestInt(scaled), 0, nmax);
+      if (level !== trialLevels[i]) repeated = false;
+      trialLevels[i] = level;
+      levelThresholds[i] = level < nmax ? level + 0.5 : Number.POSITIVE_INFINITY;
+      const weightedLevel = weights[i]! * level;
+      exactL += weightedLevel;
+      exactL2 += weightedLevel * level;
+      exactXL += weightedLevel * x[xOffset + i]!;
+    }
+    trialSums[0] = exactL;
+    trialSums[1] = exactL2;
+    trialSums[2] = exactXL;
+    return repeated;
+  }
+  let exactL = trialSums[0]!;
+  let exactL2 = trialSums[1]!;
+  let exactXL = trialSums[2]!;
+  for (let i = 0; i < n; i++) {
+    const scaled = fround(inverseScale * shiftedValues[i]!);
+    if (scaled >= levelThresholds[i]!) {
+      const level = qkx3 ? nearestInt(Math.min(scaled, nmax)) : clamp(nearestInt(scaled), 0, nmax);
+      const previous = trialLevels[i]!;
+      if (level !== previous) {
+        repeated = false;
+        trialLevels[i] = level;
+        levelThresholds[i] = level < nmax ? level + 0.5 : Number.POSITIVE_INFINITY;
+        const weight = weights[i]!;
+        exactL += weight * (level - previous);
+        exactL2 += weight * (level * level - previous * previous);
+        exactXL += weight * (level - previous) * x[xOffset + i]!;
+      }
+    }
+  }
+  trialSums[0] = exactL;
+  trialSums[1] = exactL2;
+  trialSums[2] = exactXL;
+  return repeated;
+}
+
+/**
+ * The body of make_qkx2_quants (`qkx3` false) and make_qkx3_quants (`qkx3` true) with squared error.
+ * The absolute-error search of the Q2_K reference is `fitScaleAndMinAbsolute`, kept apart so that each
+ * hot loop is optimized with its own type feedback and the squared-error one needs no `use_mad` branch.
+ */
+function fitScaleAndMin(
+  n: number,
+  nmax: number,
+  x: Float32Array,
+  xOffset: number,
+  weights: Float32Array,
+  L: Uint8Array,
+  lOffset: number,
+  mins: Float32Array,
+  minIndex: number,
+  rmin: number,
+  rdelta: number,
+  nstep: number,
+  useMad: boolean,
+  qkx3: boolean,
+): number {
+  if (useMad) return fitScaleAndMinAbsolute(n, nmax, x, xOffset, weights, L, lOffset, mins, minIndex, rmin, rdelta, nstep);
+  groupSums(n, x, xOffset, weights);
+  let min = groupStatistics[GROUP_MIN]!;
+  const max = groupStatistics[GROUP_MAX]!;
+  const sumW = groupStatistics[GROUP_SUM_W]!;
+  const sumX = groupStatistics[GROUP_SUM_X]!;
+  const exactW = groupStatistics[GROUP_EXACT_W]!;
+  const exactX = groupStatistics[GROUP_EXACT_X]!;
+  const exactAbsX = groupStatistics[GROUP_EXACT_ABS_X]!;
+  const exactXX = groupStatistics[GROUP_EXACT_XX]!;
+  if (qkx3 ? max <= min : max === min) {
+    for (let i = 0; i < n; i++) L[lOffset + i] = 0;
+    mins[minIndex] = -min;
+    return 0;
+  }
+  let inverseScale = fround(nmax / fround(max - min));
+  let scale = fround(1 / inverseScale);
+  initialCandidate(n, nmax, x, xOffset, weights, L, lOffset, min, inverseScale, scale, false);
   if (nstep < 1) {
     mins[minIndex] = -min;
     return scale;
   }
-  // Levels only rise from trial to trial while `min` (hence x − min and max − min) stays fixed: the
-  // trial inverse scales increase, and so does every fround(iscale·(x − min)) ≥ 0 (a negative one
-  // gives level 0 throughout). So after a full pass only elements whose value reaches the next rounding
-  // threshold (level + ½; ties included, then re-rounded exactly) are re-evaluated, and the exact
-  // sums are updated for the levels that change. A new `min` forces a full pass.
   let fullPass = true;
-  let exactL = 0;
-  let exactL2 = 0;
-  let exactXL = 0;
   for (let step = 0; step <= nstep; step++) {
     inverseScale = fround(fround(fround(rmin + fround(rdelta * step)) + nmax) / fround(max - min));
-    let repeated = step > 0;
-    if (fullPass) {
-      exactL = 0;
-      exactL2 = 0;
-      exactXL = 0;
-      for (let i = 0; i < n; i++) {
-        const scaled = fround(inverseScale * shiftedValues[i]!);
-        // qkx3: `v > 0 ? nearest_int(MIN(v, nmax)) : 0` (v > 0 excludes NaN, so Math.min agrees with MIN).
-        const level = qkx3 ? (scaled > 0 ? nearestInt(Math.min(scaled, nmax)) : 0) : clamp(nearestInt(scaled), 0, nmax);
-        if (level !== trialLevels[i]) repeated = false;
-        trialLevels[i] = level;
-        levelThresholds[i] = level < nmax ? level + 0.5 : Number.POSITIVE_INFINITY;
-        const weightedLevel = weights[i]! * level;
-        exactL += weightedLevel;
-        exactL2 += weightedLevel * level;
-        exactXL += weightedLevel * x[xOffset + i]!;
-      }
-      fullPass = false;
-    } else {
-      for (let i = 0; i < n; i++) {
-        const scaled = fround(inverseScale * shiftedValues[i]!);
-        if (scaled >= levelThresholds[i]!) {
-          const level = qkx3 ? nearestInt(Math.min(scaled, nmax)) : clamp(nearestInt(scaled), 0, nmax);
-          const previous = trialLevels[i]!;
-          if (level !== previous) {
-            repeated = false;
-            trialLevels[i] = level;
-            levelThresholds[i] = level < nmax ? level + 0.5 : Number.POSITIVE_INFINITY;
-            const weight = weights[i]!;
-            exactL += weight * (level - previous);
-            exactL2 += weight * (level * level - previous * previous);
-            exactXL += weight * (level - previous) * x[xOffset + i]!;
-          }
-        }
-      }
-    }
+    const repeated = advanceTrialLevels(n, nmax, x, xOffset, weights, inverseScale, fullPass, step > 0, qkx3);
+    fullPass = false;
     if (repeated) continue;
     if (
-      !useMad &&
-      leastSquaresCannotBeat(exactW, exactX, exactAbsX, exactXX, exactL, exactL2, exactXL, nmax * exactAbsX, bestError)
+      leastSquaresCannotBeat(
+        exactW,
+        exactX,
+        exactAbsX,
+        exactXX,
+        trialSums[0]!,
+        trialSums[1]!,
+        trialSums[2]!,
+        nmax * exactAbsX,
+        bestErrorHigh(),
+      )
     ) {
       continue;
     }
@@ -479,18 +663,97 @@ function fitScaleAndMin(
       }
       let doubleSum = 0;
       for (let i = 0; i < n; i++) {
-        let diff = fround(fround(fround(trialScale * trialLevels[i]!) + trialMin) - x[xOffset + i]!);
-        diff = useMad ? Math.abs(diff) : fround(diff * diff);
-        const term = fround(weights[i]! * diff);
+        const diff = fround(fround(fround(trialScale * trialLevels[i]!) + trialMin) - x[xOffset + i]!);
+        const term = fround(weights[i]! * fround(diff * diff));
         errorTerms[i] = term;
         doubleSum += term;
       }
-      const error = trialError(n, doubleSum, bestError);
-      if (error < bestError) {
+      if (trialWins(n, doubleSum)) {
         for (let i = 0; i < n; i++) L[lOffset + i] = trialLevels[i]!;
-        bestError = error;
         scale = trialScale;
         // Assign even when equal: −0 and +0 compare equal but give different bytes later (fp16(−min)).
+        const minChanged = trialMin !== min;
+        min = trialMin;
+        if (minChanged) {
+          for (let i = 0; i < n; i++) shiftedValues[i] = fround(x[xOffset + i]! - min);
+          fullPass = true;
+        }
+      }
+    }
+  }
+  mins[minIndex] = -min;
+  return scale;
+}
+
+/**
+ * make_qkx2_quants with `use_mad` (the Q2_K reference): weighted absolute error. Same search as
+ * `fitScaleAndMin` without the least-squares bound, which only holds for squared error.
+ */
+function fitScaleAndMinAbsolute(
+  n: number,
+  nmax: number,
+  x: Float32Array,
+  xOffset: number,
+  weights: Float32Array,
+  L: Uint8Array,
+  lOffset: number,
+  mins: Float32Array,
+  minIndex: number,
+  rmin: number,
+  rdelta: number,
+  nstep: number,
+): number {
+  groupSums(n, x, xOffset, weights);
+  let min = groupStatistics[GROUP_MIN]!;
+  const max = groupStatistics[GROUP_MAX]!;
+  const sumW = groupStatistics[GROUP_SUM_W]!;
+  const sumX = groupStatistics[GROUP_SUM_X]!;
+  if (max === min) {
+    for (let i = 0; i < n; i++) L[lOffset + i] = 0;
+    mins[minIndex] = -min;
+    return 0;
+  }
+  let inverseScale = fround(nmax / fround(max - min));
+  let scale = fround(1 / inverseScale);
+  initialCandidate(n, nmax, x, xOffset, weights, L, lOffset, min, inverseScale, scale, true);
+  if (nstep < 1) {
+    mins[minIndex] = -min;
+    return scale;
+  }
+  let fullPass = true;
+  for (let step = 0; step <= nstep; step++) {
+    inverseScale = fround(fround(fround(rmin + fround(rdelta * step)) + nmax) / fround(max - min));
+    const repeated = advanceTrialLevels(n, nmax, x, xOffset, weights, inverseScale, fullPass, step > 0, false);
+    fullPass = false;
+    if (repeated) continue;
+    let sumL = 0;
+    let sumL2 = 0;
+    let sumXL = 0;
+    for (let i = 0; i < n; i++) {
+      const level = trialLevels[i]!;
+      const weightedLevel = fround(weights[i]! * level);
+      sumL = fround(sumL + weightedLevel);
+      sumL2 = fround(sumL2 + fround(weightedLevel * level));
+      sumXL = fround(sumXL + fround(weightedLevel * x[xOffset + i]!));
+    }
+    const determinant = fround(fround(sumW * sumL2) - fround(sumL * sumL));
+    if (determinant > 0) {
+      let trialScale = fround(fround(fround(sumW * sumXL) - fround(sumX * sumL)) / determinant);
+      let trialMin = fround(fround(fround(sumL2 * sumX) - fround(sumL * sumXL)) / determinant);
+      if (trialMin > 0) {
+        trialMin = 0;
+        trialScale = fround(sumXL / sumL2);
+      }
+      let doubleSum = 0;
+      for (let i = 0; i < n; i++) {
+        const diff = fround(fround(fround(trialScale * trialLevels[i]!) + trialMin) - x[xOffset + i]!);
+        const term = fround(weights[i]! * Math.abs(diff));
+        errorTerms[i] = term;
+        doubleSum += term;
+      }
+      if (trialWins(n, doubleSum)) {
+        for (let i = 0; i < n; i++) L[lOffset + i] = trialLevels[i]!;
+        scale = trialScale;
         const minChanged = trialMin !== min;
         min = trialMin;
         if (minChanged) {
