@@ -28,3 +28,7 @@ export { expectedTensors, type NeoXConfig, normaliseNeoXConfig, SUPPORTED_ARCHIT
 export { INSPECT_SCHEMA, type InspectReport, inspectHf } from './inspect/hf.js';
 export { type SynthOptions, synthCheckpoint } from './synth/synth.js';
 export { SYNTH_PRESETS, type SynthPresetName } from './synth/presets.js';
+export * from './quant/index.js';
+export { QuantPool, type QuantPoolOptions } from './quant/pool.js';
+export { GGUF_FILE_TYPES, type GgufFileType, tensorTypeFor } from './quant/policy.js';
+export type { Engine, ScoreOptions, ScoreResult } from './verify/engine.js';
