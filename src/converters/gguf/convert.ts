@@ -1,0 +1,307 @@
+/**
+ * HF GPT-NeoX checkpoint → GGUF in one pass (specs/gguf.md §1–§3, §5): every tensor is streamed in row
+ * chunks, widened to float32, reordered (fused QKV), quantized by the worker pool to the type llama-quantize
+ * would give it, and written by writeGguf (planned first, atomic). The result matches, tensor for tensor and
+ * byte for byte, what llama-quantize writes from our own F32 GGUF — same tensor order (§5.1), same types
+ * (quant/policy.ts), same quantizers — and with the KVs ordered as llama-quantize leaves them, the whole
+ * file does too.
+ */
+import { readFile } from 'node:fs/promises';
+import { basename, join } from 'node:path';
+import { expectedTensors, type NeoXConfig, type NeoXTensorRole } from '../../arch/gpt-neox.js';
+import { ERROR_CODES, PolyquantError } from '../../errors.js';
+import { pathExists } from '../../io/file.js';
+import { GGML_TYPES, type GgmlTypeName } from '../../quant/ggml-types.js';
+import { GGUF_FILE_TYPE_NAMES, GGUF_FILE_TYPES, type GgufFileType, isGgufFileType, tensorTypeFor } from '../../quant/policy.js';
+import { QuantPool } from '../../quant/pool.js';
+import { type Checkpoint, readCheckpoint, type WeightsPreference } from '../../readers/checkpoint.js';
+import type { TensorRef } from '../../readers/tensor-ref.js';
+import { type GgufKV, type GgufTensorToWrite, planGguf, writeGguf } from './format.js';
+import { compareLlamaQuantizeOrder, ggufShape, ggufTensorName, type QkvLayout, reorderQkvRows } from './names.js';
+import { floatRowChunks, qkvRowChunks, readAsF32 } from './source-rows.js';
+import { ggufTokenizerMetadata } from './tokenizer-metadata.js';
+
+/** GGUF `general.architecture` for GPT-NeoX (src/llama-arch.cpp LLM_ARCH_NAMES). */
+export const GGUF_ARCHITECTURE = 'gptneox';
+/** GGML_QNT_VERSION (ggml.h), written by convert_hf_to_gguf.py and llama-quantize alike. */
+export const GGML_QUANTIZATION_VERSION = 2;
+/**
+ * Float32 elements per chunk handed to a worker (4 MiB): large enough that a task's overhead is noise,
+ * small enough that 2 chunks per worker in flight keep memory flat (DESIGN.md "Stream").
+ */
+export const CHUNK_ELEMENTS = 1 << 20;
+/** A model card larger than this is not read for its license. */
+const MAX_MODEL_CARD_BYTES = 1 << 20;
+
+export interface ConvertToGgufOptions {
+  /** GGUF file type (`f16`, `q8_0`, `q4_k_m`, …; quant/policy.ts GGUF_FILE_TYPES). */
+  readonly type: string;
+  /** Output path; required unless `dryRun`. */
+  readonly out?: string | undefined;
+  /** Which weights to read when the folder has both safetensors and .bin. */
+  readonly weights?: WeightsPreference | undefined;
+  /**
+   * Importance weights (llama.cpp imatrix) by GGUF tensor name, one per column (ne[0]). Hook for a later
+   * reader of imatrix files; their presence also switches the policy's imatrix-dependent choices.
+   */
+  readonly imatrix?: ReadonlyMap<string, Float32Array> | undefined;
+  /** Quantizer worker threads; 0 quantizes on this thread. Default: available parallelism. */
+  readonly workers?: number | undefined;
+  /** Plan only: nothing is read beyond headers and tokenizer files, nothing written. */
+  readonly dryRun?: boolean | undefined;
+  /** `general.name`; default the model folder's name (conversion/base.py `prepare_metadata` fallback). */
+  readonly name?: string | undefined;
+  /** `general.license`; default the model card's (README.md front matter `license:`), if any. */
+  readonly license?: string | undefined;
+  /** `general.source.url`: where the checkpoint came from, if the caller knows. */
+  readonly sourceUrl?: string | undefined;
+  /** Output bytes produced so far and in total. */
+  readonly onProgress?: ((done: number, total: number) => void) | undefined;
+}
+
+export interface GgufPlannedTensor {
+  /** HF name the data comes from. */
+  readonly source: string;
+  /** GGUF name. */
+  readonly name: string;
+  readonly type: GgmlTypeName;
+  /** ggml dimensions (ne[0] = row length), the HF shape reversed. */
+  readonly ne: readonly number[];
+  readonly bytes: number;
+  /** Offset of the data from the start of the data section. */
+  readonly offset: number;
+}
+
+export interface GgufConversionPlan {
+  readonly fileType: GgufFileType;
+  /** `general.file_type` (llama_ftype). */
+  readonly fileTypeId: number;
+  /** In file order: llama-quantize's (whole-model tensors, then block by block, each sorted by name). */
+  readonly tensors: readonly GgufPlannedTensor[];
+  readonly kvs: readonly GgufKV[];
+  readonly dataStart: number;
+  readonly fileBytes: number;
+  /** The written file, or undefined for a dry run. */
+  readonly out: string | undefined;
+  /** Conversion notes to report: tokenizer differences, fallback types, tied embeddings. */
+  readonly warnings: readonly string[];
+}
+
+interface TensorJob extends Omit<GgufPlannedTensor, 'bytes' | 'offset'> {
+  readonly tensor: TensorRef;
+  readonly role: NeoXTensorRole;
+}
+
+export async function convertToGguf(modelDir: string, options: ConvertToGgufOptions): Promise<GgufConversionPlan> {
+  const fileType = options.type.toLowerCase();
+  if (!isGgufFileType(fileType)) {
+    throw new PolyquantError(ERROR_CODES.USAGE, `unknown GGUF type ${JSON.stringify(options.type)}`, {
+      hint: `choose one of ${GGUF_FILE_TYPE_NAMES.join(', ')}`,
+    });
+  }
+  if (!options.dryRun && (options.out === undefined || options.out === '')) {
+    throw new PolyquantError(ERROR_CODES.USAGE, 'no output path given for the GGUF file', { hint: 'pass out, or dryRun to only plan' });
+  }
+  const checkpoint = await readCheckpoint(modelDir, { weights: options.weights });
+  const { config } = checkpoint;
+  const configFile = join(checkpoint.dir, 'config.json');
+  if (!config.attentionBias) {
+    // llama.cpp's gptneox loader requires attn_qkv.bias and attn_output.bias (src/models/gptneox.cpp).
+    throw new PolyquantError(ERROR_CODES.UNSUPPORTED, 'attention_bias false: llama.cpp\'s gptneox needs the attention biases', {
+      file: configFile,
+    });
+  }
+  const warnings: string[] = [...checkpoint.warnings];
+  const jobs = planTensors(checkpoint, fileType, options.imatrix, warnings);
+  const tokenizer = ggufTokenizerMetadata(checkpoint.tokenizer, checkpoint.rawConfig, config.vocabSize);
+  warnings.push(...tokenizer.warnings);
+  const kvs = [
+    ...(await generalMetadata(checkpoint, options)),
+    ...hyperParameters(config),
+    ...tokenizer.kvs,
+    // Last and in this order, as llama-quantize leaves them (gguf_set_val_u32 re-appends; llama-quant.cpp),
+    // so that a file quantized here and one quantized by llama-quantize from our F32 file match byte for byte.
+    { key: 'general.quantization_version', type: 'UINT32', value: GGML_QUANTIZATION_VERSION },
+    { key: 'general.file_type', type: 'UINT32', value: GGUF_FILE_TYPES[fileType].id },
+  ] satisfies GgufKV[];
+
+  const layout = planGguf(kvs, jobs);
+  const plan: GgufConversionPlan = {
+    fileType,
+    fileTypeId: GGUF_FILE_TYPES[fileType].id,
+    tensors: layout.tensors.map((planned, index) => ({
+      source: (jobs[index] as TensorJob).source,
+      name: planned.name,
+      type: planned.type,
+      ne: planned.ne,
+      bytes: planned.bytes,
+      offset: planned.offset,
+    })),
+    kvs,
+    dataStart: layout.dataStart,
+    fileBytes: layout.fileBytes,
+    out: options.dryRun ? undefined : options.out,
+    warnings,
+  };
+  if (options.dryRun) return plan;
+
+  const out = options.out as string;
+  // An all-F32 file needs no quantizer threads: workers 0 runs the (unused) pool inline.
+  const pool = new QuantPool({ workers: jobs.some((job) => job.type !== 'F32') ? options.workers : 0 });
+  const total = plan.tensors.reduce((sum, tensor) => sum + tensor.bytes, 0);
+  let done = 0;
+  const counted = async function* (chunks: AsyncIterable<Uint8Array>): AsyncIterable<Uint8Array> {
+    for await (const chunk of chunks) {
+      yield chunk;
+      done += chunk.length;
+      options.onProgress?.(done, total);
+    }
+  };
+  try {
+    const tensors: GgufTensorToWrite[] = jobs.map((job) => ({
+      name: job.name,
+      type: job.type,
+      ne: job.ne,
+      chunks: () => counted(encodeTensor(job, config, pool, options.imatrix?.get(job.name))),
+    }));
+    await writeGguf(out, kvs, tensors);
+  } finally {
+    await pool.close();
+  }
+  return plan;
+}
+
+/** Every GGUF tensor with its source, shape and type, in llama-quantize's order. */
+function planTensors(
+  checkpoint: Checkpoint,
+  fileType: GgufFileType,
+  imatrix: ReadonlyMap<string, Float32Array> | undefined,
+  warnings: string[],
+): TensorJob[] {
+  const { config } = checkpoint;
+  const entries = expectedTensors(config);
+  const embedding = entries.find((entry) => entry.role === 'token-embedding');
+  const head = entries.find((entry) => entry.role === 'output-head');
+  if (head !== undefined && !checkpoint.tensors.has(head.name)) {
+    // llama.cpp's gptneox always loads output.weight (src/models/gptneox.cpp), so a tied head is written
+    // twice; with output.weight present llama-quantize treats the two as untied, and so does the policy.
+    warnings.push('tie_word_embeddings: output.weight is written as a copy of the token embedding');
+  }
+  const policyModel = { numLayers: config.numLayers, tiedEmbeddings: false, imatrix: imatrix !== undefined };
+  const jobs: TensorJob[] = [];
+  for (const entry of entries) {
+    const tensor =
+      checkpoint.tensors.get(entry.name) ??
+      (entry.role === 'output-head' && embedding !== undefined ? checkpoint.tensors.get(embedding.name) : undefined);
+    if (tensor === undefined) {
+      throw new PolyquantError(ERROR_CODES.CONFIG, 'the checkpoint lacks this tensor, which GGUF gptneox requires', {
+        file: checkpoint.dir,
+        tensor: entry.name,
+      });
+    }
+    const name = ggufTensorName(entry.role, entry.layer);
+    const ne = ggufShape(tensor.shape);
+    // Tensors llama-quantize leaves alone (norms, biases) stay F32, as the stock converter writes them (§2.5).
+    const type = tensorTypeFor(fileType, { name, ne }, policyModel) ?? 'F32';
+    jobs.push({ source: tensor.name, name, type, ne, tensor, role: entry.role });
+  }
+  jobs.sort((a, b) => compareLlamaQuantizeOrder(a.name, b.name));
+
+  if (imatrix !== undefined) {
+    const byName = new Map(jobs.map((job) => [job.name, job]));
+    for (const [name, weights] of imatrix) {
+      const job = byName.get(name);
+      if (job === undefined) {
+        warnings.push(`the importance matrix has an entry for ${name}, which the model does not have`);
+        continue;
+      }
+      if (weights.length !== job.ne[0]) {
+        throw new PolyquantError(ERROR_CODES.USAGE, `importance weights have ${weights.length} entries; the rows have ${job.ne[0]} columns`, {
+          tensor: name,
+        });
+      }
+    }
+  }
+
+  const defaultType = GGUF_FILE_TYPES[fileType].defaultType;
+  const block = GGML_TYPES[defaultType].blockElements;
+  const fallback = jobs.filter((job) => job.ne.length >= 2 && job.type !== 'F32' && (job.ne[0] ?? 0) % block !== 0);
+  if (block > 1 && fallback.length > 0) {
+    const shown = fallback.map((job) => `${job.name} → ${job.type}`);
+    warnings.push(
+      `${fallback.length} tensor(s) have rows that ${defaultType}'s ${block}-element blocks do not divide and use llama-quantize's fallback types: ${shown.slice(0, 6).join(', ')}${shown.length > 6 ? ', …' : ''}`,
+    );
+  }
+  return jobs;
+}
+
+/** One tensor's bytes in its GGUF type, chunk by chunk. */
+function encodeTensor(job: TensorJob, config: NeoXConfig, pool: QuantPool, importance: Float32Array | undefined): AsyncIterable<Uint8Array> {
+  const rowLength = job.ne[0] ?? 1;
+  const layout: QkvLayout = { numHeads: config.numHeads, headDim: config.headDim };
+  let source: AsyncIterable<Float32Array>;
+  if (job.role === 'qkv-weight') {
+    source = qkvRowChunks(job.tensor, layout, CHUNK_ELEMENTS / (layout.headDim * rowLength));
+  } else if (job.ne.length === 1) {
+    source = oneChunk(job.tensor, job.role === 'qkv-bias' ? layout : undefined);
+  } else {
+    source = floatRowChunks(job.tensor, Math.max(1, Math.floor(CHUNK_ELEMENTS / rowLength)));
+  }
+  if (job.type === 'F32') return asBytes(source);
+  return pool.quantizeStream({ scheme: job.type, nPerRow: rowLength, importance, tensor: job.name }, source);
+}
+
+/** A 1-D tensor (norm, bias) whole; the fused QKV bias reordered like the weight's rows. */
+async function* oneChunk(tensor: TensorRef, qkv: QkvLayout | undefined): AsyncIterable<Float32Array> {
+  const values = await readAsF32(tensor);
+  yield qkv === undefined ? values : reorderQkvRows(values, 1, qkv, new Float32Array(values.length));
+}
+
+async function* asBytes(chunks: AsyncIterable<Float32Array>): AsyncIterable<Uint8Array> {
+  for await (const chunk of chunks) yield new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+}
+
+/** general.* as convert_hf_to_gguf.py writes them (gguf-py metadata.py `set_gguf_meta_model`), what we know of them. */
+async function generalMetadata(checkpoint: Checkpoint, options: ConvertToGgufOptions): Promise<GgufKV[]> {
+  const kvs: GgufKV[] = [
+    // gguf-py writes the architecture first; llama.cpp looks keys up by name (specs/gguf.md §1.2).
+    { key: 'general.architecture', type: 'STRING', value: GGUF_ARCHITECTURE },
+    { key: 'general.type', type: 'STRING', value: 'model' },
+    { key: 'general.name', type: 'STRING', value: options.name ?? basename(checkpoint.dir) },
+  ];
+  const license = options.license ?? (await modelCardLicense(checkpoint.dir));
+  if (license !== undefined) kvs.push({ key: 'general.license', type: 'STRING', value: license });
+  if (options.sourceUrl !== undefined) kvs.push({ key: 'general.source.url', type: 'STRING', value: options.sourceUrl });
+  return kvs;
+}
+
+/** `license:` from README.md's YAML front matter (the HF model card), read as metadata.py does. */
+async function modelCardLicense(dir: string): Promise<string | undefined> {
+  const path = join(dir, 'README.md');
+  if (!(await pathExists(path))) return undefined;
+  const bytes = await readFile(path).catch(() => undefined);
+  if (bytes === undefined || bytes.length > MAX_MODEL_CARD_BYTES) return undefined;
+  const text = new TextDecoder().decode(bytes);
+  const front = /^---\r?\n([\s\S]*?)\r?\n---/.exec(text)?.[1];
+  const license = front === undefined ? undefined : /^license:\s*["']?([^"'\r\n#]+?)["']?\s*$/m.exec(front)?.[1];
+  return license === undefined || license === '' ? undefined : license;
+}
+
+/**
+ * gptneox.* hyper-parameters, in conversion/gptneox.py `set_gguf_parameters` order, with the KV types
+ * llama.cpp checks strictly (specs/gguf.md §2.1). rope.dimension_count is required in practice: its default
+ * is the whole head dimension, and polyglot-ko rotates only half of it.
+ */
+function hyperParameters(config: NeoXConfig): GgufKV[] {
+  return [
+    { key: 'gptneox.context_length', type: 'UINT32', value: config.maxPositionEmbeddings },
+    { key: 'gptneox.embedding_length', type: 'UINT32', value: config.hiddenSize },
+    { key: 'gptneox.block_count', type: 'UINT32', value: config.numLayers },
+    { key: 'gptneox.feed_forward_length', type: 'UINT32', value: config.intermediateSize },
+    { key: 'gptneox.rope.dimension_count', type: 'UINT32', value: config.rotaryDims },
+    { key: 'gptneox.rope.freq_base', type: 'FLOAT32', value: config.rotaryBase },
+    { key: 'gptneox.attention.head_count', type: 'UINT32', value: config.numHeads },
+    { key: 'gptneox.use_parallel_residual', type: 'BOOL', value: config.useParallelResidual },
+    { key: 'gptneox.attention.layer_norm_epsilon', type: 'FLOAT32', value: config.layerNormEps },
+  ];
+}
