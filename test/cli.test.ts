@@ -191,3 +191,37 @@ describe('synth', () => {
     expect(readdirSync(scratch.path).some((name) => name.includes('partial'))).toBe(false);
   });
 });
+
+describe('convert and inspect GGUF', () => {
+  it('converts the bundled model to q8_0 and inspects the file', async () => {
+    const out = join(scratch.path, 'tiny-q8_0.gguf');
+    const run = await runCli('convert', join(REPO_ROOT, 'fixtures', 'tiny-neox'), '--type', 'q8_0', '--out', out, '--workers', '0');
+    expect(run.stderr).not.toContain('internal error');
+    expect(run.code).toBe(0);
+    expect(run.stdout).toContain('file type  q8_0 (general.file_type 7)');
+    const inspected = await runCli('inspect', out, '--json');
+    expect(inspected.code).toBe(0);
+    const report = JSON.parse(inspected.stdout);
+    expect(report.kind).toBe('gguf');
+    expect(report.metadata['general.architecture']).toBe('gptneox');
+    expect(report.metadata['general.file_type']).toBe(7);
+    expect(report.types.Q8_0.tensors).toBe(10);
+    expect(report.types.F32.tensors).toBe(18);
+    expect(report.weights).toBe(149_248);
+  });
+
+  it('prints the plan without writing on --dry-run', async () => {
+    const out = join(scratch.path, 'never.gguf');
+    const run = await runCli('convert', join(REPO_ROOT, 'fixtures', 'tiny-neox'), '--type', 'q4_k_m', '--out', out, '--dry-run');
+    expect(run.code).toBe(0);
+    expect(run.stdout).toMatch(/gpt_neox\.layers\.1\.mlp\.dense_4h_to_h\.weight\s+blk\.1\.ffn_down\.weight\s+Q6_K/);
+    expect(run.stdout).toContain('(dry run)');
+    expect(() => readFileSync(out)).toThrow();
+  });
+
+  it('exits 2 for an unknown type, listing the choices', async () => {
+    const run = await runCli('convert', join(REPO_ROOT, 'fixtures', 'tiny-neox'), '--type', 'q3_k_xl');
+    expect(run.code).toBe(2);
+    expect(run.stderr).toContain('q4_k_m');
+  });
+});

@@ -1,3 +1,5 @@
+import type { GgufConversionPlan } from '../converters/gguf/convert.js';
+import type { GgufInspectReport } from '../inspect/gguf.js';
 import type { InspectReport } from '../inspect/hf.js';
 import { formatBytes, formatCount, table } from './format.js';
 
@@ -49,6 +51,48 @@ export function renderInspect(report: InspectReport, options: { tensors: boolean
       ...(withHash ? [tensor.sha256?.slice(0, 16) ?? ''] : []),
     ]);
     lines.push('', table(['tensor', 'dtype', 'shape', 'bytes', 'file', ...(withHash ? ['sha256'] : [])], rows));
+  }
+  return lines.join('\n');
+}
+
+/** The `convert` plan: each tensor's source, GGUF name, type and bytes, then totals by type. */
+export function renderConversionPlan(plan: GgufConversionPlan): string {
+  const rows = plan.tensors.map((tensor) => [tensor.source, tensor.name, tensor.type, `[${tensor.ne.join(', ')}]`, formatCount(tensor.bytes)]);
+  const byType = new Map<string, number>();
+  let weights = 0;
+  for (const tensor of plan.tensors) {
+    byType.set(tensor.type, (byType.get(tensor.type) ?? 0) + tensor.bytes);
+    weights += tensor.ne.reduce((product, dim) => product * dim, 1);
+  }
+  const tensorBytes = plan.tensors.reduce((sum, tensor) => sum + tensor.bytes, 0);
+  const lines = [
+    table(['source', 'gguf', 'type', 'ne', 'bytes'], rows),
+    '',
+    `file type  ${plan.fileType} (general.file_type ${plan.fileTypeId})`,
+    `by type    ${[...byType].map(([type, bytes]) => `${type} ${formatBytes(bytes)}`).join(', ')}`,
+    `total      ${formatBytes(plan.fileBytes)} (${((8 * tensorBytes) / weights).toFixed(3)} bits per weight)${plan.out ? ` → ${plan.out}` : ' (dry run)'}`,
+  ];
+  for (const warning of plan.warnings) lines.push(`warning    ${warning}`);
+  return lines.join('\n');
+}
+
+export function renderGgufInspect(report: GgufInspectReport, options: { tensors: boolean }): string {
+  const lines = [`${report.path}  (GGUF v${report.version}, ${formatBytes(report.fileBytes)})`];
+  for (const [key, value] of Object.entries(report.metadata)) {
+    const summary = typeof value === 'object' && value !== null && !Array.isArray(value) ? (value as { length?: number; type?: string }) : undefined;
+    const shown = summary?.length !== undefined ? `[${summary.length} × ${summary.type}]` : JSON.stringify(value);
+    lines.push(`${key.padEnd(40)} ${shown.length > 100 ? `${shown.slice(0, 97)}...` : shown}`);
+  }
+  lines.push('', table(['type', 'tensors', 'weights', 'bytes', 'bits/weight'], Object.entries(report.types).map(([type, entry]) => [
+    type,
+    formatCount(entry.tensors),
+    formatCount(entry.weights),
+    formatCount(entry.bytes),
+    ((8 * entry.bytes) / entry.weights).toFixed(3),
+  ])));
+  lines.push('', `weights ${formatCount(report.weights)}, tensor data ${formatBytes(report.tensorBytes)}, ${report.bitsPerWeight.toFixed(3)} bits per weight`);
+  if (options.tensors) {
+    lines.push('', table(['tensor', 'type', 'ne', 'bytes', 'offset'], report.tensors.map((tensor) => [tensor.name, tensor.type, `[${tensor.ne.join(', ')}]`, formatCount(tensor.bytes), formatCount(tensor.offset)])));
   }
   return lines.join('\n');
 }

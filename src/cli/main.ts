@@ -2,15 +2,26 @@
  * The command line: each yargs command maps its flags to one library call and picks the exit code
  * (0 ok, 1 a check failed, 2 bad input or usage, 70 an internal error). The library never exits.
  */
+import { stat } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import yargs, { type Argv } from 'yargs';
 import { ERROR_CODES, isPolyquantError, PolyquantError } from '../errors.js';
+import { inspectGguf, isGgufFile } from '../inspect/gguf.js';
 import { inspectHf } from '../inspect/hf.js';
 import { SYNTH_PRESET_NAMES, SYNTH_PRESETS, type SynthPresetName } from '../synth/presets.js';
 import { isTokenizerDir, SYNTH_DTYPES, SYNTH_FORMATS, type SynthDType, type SynthFormat, synthCheckpoint } from '../synth/synth.js';
-import { renderInspect } from './inspect-text.js';
-import { createProgress } from './progress.js';
+import { convertToGguf } from '../converters/gguf/convert.js';
+import { writeAtomically } from '../io/file.js';
+import { GGUF_FILE_TYPE_NAMES } from '../quant/policy.js';
+import { KOBEST_TASK_NAMES, type KobestTaskName } from '../verify/kobest/index.js';
+import { PERPLEXITY_PROTOCOLS, type PerplexityProtocol } from '../verify/perplexity.js';
+import { renderMarkdown, renderText } from '../verify/report.js';
+import { parseThreshold } from '../verify/thresholds.js';
+import { verify } from '../verify/verify.js';
+import { table } from './format.js';
+import { renderConversionPlan, renderGgufInspect, renderInspect } from './inspect-text.js';
+import { createCountProgress, createProgress } from './progress.js';
 
 export interface CliIO {
   stdout(text: string): void;
@@ -41,7 +52,7 @@ export async function main(argv: readonly string[], io: CliIO = processIO): Prom
     })
     .command(
       'inspect <path>',
-      'Describe an HF model folder, .safetensors or .bin file: config, parameters, tensors, tokenizer',
+      'Describe an HF model folder, .safetensors, .bin or .gguf file: config, parameters, tensors, tokenizer',
       (y: Argv) =>
         y
           .positional('path', { type: 'string', demandOption: true, describe: 'model folder or tensor file' })
@@ -54,6 +65,11 @@ export async function main(argv: readonly string[], io: CliIO = processIO): Prom
             describe: 'which weights to read when a folder has both',
           }),
       async (args) => {
+        if (!(await stat(resolve(args.path)).catch(() => undefined))?.isDirectory() && (await isGgufFile(resolve(args.path)).catch(() => false))) {
+          const gguf = await inspectGguf(args.path);
+          io.stdout(args.json ? `${JSON.stringify(gguf, null, 2)}\n` : `${renderGgufInspect(gguf, { tensors: args.tensors })}\n`);
+          return;
+        }
         const progress = args.hash ? createProgress('hashing') : undefined;
         const report = await inspectHf(args.path, {
           weights: args.weights,
@@ -106,7 +122,102 @@ export async function main(argv: readonly string[], io: CliIO = processIO): Prom
         io.stdout(`${result.files.map((file) => join(result.dir, file)).join('\n')}\n`);
       },
     )
-    .demandCommand(1, 'name a command: inspect, synth')
+    .command(
+      'convert <model>',
+      'Convert an HF GPT-NeoX folder to GGUF (one streaming pass; llama-quantize\'s tensor types for each --type)',
+      (y: Argv) =>
+        y
+          .positional('model', { type: 'string', demandOption: true, describe: 'HF model folder' })
+          .option('to', { choices: ['gguf'] as const, default: 'gguf' as const, describe: 'output format (ONNX and WebGPU come later)' })
+          .option('type', { choices: GGUF_FILE_TYPE_NAMES, demandOption: true, describe: 'GGUF file type' })
+          .option('out', { type: 'string', describe: 'output file (default: <model>-<type>.gguf next to the folder)' })
+          .option('dry-run', { type: 'boolean', default: false, describe: 'print the plan (tensors, types, bytes) without writing' })
+          .option('weights', { choices: ['auto', 'safetensors', 'bin'] as const, default: 'auto' as const })
+          .option('workers', { type: 'number', describe: 'quantizer threads (default: all cores)' })
+          .option('json', { type: 'boolean', default: false, describe: 'print the plan as JSON' }),
+      async (args) => {
+        const model = resolve(args.model);
+        const out = args.out ?? `${model.replace(/[/\\]+$/, '')}-${args.type}.gguf`;
+        const progress = args['dry-run'] ? undefined : createProgress('converting');
+        const plan = await convertToGguf(model, {
+          type: args.type,
+          out,
+          weights: args.weights,
+          dryRun: args['dry-run'],
+          ...(args.workers !== undefined && { workers: args.workers }),
+          onProgress: progress ? (done, total) => progress.update(done, total) : undefined,
+        });
+        progress?.succeed(`wrote ${plan.out}`);
+        io.stdout(args.json ? `${JSON.stringify(plan, (_key, value) => (typeof value === 'bigint' ? value.toString() : value), 2)}\n` : `${renderConversionPlan(plan)}\n`);
+      },
+    )
+    .command(
+      'verify <candidate>',
+      'Compare a candidate with its baseline: perplexity, KL divergence, top-1 agreement, KOBEST; exit 1 if a threshold fails',
+      (y: Argv) =>
+        y
+          .positional('candidate', { type: 'string', demandOption: true, describe: 'model to check (an HF folder; with --simulate, the weights to quantize)' })
+          .option('baseline', { type: 'string', demandOption: true, describe: 'reference model (an HF folder)' })
+          .option('ppl', { type: 'string', array: true, describe: 'UTF-8 text file(s) for perplexity' })
+          .option('ctx', { type: 'number', default: 512, describe: 'window length in tokens' })
+          .option('protocol', { choices: PERPLEXITY_PROTOCOLS, default: 'windows' as PerplexityProtocol })
+          .option('stride', { type: 'number', describe: 'strided protocol: tokens between windows' })
+          .option('max-windows', { type: 'number', describe: 'score only the first N windows of each text' })
+          .option('kld', { type: 'boolean', default: true, describe: 'compare full next-token distributions (KL divergence)' })
+          .option('kobest', { type: 'string', describe: 'KOBEST data folder (JSONL <task>/<split>.jsonl or the official TSVs)' })
+          .option('tasks', { type: 'string', describe: `comma-separated: ${KOBEST_TASK_NAMES.join(',')}` })
+          .option('shots', { type: 'string', default: '0', describe: 'comma-separated shot counts, e.g. 0,5' })
+          .option('split', { choices: ['train', 'validation', 'test', 'test_originated'] as const, default: 'test' as const })
+          .option('limit', { type: 'number', describe: 'first N documents after the shuffle' })
+          .option('simulate', { type: 'string', describe: 'quantize→dequantize the candidate weights: a ggml type (Q4_K) or GGUF type (q4_k_m)' })
+          .option('engine', { choices: ['auto', 'reference'] as const, default: 'auto' as const })
+          .option('device', { choices: ['auto', 'cpu', 'gpu'] as const, default: 'auto' as const })
+          .option('threads', { type: 'number', describe: 'worker threads per engine' })
+          .option('max-ppl-increase', { type: 'string', describe: 'fail above this perplexity increase, e.g. 3%' })
+          .option('max-kld', { type: 'string', describe: 'fail above this mean KL divergence (nats/token)' })
+          .option('min-top1', { type: 'string', describe: 'fail below this top-1 agreement, e.g. 0.9 or 90%' })
+          .option('max-acc-drop', { type: 'string', describe: 'fail above this KOBEST accuracy drop, e.g. 0.02 or 2%' })
+          .option('max-f1-drop', { type: 'string', describe: 'fail above this KOBEST macro-F1 drop' })
+          .option('json', { type: 'string', describe: 'write the report (schema polyquant.verify/1) to this file' })
+          .option('markdown', { type: 'string', describe: 'write a Markdown summary to this file' }),
+      async (args) => {
+        const thresholds = {
+          maxPplIncreasePct: parseThreshold('--max-ppl-increase', args['max-ppl-increase'], 'percent'),
+          maxKld: parseThreshold('--max-kld', args['max-kld'], 'fraction'),
+          minTop1: parseThreshold('--min-top1', args['min-top1'], 'fraction'),
+          maxAccDrop: parseThreshold('--max-acc-drop', args['max-acc-drop'], 'fraction'),
+          maxF1Drop: parseThreshold('--max-f1-drop', args['max-f1-drop'], 'fraction'),
+        };
+        const progress = createCountProgress();
+        const report = await verify({
+          candidate: args.candidate,
+          baseline: args.baseline,
+          pplFiles: args.ppl ?? [],
+          ctx: args.ctx,
+          protocol: args.protocol,
+          ...(args.stride !== undefined && { stride: args.stride }),
+          ...(args['max-windows'] !== undefined && { maxWindows: args['max-windows'] }),
+          kld: args.kld,
+          ...(args.kobest !== undefined && { kobestDir: args.kobest }),
+          ...(args.tasks !== undefined && { tasks: parseTasks(args.tasks) }),
+          shots: parseShots(args.shots),
+          split: args.split,
+          ...(args.limit !== undefined && { limit: args.limit }),
+          ...(args.simulate !== undefined && { simulate: args.simulate }),
+          engine: args.engine,
+          device: args.device,
+          ...(args.threads !== undefined && { threads: args.threads }),
+          thresholds: Object.fromEntries(Object.entries(thresholds).filter(([, value]) => value !== undefined)),
+          onProgress: (event) => progress.report(event),
+        });
+        progress.done();
+        if (args.json !== undefined) await writeTextFile(args.json, `${JSON.stringify(report, null, 2)}\n`);
+        if (args.markdown !== undefined) await writeTextFile(args.markdown, renderMarkdown(report));
+        io.stdout(`${renderText(report, table)}\n`);
+        if (report.verdict === 'fail') exitCode = 1;
+      },
+    )
+    .demandCommand(1, 'name a command: inspect, synth, verify')
     .help()
     .version();
   try {
@@ -115,6 +226,30 @@ export async function main(argv: readonly string[], io: CliIO = processIO): Prom
     exitCode = reportError(error, io);
   }
   return exitCode;
+}
+
+async function writeTextFile(path: string, text: string): Promise<void> {
+  await writeAtomically(resolve(path), (file) => file.write(new TextEncoder().encode(text)));
+}
+
+function parseShots(raw: string): number[] {
+  const shots = raw.split(',').map((part) => Number(part.trim()));
+  if (shots.length === 0 || shots.some((shot) => !Number.isSafeInteger(shot) || shot < 0)) {
+    throw new PolyquantError(ERROR_CODES.USAGE, `--shots ${JSON.stringify(raw)} is not a comma-separated list of non-negative integers`);
+  }
+  return shots;
+}
+
+function parseTasks(raw: string): KobestTaskName[] {
+  return raw.split(',').map((part) => {
+    const name = part.trim().replace(/^kobest_/, '');
+    if (!(KOBEST_TASK_NAMES as readonly string[]).includes(name)) {
+      throw new PolyquantError(ERROR_CODES.USAGE, `--tasks: unknown KOBEST task ${JSON.stringify(part)}`, {
+        hint: `choose from ${KOBEST_TASK_NAMES.join(', ')}`,
+      });
+    }
+    return name as KobestTaskName;
+  });
 }
 
 function reportError(error: unknown, io: CliIO): number {

@@ -3,6 +3,7 @@
  * every few seconds) otherwise, so CI logs stay readable.
  */
 import ora, { type Ora } from 'ora';
+import type { VerifyProgress } from '../verify/verify.js';
 import { formatBytes } from './format.js';
 
 export interface Progress {
@@ -44,6 +45,45 @@ export function createProgress(label: string, stream: NodeJS.WriteStream = proce
     },
     fail(text) {
       if (spinner) spinner.fail(text);
+    },
+  };
+}
+
+/** Progress for `verify`: windows and tokens/s for perplexity, documents for KOBEST, with an ETA. */
+export function createCountProgress(stream: NodeJS.WriteStream = process.stderr): { report(event: VerifyProgress): void; done(): void } {
+  const isTTY = stream.isTTY === true;
+  let spinner: Ora | undefined;
+  let lastPlain = 0;
+  let stageStarted = Date.now();
+  let stageKey = '';
+  const show = (text: string): void => {
+    if (isTTY) {
+      spinner ??= ora({ stream, isEnabled: true }).start();
+      spinner.text = text;
+    } else if (Date.now() - lastPlain >= PLAIN_INTERVAL_MS) {
+      lastPlain = Date.now();
+      stream.write(`${text}\n`);
+    }
+  };
+  const eta = (done: number, total: number): string => {
+    const seconds = (Date.now() - stageStarted) / 1000;
+    return done > 0 && total > done ? `, ETA ${Math.ceil((seconds / done) * (total - done))}s` : '';
+  };
+  return {
+    report(event) {
+      const key = event.stage === 'load' ? `load ${event.path}` : event.stage === 'perplexity' ? `ppl ${event.file}` : `kobest ${event.model} ${event.task} ${event.shots}`;
+      if (key !== stageKey) {
+        stageKey = key;
+        stageStarted = Date.now();
+      }
+      if (event.stage === 'load') show(`loading ${event.model} ${event.path}`);
+      else if (event.stage === 'perplexity') {
+        const seconds = Math.max(1e-3, (Date.now() - stageStarted) / 1000);
+        show(`perplexity ${event.file}: window ${event.done}/${event.windows}, ${Math.round(event.tokens / seconds)} tokens/s (each model)${eta(event.done, event.windows)}`);
+      } else show(`KOBEST ${event.task} ${event.shots}-shot (${event.model}): ${event.done}/${event.total}${eta(event.done, event.total)}`);
+    },
+    done() {
+      spinner?.stop();
     },
   };
 }
