@@ -1,0 +1,340 @@
+/**
+ * The reference engine: transformers' GPTNeoXForCausalLM forward (modeling_gpt_neox.py) in TypeScript +
+ * WebAssembly SIMD on the CPU, in float32 from the checkpoint's weights widened once at load. It is the
+ * source of truth the other engines are checked against on small models (DESIGN.md), so it favours
+ * exactness: every result is independent of thread count, step size and KV-cache reuse, bit for bit.
+ *
+ * Threading: one worker thread per `threads`, each serving whole requests (a window, or a context and its
+ * continuations) on its own workspace and KV cache, all reading one copy of the weights in a shared
+ * WebAssembly memory. Whole requests per worker rather than splitting each matmul across threads because
+ * (1) there is no synchronisation inside a forward pass — on a shared 2-core CI machine a barrier per
+ * matmul waits on whichever thread the scheduler has parked, many times per window; (2) a window's result
+ * is computed by exactly one thread, so thread count cannot change it; (3) perplexity and KOBEST always
+ * have many independent windows or documents to keep every worker busy (perplexity.ts keeps
+ * `parallelism` windows in flight and still yields them in order). The cost: one request alone uses one
+ * core.
+ */
+import { createRequire } from 'node:module';
+import { availableParallelism } from 'node:os';
+import { fileURLToPath } from 'node:url';
+import { Worker } from 'node:worker_threads';
+import type { NeoXConfig } from '../../arch/gpt-neox.js';
+import { ERROR_CODES, PolyquantError } from '../../errors.js';
+import { type Checkpoint, readCheckpoint } from '../../readers/checkpoint.js';
+import { loadTokenizer, type TextTokenizer } from '../../readers/tokenizer.js';
+import type { DistributionMode, Engine, ScoreOptions, ScoreResult } from '../engine.js';
+import { allocateMemory, loadWeights, type ModelLayout, planLayout, type WeightTransform } from './reference-layout.js';
+import { ReferenceRunner } from './reference-runner.js';
+import type { WasmMemory } from './reference-wasm.js';
+import { handleRequest, WORKER_MARK, type WorkerInit, type WorkerRequest, type WorkerResponse } from './reference-worker.js';
+
+export type { WeightTransform } from './reference-layout.js';
+
+export interface ReferenceEngineOptions {
+  /**
+   * Called once per 2-D weight (embeddings, QKV, dense, MLP, output head) after widening to float32, with
+   * its HF name, values in HF layout and shape; returns the values to use (same length). For simulated
+   * quantization. Norms and biases are not passed.
+   */
+  readonly weightTransform?: WeightTransform;
+  /** Worker threads, each serving one request at a time; 0 computes inline on the calling thread.
+   * Default: the machine's available parallelism, at most 8. */
+  readonly threads?: number;
+  /** Longest window accepted (KV cache rows per worker). Default: config.json max_position_embeddings. */
+  readonly contextLength?: number;
+}
+
+export interface ReferenceEngine extends Engine {
+  readonly name: 'reference';
+  readonly device: 'cpu';
+  readonly config: NeoXConfig;
+  /** Requests computed at once (worker threads, or 1 inline): how many windows a caller should keep in flight. */
+  readonly parallelism: number;
+  /**
+   * The output head's raw logits at every position of `tokens` ([tokens.length × vocabSize], row i
+   * predicts tokens[i + 1]): for comparing with PyTorch's `model(ids).logits` and with engines that report
+   * logits rather than log-probabilities.
+   */
+  logits(tokens: Int32Array): Promise<Float32Array>;
+}
+
+const DEFAULT_TOP_K = 32;
+const MAX_THREADS = 64;
+const DEFAULT_MAX_THREADS = 8;
+/** Past this the KV caches alone run to gigabytes on small models and positions lose float32 precision. */
+const MAX_CONTEXT_LENGTH = 1 << 16;
+
+/** Running from TypeScript sources (tests, tsx) the worker is the .ts file and needs tsx's loader. */
+const HERE = import.meta.url;
+const FROM_SOURCE = HERE.endsWith('.ts');
+const WORKER_FILE = fileURLToPath(new URL(`./reference-worker.${FROM_SOURCE ? 'ts' : 'js'}`, HERE));
+
+export async function createReferenceEngine(source: string | Checkpoint, options: ReferenceEngineOptions = {}): Promise<ReferenceEngine> {
+  const checkpoint = typeof source === 'string' ? await readCheckpoint(source) : source;
+  const { config } = checkpoint;
+  const threads = options.threads ?? Math.min(availableParallelism(), DEFAULT_MAX_THREADS);
+  if (!Number.isSafeInteger(threads) || threads < 0 || threads > MAX_THREADS) {
+    throw new PolyquantError(ERROR_CODES.USAGE, `threads is ${threads}; expected an integer from 0 to ${MAX_THREADS}`);
+  }
+  const contextLength = options.contextLength ?? config.maxPositionEmbeddings;
+  if (!Number.isSafeInteger(contextLength) || contextLength < 1 || contextLength > MAX_CONTEXT_LENGTH) {
+    throw new PolyquantError(ERROR_CODES.USAGE, `contextLength is ${contextLength}; expected an integer from 1 to ${MAX_CONTEXT_LENGTH}`);
+  }
+  const layout = planLayout(config, contextLength, Math.max(1, threads));
+  let parameters = 0;
+  for (const tensor of checkpoint.tensors.values()) parameters += tensor.shape.reduce((product, dim) => product * dim, 1);
+  const memory = allocateMemory(layout, parameters, checkpoint.dir);
+  await loadWeights(checkpoint, layout, memory, options.weightTransform);
+  const executor = threads === 0 ? new InlineExecutor(new ReferenceRunner(memory, layout, 0)) : await WorkerExecutor.start(memory, layout, threads);
+  return new ReferenceEngineImpl(checkpoint, layout, executor);
+}
+
+type Submission = WorkerRequest extends infer R ? (R extends { id: number } ? Omit<R, 'id'> : never) : never;
+type Success = Extract<WorkerResponse, { ok: true }>;
+
+interface Executor {
+  readonly parallelism: number;
+  submit(request: Submission): Promise<Success>;
+  close(): Promise<void>;
+}
+
+/** threads: 0 — the runner on the calling thread (debugging, profiling, or environments without workers). */
+class InlineExecutor implements Executor {
+  readonly parallelism = 1;
+  private nextId = 0;
+
+  constructor(private readonly runner: ReferenceRunner) {}
+
+  async submit(request: Submission): Promise<Success> {
+    const { response } = handleRequest(this.runner, { ...request, id: this.nextId++ } as WorkerRequest);
+    if (!response.ok) throw new Error(`reference engine failed: ${response.message}`);
+    return response;
+  }
+
+  async close(): Promise<void> {}
+}
+
+interface Job {
+  readonly request: WorkerRequest;
+  readonly resolve: (response: Success) => void;
+  readonly reject: (error: unknown) => void;
+}
+
+/** Whole requests to whichever worker is free; a FIFO queue when none is. Idle workers are unref'd. */
+class WorkerExecutor implements Executor {
+  private readonly idle: Worker[];
+  private readonly running = new Map<Worker, Job>();
+  private readonly queue: Job[] = [];
+  private nextId = 0;
+  private failure: Error | undefined;
+
+  private constructor(private readonly workers: Worker[]) {
+    this.idle = [...workers];
+    for (const worker of workers) {
+      worker.on('message', (response: WorkerResponse) => this.finish(worker, response));
+      worker.on('error', (error) => this.fail(error));
+      worker.on('exit', (code) => {
+        if (this.failure === undefined) this.fail(new Error(`a reference engine worker exited with code ${code}`));
+      });
+      worker.unref();
+    }
+  }
+
+  get parallelism(): number {
+    return this.workers.length;
+  }
+
+  static async start(memory: WasmMemory, layout: ModelLayout, threads: number): Promise<WorkerExecutor> {
+    const workers = Array.from({ length: threads }, (_, workspace) => {
+      const workerData: WorkerInit = { mark: WORKER_MARK, memory, layout, workspace };
+      if (!FROM_SOURCE) return new Worker(WORKER_FILE, { workerData });
+      // From sources (vitest, tsx) the worker is the .ts file. Node 20 does not apply tsx's ESM hooks
+      // inside worker threads, but its require hook works there (piscina loads the quant pool's .ts
+      // worker the same way). The hook is resolved from here, not from the working directory.
+      const stub = `require(${JSON.stringify(WORKER_FILE)})`;
+      const tsxHook = createRequire(import.meta.url).resolve('tsx/cjs');
+      return new Worker(stub, { eval: true, workerData, execArgv: ['--require', tsxHook] });
+    });
+    const cleanups: (() => void)[] = [];
+    try {
+      await Promise.all(
+        workers.map(
+          (worker) =>
+            new Promise<void>((resolve, reject) => {
+              const onReady = (): void => resolve();
+              const onExit = (code: number): void => reject(new Error(`a reference engine worker exited with code ${code} while starting`));
+              worker.once('message', onReady);
+              worker.once('error', reject);
+              worker.once('exit', onExit);
+              // Only our own listeners: removeAllListeners() would also drop the ones Worker uses to
+              // route its port's messages.
+              cleanups.push(() => {
+                worker.off('message', onReady);
+                worker.off('error', reject);
+                worker.off('exit', onExit);
+              });
+            }),
+        ),
+      );
+    } catch (error) {
+      await Promise.all(workers.map((worker) => worker.terminate()));
+      throw error;
+    } finally {
+      for (const cleanup of cleanups) cleanup();
+    }
+    return new WorkerExecutor(workers);
+  }
+
+  submit(request: Submission): Promise<Success> {
+    if (this.failure !== undefined) return Promise.reject(this.failure);
+    return new Promise<Success>((resolve, reject) => {
+      this.queue.push({ request: { ...request, id: this.nextId++ } as WorkerRequest, resolve, reject });
+      this.dispatch();
+    });
+  }
+
+  private dispatch(): void {
+    while (this.idle.length > 0 && this.queue.length > 0) {
+      const worker = this.idle.pop() as Worker;
+      const job = this.queue.shift() as Job;
+      this.running.set(worker, job);
+      worker.ref();
+      worker.postMessage(job.request);
+    }
+  }
+
+  private finish(worker: Worker, response: WorkerResponse): void {
+    const job = this.running.get(worker);
+    this.running.delete(worker);
+    worker.unref();
+    this.idle.push(worker);
+    if (job !== undefined) {
+      if (response.ok) job.resolve(response);
+      else job.reject(new Error(`reference engine worker failed: ${response.message}`));
+    }
+    this.dispatch();
+  }
+
+  private fail(error: Error): void {
+    this.failure ??= error;
+    for (const job of [...this.running.values(), ...this.queue]) job.reject(error);
+    this.running.clear();
+    this.queue.length = 0;
+  }
+
+  async close(): Promise<void> {
+    this.failure ??= new PolyquantError(ERROR_CODES.USAGE, 'the reference engine is closed');
+    for (const job of [...this.running.values(), ...this.queue]) job.reject(this.failure);
+    this.running.clear();
+    this.queue.length = 0;
+    await Promise.all(this.workers.map((worker) => worker.terminate()));
+  }
+}
+
+class ReferenceEngineImpl implements ReferenceEngine {
+  readonly name = 'reference';
+  readonly device = 'cpu';
+  readonly config: NeoXConfig;
+  readonly contextLength: number;
+  readonly vocabSize: number;
+  private tokenizer: TextTokenizer | undefined;
+  private closed = false;
+
+  constructor(
+    private readonly checkpoint: Checkpoint,
+    layout: ModelLayout,
+    private readonly executor: Executor,
+  ) {
+    this.config = checkpoint.config;
+    this.contextLength = layout.contextLength;
+    this.vocabSize = layout.vocab;
+  }
+
+  get parallelism(): number {
+    return this.executor.parallelism;
+  }
+
+  tokenize(text: string): Int32Array {
+    this.tokenizer ??= loadTokenizer(this.checkpoint.tokenizer);
+    return this.tokenizer.encode(text);
+  }
+
+  async score(tokens: Int32Array, options: ScoreOptions = {}): Promise<ScoreResult> {
+    this.checkOpen();
+    this.checkTokens(tokens, 'the window');
+    const from = options.from ?? 1;
+    if (!Number.isSafeInteger(from) || from < 1 || from > tokens.length) {
+      throw new PolyquantError(ERROR_CODES.USAGE, `from is ${from}; expected an integer from 1 to the window length ${tokens.length}`, {
+        hint: 'token 0 has no context to be predicted from; prepend a BOS token to score it',
+      });
+    }
+    const distributions: DistributionMode = options.distributions ?? 'none';
+    if (distributions !== 'none' && distributions !== 'topk' && distributions !== 'full') {
+      throw new PolyquantError(ERROR_CODES.USAGE, `distributions is ${JSON.stringify(distributions)}; expected none, topk or full`);
+    }
+    const topK = options.topK ?? DEFAULT_TOP_K;
+    if (!Number.isSafeInteger(topK) || topK < 1) {
+      throw new PolyquantError(ERROR_CODES.USAGE, `topK is ${topK}; expected a positive integer`);
+    }
+    const response = await this.executor.submit({ kind: 'score', tokens, from, distributions, topK });
+    return response.score as ScoreResult;
+  }
+
+  async logits(tokens: Int32Array): Promise<Float32Array> {
+    this.checkOpen();
+    this.checkTokens(tokens, 'the window');
+    const response = await this.executor.submit({ kind: 'logits', tokens });
+    return response.logits as Float32Array;
+  }
+
+  async scoreContinuations(context: Int32Array, continuations: readonly Int32Array[]): Promise<number[]> {
+    this.checkOpen();
+    this.checkTokens(context, 'the context');
+    if (context.length === 0) {
+      throw new PolyquantError(ERROR_CODES.USAGE, 'the context is empty, so the first continuation token has nothing to be predicted from', {
+        hint: 'prepend a BOS/EOS token, as lm-evaluation-harness does for empty contexts',
+      });
+    }
+    continuations.forEach((continuation, index) => {
+      this.checkTokens(continuation, `continuation ${index}`);
+      if (context.length + continuation.length > this.contextLength) {
+        throw new PolyquantError(
+          ERROR_CODES.USAGE,
+          `context (${context.length} tokens) + continuation ${index} (${continuation.length}) is longer than the context length ${this.contextLength}`,
+        );
+      }
+    });
+    const response = await this.executor.submit({ kind: 'continuations', context, continuations: [...continuations] });
+    return response.sums as number[];
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.executor.close();
+  }
+
+  private checkOpen(): void {
+    if (this.closed) throw new PolyquantError(ERROR_CODES.USAGE, 'the reference engine is closed');
+  }
+
+  private checkTokens(tokens: Int32Array, what: string): void {
+    if (!(tokens instanceof Int32Array)) {
+      throw new PolyquantError(ERROR_CODES.USAGE, `${what} must be an Int32Array of token ids`);
+    }
+    if (tokens.length > this.contextLength) {
+      throw new PolyquantError(ERROR_CODES.USAGE, `${what} has ${tokens.length} tokens, more than the context length ${this.contextLength}`, {
+        file: this.checkpoint.dir,
+        hint: 'use shorter windows or a larger contextLength',
+      });
+    }
+    for (let index = 0; index < tokens.length; index += 1) {
+      const id = tokens[index] as number;
+      if (id < 0 || id >= this.vocabSize) {
+        throw new PolyquantError(ERROR_CODES.USAGE, `${what} has token id ${id} at index ${index}, outside the vocabulary 0 … ${this.vocabSize - 1}`, {
+          file: this.checkpoint.dir,
+        });
+      }
+    }
+  }
+}

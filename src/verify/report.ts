@@ -1,0 +1,150 @@
+/**
+ * The verification report: a documented, versioned JSON shape (schema `polyquant.verify/1`, field names in
+ * snake_case as lm-eval and llama.cpp report them), and its terminal and Markdown renderings.
+ */
+import type { KobestComparison } from './compare-kobest.js';
+import type { DistributionComparison, Interval } from './stats.js';
+import type { Check, Thresholds } from './thresholds.js';
+
+export const VERIFY_SCHEMA = 'polyquant.verify/1';
+
+export interface PerplexityNumbers {
+  readonly ppl: number;
+  readonly nll_sum: number;
+  readonly scored_tokens: number;
+  readonly bytes: number;
+  readonly bits_per_byte: number;
+  /** Mean NLL of each window, in window order. */
+  readonly window_nll: readonly number[];
+}
+
+export interface PerplexitySection {
+  readonly file: string;
+  readonly protocol: string;
+  readonly ctx: number;
+  readonly stride?: number;
+  readonly tokens: number;
+  readonly baseline: PerplexityNumbers;
+  readonly candidate: PerplexityNumbers;
+  readonly comparison: {
+    readonly delta_ppl_pct: number;
+    readonly kld: { readonly mean: number; readonly median: number; readonly p99: number; readonly max: number } | null;
+    readonly top1_agreement: number;
+    readonly positions: number;
+  };
+}
+
+export interface KobestNumbers {
+  readonly n: number;
+  readonly acc: number;
+  readonly macro_f1: number;
+  readonly acc_norm?: number;
+}
+
+export interface KobestSection {
+  readonly task: string;
+  readonly shots: number;
+  readonly split: string;
+  readonly baseline: KobestNumbers;
+  readonly candidate: KobestNumbers;
+  readonly comparison: Omit<KobestComparison, 'task' | 'shots' | 'n'>;
+}
+
+export interface ModelDescription {
+  readonly path: string;
+  readonly engine: string;
+  readonly device: string;
+  /** The ggml type applied by --simulate, if any. */
+  readonly simulate?: string;
+}
+
+export interface VerifyReport {
+  readonly schema: typeof VERIFY_SCHEMA;
+  readonly created: string;
+  readonly candidate: ModelDescription;
+  readonly baseline: ModelDescription;
+  readonly perplexity: readonly PerplexitySection[];
+  readonly kobest: readonly KobestSection[];
+  readonly thresholds: Thresholds;
+  readonly checks: readonly Check[];
+  readonly verdict: 'pass' | 'fail';
+}
+
+export function distributionSection(result: DistributionComparison, full: boolean): PerplexitySection['comparison']['kld'] {
+  return full ? { mean: result.meanKld, median: result.medianKld, p99: result.p99Kld, max: result.maxKld } : null;
+}
+
+const fixed = (value: number, digits: number): string => (Number.isFinite(value) ? value.toFixed(digits) : String(value));
+const signed = (value: number, digits: number): string => `${value > 0 ? '+' : ''}${fixed(value, digits)}`;
+const interval = (ci: Interval, scale: number): string => `[${signed(ci.low * scale, 1)}, ${signed(ci.high * scale, 1)}]`;
+
+function rows(report: VerifyReport): { perplexity: string[][]; kobest: string[][]; checks: string[][] } {
+  return {
+    perplexity: report.perplexity.map((section) => [
+      `${section.file} (${section.protocol}, ctx ${section.ctx})`,
+      fixed(section.baseline.ppl, 3),
+      fixed(section.candidate.ppl, 3),
+      `${signed(section.comparison.delta_ppl_pct, 3)}%`,
+      section.comparison.kld === null ? '–' : fixed(section.comparison.kld.mean, 6),
+      section.comparison.kld === null ? '–' : fixed(section.comparison.kld.p99, 6),
+      `${fixed(100 * section.comparison.top1_agreement, 2)}%`,
+      fixed(section.candidate.bits_per_byte, 4),
+    ]),
+    kobest: report.kobest.map((section) => [
+      `${section.task} ${section.shots}-shot`,
+      String(section.baseline.n),
+      `${fixed(100 * section.baseline.acc, 1)} → ${fixed(100 * section.candidate.acc, 1)}`,
+      `${signed(100 * section.comparison.delta_acc, 1)} ${interval(section.comparison.delta_acc_ci, 100)}`,
+      `${fixed(100 * section.baseline.macro_f1, 1)} → ${fixed(100 * section.candidate.macro_f1, 1)}`,
+      `${signed(100 * section.comparison.delta_macro_f1, 1)} ${interval(section.comparison.delta_macro_f1_ci, 100)}`,
+      `${section.comparison.flips} (−${section.comparison.lost}/+${section.comparison.gained})`,
+      fixed(section.comparison.mcnemar_p, 3),
+    ]),
+    checks: report.checks.map((check) => [
+      check.passed ? 'pass' : 'FAIL',
+      check.where,
+      check.metric,
+      fixed(check.value, 6),
+      `${check.metric === 'top1_agreement' ? '≥' : '≤'} ${fixed(check.limit, 6)}`,
+    ]),
+  };
+}
+
+const PPL_HEADER = ['text', 'PPL base', 'PPL cand', 'ΔPPL', 'mean KLD', 'p99 KLD', 'top-1', 'bits/byte'];
+const KOBEST_HEADER = ['task', 'n', 'acc %', 'Δacc (95% CI)', 'macro-F1 %', 'ΔF1 (95% CI)', 'flips', 'McNemar p'];
+const CHECK_HEADER = ['', 'where', 'metric', 'value', 'limit'];
+
+export function renderText(report: VerifyReport, table: (header: readonly string[], rows: readonly (readonly string[])[]) => string): string {
+  const r = rows(report);
+  const lines = [
+    `candidate  ${report.candidate.path} (${report.candidate.engine}${report.candidate.simulate ? `, simulated ${report.candidate.simulate}` : ''}, ${report.candidate.device})`,
+    `baseline   ${report.baseline.path} (${report.baseline.engine}, ${report.baseline.device})`,
+  ];
+  if (r.perplexity.length > 0) lines.push('', table(PPL_HEADER, r.perplexity));
+  if (r.kobest.length > 0) lines.push('', table(KOBEST_HEADER, r.kobest));
+  if (r.checks.length > 0) lines.push('', table(CHECK_HEADER, r.checks));
+  const failed = report.checks.filter((check) => !check.passed).length;
+  lines.push(
+    '',
+    report.verdict === 'pass'
+      ? `PASS${report.checks.length > 0 ? ` (${report.checks.length} checks)` : ' (no thresholds set)'}`
+      : `FAIL: ${failed} of ${report.checks.length} checks failed`,
+  );
+  return lines.join('\n');
+}
+
+export function renderMarkdown(report: VerifyReport): string {
+  const r = rows(report);
+  const md = (header: readonly string[], body: readonly (readonly string[])[]): string =>
+    [`| ${header.join(' | ')} |`, `|${header.map(() => '---').join('|')}|`, ...body.map((row) => `| ${row.join(' | ')} |`)].join('\n');
+  const parts = [
+    `## polyquant verify: ${report.verdict === 'pass' ? 'PASS' : 'FAIL'}`,
+    '',
+    `- candidate: \`${report.candidate.path}\` (${report.candidate.engine}${report.candidate.simulate ? `, simulated ${report.candidate.simulate}` : ''})`,
+    `- baseline: \`${report.baseline.path}\` (${report.baseline.engine})`,
+  ];
+  if (r.perplexity.length > 0) parts.push('', md(PPL_HEADER, r.perplexity));
+  if (r.kobest.length > 0) parts.push('', md(KOBEST_HEADER, r.kobest));
+  if (r.checks.length > 0) parts.push('', md(CHECK_HEADER, r.checks));
+  return `${parts.join('\n')}\n`;
+}

@@ -1,0 +1,85 @@
+/**
+ * Simulated quantization (`verify --simulate`): the reference engine runs on weights passed through
+ * quantize → dequantize with the per-tensor types a GGUF of that type would get (llama-quantize's mixture,
+ * src/quant/policy.ts), norms and biases untouched — a quality sweep without writing any file.
+ */
+import type { NeoXConfig, NeoXTensorRole } from '../arch/gpt-neox.js';
+import { expectedTensors } from '../arch/gpt-neox.js';
+import { ERROR_CODES, PolyquantError } from '../errors.js';
+import { dequantizeRows, quantizeRows } from '../quant/api.js';
+import { GGML_TYPE_NAMES, type GgmlTypeName, isGgmlTypeName } from '../quant/ggml-types.js';
+import { GGUF_FILE_TYPE_NAMES, type GgufFileType, isGgufFileType, tensorTypeFor } from '../quant/policy.js';
+import type { WeightTransform } from './engines/reference-layout.js';
+
+/**
+ * A ggml type name selects the GGUF file type built on it (`Q4_K` → q4_k_m, as llama-quantize's most used
+ * K mixes; `Q8_0` → q8_0); a file type name (`q4_k_s`) selects that mixture exactly.
+ */
+const FILE_TYPE_FOR_GGML_TYPE: Partial<Record<GgmlTypeName, GgufFileType>> = {
+  F32: 'f32',
+  F16: 'f16',
+  BF16: 'bf16',
+  Q8_0: 'q8_0',
+  Q4_0: 'q4_0',
+  Q4_1: 'q4_1',
+  Q5_0: 'q5_0',
+  Q5_1: 'q5_1',
+  Q2_K: 'q2_k',
+  Q3_K: 'q3_k_m',
+  Q4_K: 'q4_k_m',
+  Q5_K: 'q5_k_m',
+  Q6_K: 'q6_k',
+  IQ4_NL: 'iq4_nl',
+  IQ4_XS: 'iq4_xs',
+};
+
+export function simulationFileType(scheme: string): GgufFileType {
+  if (isGgufFileType(scheme)) return scheme;
+  const fileType = isGgmlTypeName(scheme) ? FILE_TYPE_FOR_GGML_TYPE[scheme] : undefined;
+  if (fileType === undefined) {
+    throw new PolyquantError(ERROR_CODES.USAGE, `--simulate ${JSON.stringify(scheme)} is not a ggml type or GGUF file type`, {
+      hint: `use one of ${[...GGML_TYPE_NAMES, ...GGUF_FILE_TYPE_NAMES].join(', ')}`,
+    });
+  }
+  return fileType;
+}
+
+/** The GGUF tensor name a GPT-NeoX matrix gets (specs/gguf.md §2.3), which the type policy keys on. */
+const GGUF_MATRIX_NAMES: Partial<Record<NeoXTensorRole, string>> = {
+  'token-embedding': 'token_embd.weight',
+  'output-head': 'output.weight',
+  'qkv-weight': 'blk.{layer}.attn_qkv.weight',
+  'attn-output-weight': 'blk.{layer}.attn_output.weight',
+  'ffn-up-weight': 'blk.{layer}.ffn_up.weight',
+  'ffn-down-weight': 'blk.{layer}.ffn_down.weight',
+};
+
+export interface Simulation {
+  readonly fileType: GgufFileType;
+  /** HF tensor name → the ggml type it is simulated in. */
+  readonly types: ReadonlyMap<string, GgmlTypeName>;
+  readonly transform: WeightTransform;
+}
+
+export function planSimulation(scheme: string, config: NeoXConfig): Simulation {
+  const fileType = simulationFileType(scheme);
+  const types = new Map<string, GgmlTypeName>();
+  for (const entry of expectedTensors(config)) {
+    const pattern = GGUF_MATRIX_NAMES[entry.role];
+    if (pattern === undefined) continue;
+    const name = pattern.replace('{layer}', String(entry.layer));
+    const type = tensorTypeFor(fileType, { name, ne: [...entry.shape].reverse() }, {
+      numLayers: config.numLayers,
+      tiedEmbeddings: config.tieWordEmbeddings,
+      imatrix: false,
+    });
+    if (type !== undefined) types.set(entry.name, type);
+  }
+  const transform: WeightTransform = (name, values, shape) => {
+    const type = types.get(name);
+    if (type === undefined || type === 'F32') return values;
+    const nPerRow = shape[shape.length - 1] ?? values.length;
+    return dequantizeRows(type, quantizeRows(type, values, nPerRow, { tensor: name }), nPerRow, { tensor: name });
+  };
+  return { fileType, types, transform };
+}

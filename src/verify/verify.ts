@@ -1,0 +1,259 @@
+/**
+ * `polyquant verify`: score a candidate and its baseline on identical tokens and documents, compare, and
+ * gate on thresholds. Baseline and candidate are streamed window by window — both engines score a window,
+ * the comparison keeps per-position scalars, and the window's distributions are dropped — so no logit
+ * matrix of the whole text is ever held.
+ */
+import { stat } from 'node:fs/promises';
+import { resolve } from 'node:path';
+import { ERROR_CODES, PolyquantError } from '../errors.js';
+import { ioError } from '../io/file.js';
+import { readCheckpoint } from '../readers/checkpoint.js';
+import { compareKobest } from './compare-kobest.js';
+import type { Engine } from './engine.js';
+import { createReferenceEngine } from './engines/reference.js';
+import { type KobestSplit, type KobestTaskName, runKobest } from './kobest/index.js';
+import { type PerplexityProtocol, planWindows, scoreWindows, type WindowScore } from './perplexity.js';
+import {
+  distributionSection,
+  type KobestSection,
+  type ModelDescription,
+  type PerplexityNumbers,
+  type PerplexitySection,
+  VERIFY_SCHEMA,
+  type VerifyReport,
+} from './report.js';
+import { planSimulation } from './simulate.js';
+import { DistributionComparer } from './stats.js';
+import { readTextFile } from './text.js';
+import { CheckList, type Thresholds } from './thresholds.js';
+
+export type EngineName = 'auto' | 'reference';
+export type DeviceName = 'auto' | 'cpu' | 'gpu';
+
+export interface VerifyOptions {
+  readonly candidate: string;
+  readonly baseline: string;
+  readonly pplFiles?: readonly string[];
+  readonly ctx?: number;
+  readonly protocol?: PerplexityProtocol;
+  readonly stride?: number;
+  /** Score only the first N windows of each text (a quick estimate). */
+  readonly maxWindows?: number;
+  /** KL divergence needs full next-token distributions from both models (default true). */
+  readonly kld?: boolean;
+  readonly kobestDir?: string;
+  readonly tasks?: readonly KobestTaskName[];
+  readonly shots?: readonly number[];
+  readonly split?: KobestSplit;
+  readonly limit?: number;
+  /** Run the candidate on the baseline's weights passed through this quantization (ggml type or GGUF type). */
+  readonly simulate?: string;
+  readonly engine?: EngineName;
+  readonly device?: DeviceName;
+  /** Worker threads per engine (default: the reference engine's own default). */
+  readonly threads?: number;
+  readonly thresholds?: Thresholds;
+  readonly onProgress?: (event: VerifyProgress) => void;
+}
+
+export type VerifyProgress =
+  | { readonly stage: 'load'; readonly model: 'baseline' | 'candidate'; readonly path: string }
+  | { readonly stage: 'perplexity'; readonly file: string; readonly windows: number; readonly done: number; readonly tokens: number }
+  | { readonly stage: 'kobest'; readonly model: 'baseline' | 'candidate'; readonly task: string; readonly shots: number; readonly done: number; readonly total: number };
+
+const DEFAULT_CTX = 512;
+
+interface LoadedModel {
+  readonly engine: Engine;
+  readonly description: ModelDescription;
+}
+
+async function loadModel(path: string, role: 'baseline' | 'candidate', options: VerifyOptions, simulate: string | undefined): Promise<LoadedModel> {
+  const absolute = resolve(path);
+  let isDirectory: boolean;
+  try {
+    isDirectory = (await stat(absolute)).isDirectory();
+  } catch (error) {
+    throw ioError(absolute, `open the ${role}`, error);
+  }
+  if (!isDirectory) {
+    throw new PolyquantError(ERROR_CODES.UNSUPPORTED, `the ${role} is a file; verify runs Hugging Face model folders with the reference engine`, {
+      file: absolute,
+      hint: 'GGUF, ONNX and WebGPU engines come with their converters',
+    });
+  }
+  const engineName = options.engine ?? 'auto';
+  if (engineName !== 'auto' && engineName !== 'reference') {
+    throw new PolyquantError(ERROR_CODES.USAGE, `engine ${JSON.stringify(engineName)} cannot run a Hugging Face folder`, { hint: 'use --engine reference' });
+  }
+  if (options.device === 'gpu') {
+    throw new PolyquantError(ERROR_CODES.USAGE, 'the reference engine runs on the CPU only', { hint: 'use --device cpu or auto' });
+  }
+  options.onProgress?.({ stage: 'load', model: role, path: absolute });
+  const checkpoint = await readCheckpoint(absolute);
+  const simulation = simulate === undefined ? undefined : planSimulation(simulate, checkpoint.config);
+  const engine = await createReferenceEngine(checkpoint, {
+    ...(simulation !== undefined && { weightTransform: simulation.transform }),
+    ...(options.threads !== undefined && { threads: options.threads }),
+  });
+  return {
+    engine,
+    description: {
+      path: absolute,
+      engine: engine.name,
+      device: engine.device,
+      ...(simulation !== undefined && { simulate: simulation.fileType }),
+    },
+  };
+}
+
+function numbers(nllSum: number, scored: number, tokens: number, bytes: number, windowNll: number[]): PerplexityNumbers {
+  const mean = nllSum / scored;
+  return {
+    ppl: Math.exp(mean),
+    nll_sum: nllSum,
+    scored_tokens: scored,
+    bytes,
+    bits_per_byte: (mean * tokens) / bytes / Math.LN2,
+    window_nll: windowNll,
+  };
+}
+
+async function comparePerplexity(baseline: Engine, candidate: Engine, file: string, options: VerifyOptions): Promise<PerplexitySection> {
+  const text = await readTextFile(file);
+  const tokens = baseline.tokenize(text.text);
+  const candidateTokens = candidate.tokenize(text.text);
+  if (candidateTokens.length !== tokens.length || candidateTokens.some((id, i) => id !== tokens[i])) {
+    throw new PolyquantError(ERROR_CODES.CONFIG, 'the baseline and candidate tokenize the text differently', {
+      file: text.file,
+      hint: 'both models must share a tokenizer for a token-level comparison',
+    });
+  }
+  if (baseline.vocabSize !== candidate.vocabSize) {
+    throw new PolyquantError(ERROR_CODES.CONFIG, `vocabulary sizes differ: baseline ${baseline.vocabSize}, candidate ${candidate.vocabSize}`);
+  }
+  const ctx = options.ctx ?? DEFAULT_CTX;
+  const protocol = options.protocol ?? 'windows';
+  for (const engine of [baseline, candidate]) {
+    if (ctx > engine.contextLength) {
+      throw new PolyquantError(ERROR_CODES.USAGE, `--ctx ${ctx} is longer than the model's context length ${engine.contextLength}`, { file: text.file });
+    }
+  }
+  let windows = planWindows(tokens.length, { protocol, ctx, ...(options.stride !== undefined && { stride: options.stride }), source: text.file });
+  if (options.maxWindows !== undefined) windows = windows.slice(0, options.maxWindows);
+  const full = options.kld ?? true;
+  const scoreOptions = { distributions: full ? ('full' as const) : ('none' as const) };
+  const baseStream = scoreWindows(baseline, tokens, windows, scoreOptions)[Symbol.asyncIterator]();
+  const candStream = scoreWindows(candidate, tokens, windows, scoreOptions)[Symbol.asyncIterator]();
+  const comparer = new DistributionComparer();
+  const totals = { base: 0, cand: 0, scored: 0, baseWindows: [] as number[], candWindows: [] as number[] };
+  try {
+    for (let done = 0; done < windows.length; done += 1) {
+      const [a, b] = await Promise.all([baseStream.next(), candStream.next()]);
+      const base = a.value as WindowScore;
+      const cand = b.value as WindowScore;
+      if (full && base.score.full !== undefined && cand.score.full !== undefined) {
+        comparer.addWindow(base.score.full, cand.score.full, baseline.vocabSize, base.score.argmax, cand.score.argmax);
+      } else {
+        comparer.addArgmax(base.score.argmax, cand.score.argmax);
+      }
+      const scored = base.score.tokenLogProbs.length;
+      totals.base += base.nll;
+      totals.cand += cand.nll;
+      totals.scored += scored;
+      totals.baseWindows.push(base.nll / scored);
+      totals.candWindows.push(cand.nll / scored);
+      options.onProgress?.({ stage: 'perplexity', file: text.file, windows: windows.length, done: done + 1, tokens: totals.scored });
+    }
+  } finally {
+    await Promise.allSettled([baseStream.return?.(undefined), candStream.return?.(undefined)]);
+  }
+  const baseNumbers = numbers(totals.base, totals.scored, tokens.length, text.bytes, totals.baseWindows);
+  const candNumbers = numbers(totals.cand, totals.scored, tokens.length, text.bytes, totals.candWindows);
+  const distribution = comparer.result(totals.scored);
+  return {
+    file: text.file,
+    protocol,
+    ctx,
+    ...(protocol === 'strided' && { stride: options.stride ?? Math.max(1, Math.floor(ctx / 2)) }),
+    tokens: tokens.length,
+    baseline: baseNumbers,
+    candidate: candNumbers,
+    comparison: {
+      delta_ppl_pct: (candNumbers.ppl / baseNumbers.ppl - 1) * 100,
+      kld: distributionSection(distribution, full),
+      top1_agreement: distribution.top1Agreement,
+      positions: distribution.positions,
+    },
+  };
+}
+
+async function compareKobestRuns(baseline: Engine, candidate: Engine, options: VerifyOptions): Promise<KobestSection[]> {
+  const dir = options.kobestDir as string;
+  const run = (engine: Engine, model: 'baseline' | 'candidate') =>
+    runKobest(engine, {
+      dir,
+      ...(options.tasks !== undefined && { tasks: options.tasks }),
+      shots: options.shots ?? [0],
+      ...(options.split !== undefined && { split: options.split }),
+      ...(options.limit !== undefined && { limit: options.limit }),
+      onProgress: (progress) =>
+        options.onProgress?.({ stage: 'kobest', model, task: progress.task, shots: progress.shots, done: progress.done, total: progress.total }),
+    });
+  const [base, cand] = await Promise.all([run(baseline, 'baseline'), run(candidate, 'candidate')]);
+  return base.results.map((baseResult, i) => {
+    const candResult = cand.results[i];
+    if (candResult === undefined) throw new PolyquantError(ERROR_CODES.CONFIG, 'the candidate run is missing a KOBEST result');
+    const { task: _task, shots: _shots, n: _n, ...comparison } = compareKobest(baseResult, candResult);
+    const pick = (result: typeof baseResult) => ({
+      n: result.n,
+      acc: result.acc,
+      macro_f1: result.macro_f1,
+      ...(result.acc_norm !== undefined && { acc_norm: result.acc_norm }),
+    });
+    return { task: baseResult.harnessName, shots: baseResult.shots, split: baseResult.split, baseline: pick(baseResult), candidate: pick(candResult), comparison };
+  });
+}
+
+export async function verify(options: VerifyOptions): Promise<VerifyReport> {
+  const pplFiles = options.pplFiles ?? [];
+  if (pplFiles.length === 0 && options.kobestDir === undefined) {
+    throw new PolyquantError(ERROR_CODES.USAGE, 'nothing to measure', { hint: 'give --ppl FILE and/or --kobest DIR' });
+  }
+  const baseline = await loadModel(options.baseline, 'baseline', options, undefined);
+  let candidate: LoadedModel | undefined;
+  try {
+    candidate = await loadModel(options.candidate, 'candidate', options, options.simulate);
+    const thresholds = options.thresholds ?? {};
+    const checks = new CheckList(thresholds);
+    const perplexity: PerplexitySection[] = [];
+    for (const file of pplFiles) {
+      const section = await comparePerplexity(baseline.engine, candidate.engine, file, options);
+      perplexity.push(section);
+      checks.perplexity(
+        `ppl ${file}`,
+        section.comparison.delta_ppl_pct,
+        section.comparison.kld?.mean,
+        section.comparison.top1_agreement,
+      );
+    }
+    const kobest = options.kobestDir === undefined ? [] : await compareKobestRuns(baseline.engine, candidate.engine, options);
+    for (const section of kobest) {
+      checks.kobest(`${section.task} ${section.shots}-shot`, -section.comparison.delta_acc, -section.comparison.delta_macro_f1);
+    }
+    return {
+      schema: VERIFY_SCHEMA,
+      created: new Date().toISOString(),
+      candidate: candidate.description,
+      baseline: baseline.description,
+      perplexity,
+      kobest,
+      thresholds,
+      checks: checks.checks,
+      verdict: checks.passed ? 'pass' : 'fail',
+    };
+  } finally {
+    await Promise.allSettled([baseline.engine.close(), candidate?.engine.close()]);
+  }
+}
