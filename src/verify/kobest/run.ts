@@ -164,13 +164,19 @@ export async function scoreKobestRequests<Name extends KobestTaskName>(
     }
     return tokens;
   };
-  const results: KobestDocumentResult[] = [];
-  for (const request of requests) {
+  // Documents are independent: keep as many in flight as the engine computes at once (its worker count),
+  // and store each result at its own position so the order never depends on timing.
+  const parallelism: unknown = (engine as Partial<{ parallelism: unknown }>).parallelism;
+  const concurrency = typeof parallelism === 'number' && Number.isSafeInteger(parallelism) && parallelism > 1 ? parallelism : 1;
+  const results: KobestDocumentResult[] = new Array(requests.length);
+  let next = 0;
+  let done = 0;
+  const scoreOne = async (request: KobestRequest<Name>, slot: number): Promise<void> => {
     const context = engine.tokenize(request.context);
     const continuations = request.continuations.map(tokenize);
     const { logLikelihoods, truncated } = await scoreDocument(engine, context, continuations, options.maxLength);
     const lengths = request.normalizationTexts?.map(pythonLength);
-    results.push({
+    results[slot] = {
       index: request.index,
       idx: request.document.idx,
       gold: request.document.label,
@@ -181,9 +187,18 @@ export async function scoreKobestRequests<Name extends KobestTaskName>(
       logLikelihoods,
       fewshotIdx: request.fewshotIdx,
       truncated,
-    });
-    options.onDocument?.(results.length);
-  }
+    };
+    done += 1;
+    options.onDocument?.(done);
+  };
+  const lane = async (): Promise<void> => {
+    while (next < requests.length) {
+      const slot = next;
+      next += 1;
+      await scoreOne(requests[slot] as KobestRequest<Name>, slot);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(concurrency, requests.length) }, lane));
   return results;
 }
 
