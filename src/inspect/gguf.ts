@@ -51,7 +51,8 @@ export async function inspectGguf(path: string): Promise<GgufInspectReport> {
     let tensorBytes = 0;
     for (const tensor of header.tensors) {
       const count = tensor.ne.reduce((product, dim) => product * dim, 1);
-      const entry = (types[tensor.type] ??= { tensors: 0, bytes: 0, weights: 0 });
+      const entry = types[tensor.type] ?? { tensors: 0, bytes: 0, weights: 0 };
+      types[tensor.type] = entry;
       entry.tensors += 1;
       entry.bytes += tensor.bytes;
       entry.weights += count;

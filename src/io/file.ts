@@ -18,6 +18,28 @@ export function ioError(file: string, action: string, error: unknown): Polyquant
   return new PolyquantError(ERROR_CODES.IO, `could not ${action}: ${reason}`, { file, cause: error });
 }
 
+/** A range some header promised must lie inside the file; past the end means the file is truncated. */
+function checkRange(path: string, size: number, offset: number, length: number): void {
+  if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0) {
+    throw new PolyquantError(ERROR_CODES.MALFORMED, `invalid byte range ${offset}+${length}`, { file: path });
+  }
+  if (offset + length > size) {
+    throw new PolyquantError(
+      ERROR_CODES.MALFORMED,
+      `byte range ${offset}..${offset + length} runs past the end of the file (${size} bytes); the file is truncated`,
+      { file: path },
+    );
+  }
+}
+
+/** A read that returned no bytes before the range was complete: the file shrank under us. */
+function endedEarly(path: string, at: number): PolyquantError {
+  return new PolyquantError(ERROR_CODES.MALFORMED, `file ended after ${at} bytes while reading`, {
+    file: path,
+    hint: 'the file changed or was truncated while polyquant read it',
+  });
+}
+
 /** A read-only file opened for positional reads. */
 export class ReadableFile {
   private constructor(
@@ -50,16 +72,7 @@ export class ReadableFile {
    * the file is a MALFORMED error: some header promised bytes the file does not have.
    */
   async read(offset: number, length: number, target?: Uint8Array): Promise<Uint8Array> {
-    if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0) {
-      throw new PolyquantError(ERROR_CODES.MALFORMED, `invalid byte range ${offset}+${length}`, { file: this.path });
-    }
-    if (offset + length > this.size) {
-      throw new PolyquantError(
-        ERROR_CODES.MALFORMED,
-        `byte range ${offset}..${offset + length} runs past the end of the file (${this.size} bytes); the file is truncated`,
-        { file: this.path },
-      );
-    }
+    checkRange(this.path, this.size, offset, length);
     // allocUnsafeSlow: the bytes are overwritten at once, so zero-filling would only cost bandwidth; and unlike
     // allocUnsafe it never hands out a slice of a shared pool, so `buffer.buffer` belongs to this read alone.
     const buffer = target ?? Buffer.allocUnsafeSlow(length);
@@ -71,12 +84,7 @@ export class ReadableFile {
       } catch (error) {
         throw ioError(this.path, 'read the file', error);
       }
-      if (bytesRead === 0) {
-        throw new PolyquantError(ERROR_CODES.MALFORMED, `file ended after ${offset + done} bytes while reading`, {
-          file: this.path,
-          hint: 'the file changed or was truncated while polyquant read it',
-        });
-      }
+      if (bytesRead === 0) throw endedEarly(this.path, offset + done);
       done += bytesRead;
     }
     return buffer;
@@ -116,12 +124,9 @@ export class SyncFileReader {
 
   /** Reads exactly `length` bytes at `offset` into the start of `target` and returns that part of it. */
   readInto(offset: number, length: number, target: Uint8Array): Uint8Array {
-    if (offset + length > this.size || length > target.length) {
-      throw new PolyquantError(
-        ERROR_CODES.MALFORMED,
-        `byte range ${offset}..${offset + length} runs past the end of the file (${this.size} bytes); the file is truncated`,
-        { file: this.path },
-      );
+    checkRange(this.path, this.size, offset, length);
+    if (length > target.length) {
+      throw new PolyquantError(ERROR_CODES.USAGE, `a ${length}-byte read does not fit a ${target.length}-byte buffer`, { file: this.path });
     }
     let done = 0;
     while (done < length) {
@@ -131,12 +136,7 @@ export class SyncFileReader {
       } catch (error) {
         throw ioError(this.path, 'read the file', error);
       }
-      if (bytesRead === 0) {
-        throw new PolyquantError(ERROR_CODES.MALFORMED, `file ended after ${offset + done} bytes while reading`, {
-          file: this.path,
-          hint: 'the file changed or was truncated while polyquant read it',
-        });
-      }
+      if (bytesRead === 0) throw endedEarly(this.path, offset + done);
       done += bytesRead;
     }
     return target.subarray(0, length);

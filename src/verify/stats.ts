@@ -17,7 +17,7 @@ export function klDivergenceRow(baseLogProbs: Float32Array, candidateLogProbs: F
     kld += Math.exp(lb) * (lb - (candidateLogProbs[i] as number));
   }
   // Rounding can make an identical pair come out a hair below zero.
-  return kld < 0 ? 0 : kld;
+  return Math.max(0, kld);
 }
 
 /** Percentile with linear interpolation between order statistics (numpy's default "linear" method). */

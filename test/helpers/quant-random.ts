@@ -1,3 +1,4 @@
+import { seededUniform } from '../../src/verify/stats.js';
 /** Seeded pseudo-random numbers for property tests: the same seed gives the same cases on every machine. */
 
 export interface Random {
@@ -11,17 +12,11 @@ export interface Random {
   normal(): number;
 }
 
-/** mulberry32: tiny, fast, and good enough to drive tests. */
+/** mulberry32 (the library's seeded generator, verify/stats.ts): tiny, fast, and good enough to drive tests. */
 export function createRandom(seed: number): Random {
-  let state = seed >>> 0;
-  const nextUint32 = (): number => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return (t ^ (t >>> 14)) >>> 0;
-  };
-  const next = (): number => nextUint32() / 4294967296;
+  const next = seededUniform(seed);
+  // next() is an unsigned 32-bit value over 2^32, so this recovers it exactly.
+  const nextUint32 = (): number => next() * 4294967296;
   return {
     nextUint32,
     next,

@@ -3,6 +3,7 @@
  * each malformed variant is a one-liner next to its test), and the seeded mutator the fuzz test uses.
  */
 import { encodeSafetensors, type TensorBytes } from '../../src/readers/safetensors.js';
+import { seededUniform } from '../../src/verify/stats.js';
 
 /**
  * Assembles a file from parts without any validation, so that tests can build every kind of broken file:
@@ -65,17 +66,8 @@ export function fuzzSeedFile(): Uint8Array {
   return encodeSafetensors(tensors, { format: 'pt', note: 'fuzz seed' });
 }
 
-/** mulberry32: a tiny seeded PRNG (public domain, Tommy Ettinger), uniform in [0, 1). */
-export function mulberry32(seed: number): () => number {
-  let state = seed >>> 0;
-  return () => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let mixed = state;
-    mixed = Math.imul(mixed ^ (mixed >>> 15), mixed | 1);
-    mixed ^= mixed + Math.imul(mixed ^ (mixed >>> 7), mixed | 61);
-    return ((mixed ^ (mixed >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** mulberry32, uniform in [0, 1): the library's seeded generator (verify/stats.ts), shared by the fuzz tests. */
+export const mulberry32 = seededUniform;
 
 /** Tokens that probe each header check when spliced into the JSON text. */
 const INTERESTING_TOKENS = [

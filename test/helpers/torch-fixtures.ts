@@ -9,17 +9,11 @@ import { join } from 'node:path';
 import { crc32 } from 'node:zlib';
 import type { ByteSource } from '../../src/io/zip.js';
 import type { ZipSink } from '../../src/io/zip-writer.js';
+import { seededUniform } from '../../src/verify/stats.js';
 
-/** mulberry32: a tiny seeded PRNG, good enough to pick mutations reproducibly. */
+/** Seeded mutations: the library's mulberry32 (verify/stats.ts) with integer and byte helpers. */
 export function seededRandom(seed: number) {
-  let state = seed >>> 0;
-  const next = (): number => {
-    state = (state + 0x6d2b79f5) >>> 0;
-    let t = state;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const next = seededUniform(seed);
   const int = (below: number): number => Math.floor(next() * below);
   return {
     next,
