@@ -3,8 +3,9 @@
  * quantize → dequantize with the per-tensor types a GGUF of that type would get (llama-quantize's mixture,
  * src/quant/policy.ts), norms and biases untouched — a quality sweep without writing any file.
  */
-import type { NeoXConfig, NeoXTensorRole } from '../arch/gpt-neox.js';
+import type { NeoXConfig } from '../arch/gpt-neox.js';
 import { expectedTensors } from '../arch/gpt-neox.js';
+import { ggufShape, ggufTensorName } from '../converters/gguf/names.js';
 import { ERROR_CODES, PolyquantError } from '../errors.js';
 import { dequantizeRows, quantizeRows } from '../quant/api.js';
 import { GGML_TYPE_NAMES, type GgmlTypeName, isGgmlTypeName } from '../quant/ggml-types.js';
@@ -44,15 +45,6 @@ export function simulationFileType(scheme: string): GgufFileType {
   return fileType;
 }
 
-/** The GGUF tensor name a GPT-NeoX matrix gets (specs/gguf.md §2.3), which the type policy keys on. */
-const GGUF_MATRIX_NAMES: Partial<Record<NeoXTensorRole, string>> = {
-  'token-embedding': 'token_embd.weight',
-  'output-head': 'output.weight',
-  'qkv-weight': 'blk.{layer}.attn_qkv.weight',
-  'attn-output-weight': 'blk.{layer}.attn_output.weight',
-  'ffn-up-weight': 'blk.{layer}.ffn_up.weight',
-  'ffn-down-weight': 'blk.{layer}.ffn_down.weight',
-};
 
 export interface Simulation {
   readonly fileType: GgufFileType;
@@ -65,10 +57,8 @@ export function planSimulation(scheme: string, config: NeoXConfig): Simulation {
   const fileType = simulationFileType(scheme);
   const types = new Map<string, GgmlTypeName>();
   for (const entry of expectedTensors(config)) {
-    const pattern = GGUF_MATRIX_NAMES[entry.role];
-    if (pattern === undefined) continue;
-    const name = pattern.replace('{layer}', String(entry.layer));
-    const type = tensorTypeFor(fileType, { name, ne: [...entry.shape].reverse() }, {
+    // The policy keys on GGUF names and ggml dims; it leaves norms and biases (1-D) unquantized.
+    const type = tensorTypeFor(fileType, { name: ggufTensorName(entry.role, entry.layer), ne: ggufShape(entry.shape) }, {
       numLayers: config.numLayers,
       tiedEmbeddings: config.tieWordEmbeddings,
       imatrix: false,

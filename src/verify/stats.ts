@@ -4,6 +4,7 @@
  * bootstrap confidence intervals, McNemar's test on flipped predictions.
  */
 import { ERROR_CODES, PolyquantError } from '../errors.js';
+import { erf } from './engines/reference-math.js';
 
 /**
  * KL(P_base ‖ P_cand) in nats at one position, from two rows of natural-log probabilities over the same
@@ -126,20 +127,11 @@ export function pairedBootstrap(
 }
 
 /**
- * Complementary error function (Numerical Recipes' erfcc Chebyshev fit, |relative error| < 1.2e-7), for
- * the normal and chi-square tails below.
+ * Complementary error function for the χ² tail below, from the reference engine's fdlibm erf (absolute
+ * error ~1e-16: p-values under that read as 0, which no threshold distinguishes).
  */
 export function erfc(x: number): number {
-  const z = Math.abs(x);
-  const t = 1 / (1 + 0.5 * z);
-  const r =
-    t *
-    Math.exp(
-      -z * z -
-        1.26551223 +
-        t * (1.00002368 + t * (0.37409196 + t * (0.09678418 + t * (-0.18628806 + t * (0.27886807 + t * (-1.13520398 + t * (1.48851587 + t * (-0.82215223 + t * 0.17087277)))))))),
-    );
-  return x >= 0 ? r : 2 - r;
+  return 1 - erf(x);
 }
 
 export interface McNemarResult {
