@@ -105,20 +105,8 @@ export async function guardFormat<T>(file: string, what: string, body: () => Pro
   try {
     return await body();
   } catch (error) {
-    throw asFormatError(file, what, error);
+    if (error instanceof PolyquantError) throw error;
+    const reason = error instanceof Error ? error.message : String(error);
+    throw new PolyquantError(ERROR_CODES.MALFORMED, `${what} is not valid: ${reason}`, { file, cause: error });
   }
-}
-
-export function guardFormatSync<T>(file: string, what: string, body: () => T): T {
-  try {
-    return body();
-  } catch (error) {
-    throw asFormatError(file, what, error);
-  }
-}
-
-function asFormatError(file: string, what: string, error: unknown): PolyquantError {
-  if (error instanceof PolyquantError) return error;
-  const reason = error instanceof Error ? error.message : String(error);
-  return new PolyquantError(ERROR_CODES.MALFORMED, `${what} is not valid: ${reason}`, { file, cause: error });
 }

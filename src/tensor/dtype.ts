@@ -33,10 +33,6 @@ export const DTYPES: Readonly<Record<DType, DTypeInfo>> = {
 
 export const DTYPE_NAMES = Object.keys(DTYPES) as DType[];
 
-/** torch storage class name → dtype, derived from the table. */
-export const DTYPE_BY_TORCH_STORAGE: ReadonlyMap<string, DType> = new Map(
-  DTYPE_NAMES.map((name) => [DTYPES[name].torchStorage, name]),
-);
 
 export function isDType(value: unknown): value is DType {
   return typeof value === 'string' && Object.hasOwn(DTYPES, value);
