@@ -12,6 +12,7 @@ import { inspectHf } from '../inspect/hf.js';
 import { SYNTH_PRESET_NAMES, SYNTH_PRESETS, type SynthPresetName } from '../synth/presets.js';
 import { isTokenizerDir, SYNTH_DTYPES, SYNTH_FORMATS, type SynthDType, type SynthFormat, synthCheckpoint } from '../synth/synth.js';
 import { convertToGguf } from '../converters/gguf/convert.js';
+import { readImatrix } from '../converters/gguf/imatrix.js';
 import { writeAtomically } from '../io/file.js';
 import { GGUF_FILE_TYPE_NAMES } from '../quant/policy.js';
 import { KOBEST_TASK_NAMES, type KobestTaskName } from '../verify/kobest/index.js';
@@ -134,12 +135,15 @@ export async function main(argv: readonly string[], io: CliIO = processIO): Prom
           .option('dry-run', { type: 'boolean', default: false, describe: 'print the plan (tensors, types, bytes) without writing' })
           .option('weights', { choices: ['auto', 'safetensors', 'bin'] as const, default: 'auto' as const })
           .option('workers', { type: 'number', describe: 'quantizer threads (default: all cores)' })
+          .option('imatrix', { type: 'string', describe: "llama.cpp importance matrix (its GGUF or legacy .dat form), as llama-quantize --imatrix" })
           .option('json', { type: 'boolean', default: false, describe: 'print the plan as JSON' }),
       async (args) => {
         const model = resolve(args.model);
         const out = args.out ?? `${model.replace(/[/\\]+$/, '')}-${args.type}.gguf`;
         const progress = args['dry-run'] ? undefined : createProgress('converting');
+        const imatrix = args.imatrix === undefined ? undefined : await readImatrix(resolve(args.imatrix));
         const plan = await convertToGguf(model, {
+          ...(imatrix !== undefined && { imatrix: imatrix.entries }),
           type: args.type,
           out,
           weights: args.weights,

@@ -41,8 +41,8 @@ export interface ConvertToGgufOptions {
   /** Which weights to read when the folder has both safetensors and .bin. */
   readonly weights?: WeightsPreference | undefined;
   /**
-   * Importance weights (llama.cpp imatrix) by GGUF tensor name, one per column (ne[0]). Hook for a later
-   * reader of imatrix files; their presence also switches the policy's imatrix-dependent choices.
+   * Importance weights (llama.cpp imatrix) by GGUF tensor name, one per column (ne[0]), as `readImatrix`
+   * (imatrix.ts) returns them; their presence also switches the policy's imatrix-dependent choices.
    */
   readonly imatrix?: ReadonlyMap<string, Float32Array> | undefined;
   /** Quantizer worker threads; 0 quantizes on this thread. Default: available parallelism. */
