@@ -26,6 +26,15 @@ export {
 } from './readers/tokenizer.js';
 export { expectedTensors, type NeoXConfig, normaliseNeoXConfig, SUPPORTED_ARCHITECTURES } from './arch/gpt-neox.js';
 export { INSPECT_SCHEMA, type InspectReport, inspectHf } from './inspect/hf.js';
+export { type AnyInspectReport, inspectPath } from './inspect/index.js';
+export { INSPECT_GGUF_SCHEMA, type GgufInspectReport, inspectGguf } from './inspect/gguf.js';
+export { convertToGguf, type ConvertToGgufOptions, type GgufConversionPlan } from './converters/gguf/convert.js';
+export { type ImportanceMatrix, readImatrix } from './converters/gguf/imatrix.js';
+export { verify, type VerifyOptions } from './verify/verify.js';
+export { VERIFY_SCHEMA, type VerifyReport } from './verify/report.js';
+export { createReferenceEngine, type ReferenceEngine } from './verify/engines/reference.js';
+export { runKobest } from './verify/kobest/index.js';
+export { perplexity, perplexityOfFile } from './verify/perplexity.js';
 export { type SynthOptions, synthCheckpoint } from './synth/synth.js';
 export { SYNTH_PRESETS, type SynthPresetName } from './synth/presets.js';
 export * from './quant/index.js';

@@ -2,13 +2,11 @@
  * The command line: each yargs command maps its flags to one library call and picks the exit code
  * (0 ok, 1 a check failed, 2 bad input or usage, 70 an internal error). The library never exits.
  */
-import { stat } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import yargs, { type Argv } from 'yargs';
 import { ERROR_CODES, isPolyquantError, PolyquantError } from '../errors.js';
-import { inspectGguf, isGgufFile } from '../inspect/gguf.js';
-import { inspectHf } from '../inspect/hf.js';
+import { inspectPath } from '../inspect/index.js';
 import { SYNTH_PRESET_NAMES, SYNTH_PRESETS, type SynthPresetName } from '../synth/presets.js';
 import { isTokenizerDir, SYNTH_DTYPES, SYNTH_FORMATS, type SynthDType, type SynthFormat, synthCheckpoint } from '../synth/synth.js';
 import { convertToGguf } from '../converters/gguf/convert.js';
@@ -66,19 +64,16 @@ export async function main(argv: readonly string[], io: CliIO = processIO): Prom
             describe: 'which weights to read when a folder has both',
           }),
       async (args) => {
-        if (!(await stat(resolve(args.path)).catch(() => undefined))?.isDirectory() && (await isGgufFile(resolve(args.path)).catch(() => false))) {
-          const gguf = await inspectGguf(args.path);
-          io.stdout(args.json ? `${JSON.stringify(gguf, null, 2)}\n` : `${renderGgufInspect(gguf, { tensors: args.tensors })}\n`);
-          return;
-        }
         const progress = args.hash ? createProgress('hashing') : undefined;
-        const report = await inspectHf(args.path, {
+        const report = await inspectPath(args.path, {
           weights: args.weights,
           hash: args.hash,
           onProgress: progress ? (done, total) => progress.update(done, total) : undefined,
         });
         progress?.succeed('hashed');
-        io.stdout(args.json ? `${JSON.stringify(report, null, 2)}\n` : `${renderInspect(report, { tensors: args.tensors || args.hash })}\n`);
+        const text =
+          report.kind === 'gguf' ? renderGgufInspect(report, { tensors: args.tensors }) : renderInspect(report, { tensors: args.tensors || args.hash });
+        io.stdout(args.json ? `${JSON.stringify(report, null, 2)}\n` : `${text}\n`);
       },
     )
     .command(

@@ -1,0 +1,20 @@
+/**
+ * `polyquant inspect` over any input: an HF folder, a .safetensors / .bin file, or a GGUF file (told by
+ * its magic, whatever the extension).
+ */
+import { stat } from 'node:fs/promises';
+import { resolve } from 'node:path';
+import { ioError } from '../io/file.js';
+import { type GgufInspectReport, inspectGguf, isGgufFile } from './gguf.js';
+import { type InspectOptions, type InspectReport, inspectHf } from './hf.js';
+
+export type AnyInspectReport = InspectReport | GgufInspectReport;
+
+export async function inspectPath(path: string, options: InspectOptions = {}): Promise<AnyInspectReport> {
+  const absolute = resolve(path);
+  const info = await stat(absolute).catch((error: unknown) => {
+    throw ioError(absolute, 'open the input', error);
+  });
+  if (!info.isDirectory() && (await isGgufFile(absolute))) return inspectGguf(absolute);
+  return inspectHf(absolute, options);
+}
