@@ -26,6 +26,7 @@ import {
   smallHeader,
   smallHeaderWith,
 } from './helpers/safetensors-fixtures.js';
+import { expectPolyquantError } from './helpers/errors.js';
 
 const FILE = 'fixture.safetensors';
 const scratch = mkdtempSync(join(tmpdir(), 'polyquant-safetensors-'));
@@ -58,17 +59,7 @@ function expectRejected(bytes: Uint8Array, code: ErrorCode, ...fragments: string
   return typed;
 }
 
-async function expectRejectedAsync(promise: Promise<unknown>, code: ErrorCode, ...fragments: string[]) {
-  const error = await promise.then(
-    () => new Error('expected the promise to reject'),
-    (reason: unknown) => reason,
-  );
-  expect(error).toBeInstanceOf(PolyquantError);
-  const typed = error as PolyquantError;
-  expect(typed.code).toBe(code);
-  for (const fragment of fragments) expect(typed.message).toContain(fragment);
-  return typed;
-}
+const expectRejectedAsync = expectPolyquantError;
 
 async function* inPieces(bytes: Uint8Array, pieceLength: number): AsyncIterable<Uint8Array> {
   for (let offset = 0; offset < bytes.length; offset += pieceLength) yield bytes.subarray(offset, offset + pieceLength);

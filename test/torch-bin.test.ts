@@ -29,22 +29,13 @@ import {
   seededRandom,
   withTempDir,
 } from './helpers/torch-fixtures.js';
+import { expectPolyquantError } from './helpers/errors.js';
 
 const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const fixtureDir = join(repoRoot, '..', 'shared', 'fixtures', 'polyglot-ko-tiny');
 const fixture = join(fixtureDir, 'pytorch_model.bin');
 
-async function expectError(work: Promise<unknown>, code: ErrorCode, ...fragments: string[]): Promise<PolyquantError> {
-  const error = await work.then(
-    () => undefined,
-    (caught: unknown) => caught,
-  );
-  expect(error).toBeInstanceOf(PolyquantError);
-  const polyquant = error as PolyquantError;
-  expect(polyquant.code, polyquant.message).toBe(code);
-  for (const fragment of fragments) expect(polyquant.message).toContain(fragment);
-  return polyquant;
-}
+const expectError = expectPolyquantError;
 
 async function allRows(tensor: TensorRef, rowsPerChunk: number): Promise<Uint8Array> {
   const chunks: Uint8Array[] = [];

@@ -4,7 +4,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { crc32 } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
-import { ERROR_CODES, type ErrorCode, PolyquantError } from '../src/errors.js';
+import { ERROR_CODES, } from '../src/errors.js';
 import {
   ZIP_DATA_ALIGNMENT,
   ZipWriter,
@@ -16,22 +16,13 @@ import {
 } from '../src/io/zip-writer.js';
 import { MemorySource, type ZipEntry, readZip, readZip64ExtraField, readZipEntry } from '../src/io/zip.js';
 import { MemorySink, SparseSource, buildZip, concat } from './helpers/torch-fixtures.js';
+import { expectPolyquantError } from './helpers/errors.js';
 
 const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const fixture = join(repoRoot, '..', 'shared', 'fixtures', 'polyglot-ko-tiny', 'pytorch_model.bin');
 const encoder = new TextEncoder();
 
-async function expectError(work: Promise<unknown>, code: ErrorCode, ...fragments: string[]): Promise<PolyquantError> {
-  const error = await work.then(
-    () => undefined,
-    (caught: unknown) => caught,
-  );
-  expect(error).toBeInstanceOf(PolyquantError);
-  const polyquant = error as PolyquantError;
-  expect(polyquant.code).toBe(code);
-  for (const fragment of fragments) expect(polyquant.message).toContain(fragment);
-  return polyquant;
-}
+const expectError = expectPolyquantError;
 
 async function writeZip(entries: readonly { name: string; data: Uint8Array }[]): Promise<Uint8Array> {
   const sink = new MemorySink();

@@ -4,6 +4,7 @@
  */
 import { encodeSafetensors, type TensorBytes } from '../../src/readers/safetensors.js';
 import { seededUniform } from '../../src/verify/stats.js';
+import { concat as concatBytes } from './torch-fixtures.js';
 
 /**
  * Assembles a file from parts without any validation, so that tests can build every kind of broken file:
@@ -198,12 +199,4 @@ function readLength(bytes: Uint8Array): bigint {
   return new DataView(bytes.buffer, bytes.byteOffset, 8).getBigUint64(0, true);
 }
 
-function concat(...parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((total, part) => total + part.length, 0));
-  let offset = 0;
-  for (const part of parts) {
-    out.set(part, offset);
-    offset += part.length;
-  }
-  return out;
-}
+const concat = (...parts: Uint8Array[]): Uint8Array => concatBytes(parts);
