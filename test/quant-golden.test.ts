@@ -1,5 +1,5 @@
-import { describe, expect, it } from 'vitest';
-import { dequantizeRows, GGML_TYPES, type GgmlTypeName, quantizeRows } from '../src/quant/index.js';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { dequantizeRows, GGML_TYPES, type GgmlTypeName, type KernelBackend, quantizeRows, setKernelBackend } from '../src/quant/index.js';
 import {
   describeBlockMismatch,
   describeFloatMismatch,
@@ -26,7 +26,11 @@ const GOLDEN_TYPES: readonly GgmlTypeName[] = [
   'IQ4_XS',
 ];
 
-describe.skipIf(!HAVE_GOLDEN)('ggml golden data (shared/golden/ggml)', () => {
+// Both kernel sets are held to ggml: the WebAssembly ports (the default) and the TypeScript reference.
+describe.skipIf(!HAVE_GOLDEN).each(['wasm', 'js'] satisfies KernelBackend[])('ggml golden data (shared/golden/ggml), %s kernels', (backend) => {
+  beforeAll(() => setKernelBackend(backend));
+  afterAll(() => setKernelBackend('wasm'));
+
   const manifest = HAVE_GOLDEN ? readGoldenManifest() : undefined;
   const nPerRow = manifest?.input.n_per_row ?? 0;
   const input = HAVE_GOLDEN ? readGoldenFloats('input.f32') : new Float32Array(0);

@@ -1,11 +1,13 @@
 /**
  * The public quantize/dequantize entry points: one wrapper checks shapes for every type (STYLE.md §5)
- * and then runs the type's row kernel from the table over each row. Output equals what ggml's
+ * and then runs the type's WebAssembly kernel (src/quant/wasm) where it has one, else its TypeScript row
+ * kernel from the table over each row; both give the same bytes. Output equals what ggml's
  * `ggml_quantize_chunk` writes (llama-quantize), with and without importance weights.
  */
 
 import { ERROR_CODES, PolyquantError } from '../errors.js';
 import { GGML_TYPE_NAMES, GGML_TYPES, type GgmlTypeInfo, type GgmlTypeName, isGgmlTypeName } from './ggml-types.js';
+import { wasmDequantizer, wasmQuantizer } from './wasm/runtime.js';
 
 export interface QuantizeOptions {
   /**
@@ -92,6 +94,11 @@ export function quantizeRowsInto(
     throw new PolyquantError(ERROR_CODES.USAGE, `the output buffer holds ${out.length} bytes but ${total} are needed`, { tensor });
   }
   const weights = importance === undefined || info.importance === 'ignored' ? null : importance;
+  const fast = wasmQuantizer(info);
+  if (fast !== undefined) {
+    fast(src, 0, rows, nPerRow, out, 0, weights);
+    return out.subarray(0, total);
+  }
   const kernel = info.quantizeRow;
   for (let row = 0; row < rows; row++) kernel(src, row * nPerRow, out, row * bytesPerRow, nPerRow, weights);
   return out.subarray(0, total);
@@ -131,6 +138,11 @@ export function dequantizeRowsInto(
   const total = rows * nPerRow;
   if (out.length < total) {
     throw new PolyquantError(ERROR_CODES.USAGE, `the output buffer holds ${out.length} values but ${total} are needed`, { tensor });
+  }
+  const fast = wasmDequantizer(info);
+  if (fast !== undefined) {
+    fast(bytes, 0, rows, nPerRow, out, 0);
+    return out.subarray(0, total);
   }
   const kernel = info.dequantizeRow;
   for (let row = 0; row < rows; row++) kernel(bytes, row * bytesPerRow, out, row * nPerRow, nPerRow);

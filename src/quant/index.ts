@@ -27,3 +27,4 @@ export {
   rowFitsBlocks,
 } from './ggml-types.js';
 export { createErrorStats, type ErrorStats, type ErrorStatsResult } from './metrics.js';
+export { type KernelBackend, kernelBackend, setKernelBackend } from './wasm/runtime.js';

@@ -1,0 +1,147 @@
+/**
+ * Numeric primitives shared by the AssemblyScript ports of ggml's quantizers (compiled to WebAssembly
+ * by scripts/build-wasm.ts). The TypeScript ports in src/quant/ are the reference these must equal bit
+ * for bit: WebAssembly's f32 arithmetic is IEEE binary32, one rounded operation at a time, exactly as
+ * ggml-quants.c computes in C `float` (no FMA contraction: WebAssembly has none).
+ *
+ * Memory: the host (src/quant/wasm/runtime.ts) owns everything from `__heap_base` up; kernels only read
+ * and write the pointers they are given plus their own static scratch (`memory.data`).
+ */
+
+/** `GROUP_MAX_EPS` (ggml-quants.c). */
+export const GROUP_MAX_EPS: f32 = 1e-15;
+
+/** ggml's `nearest_int`: float + 1.5·2^23, mantissa bits; ties to even. Defined for any input. */
+// @ts-ignore: decorator
+@inline
+export function nearestInt(value: f32): i32 {
+  const shifted: f32 = value + <f32>12582912.0;
+  return (reinterpret<i32>(shifted) & 0x007fffff) - 0x00400000;
+}
+
+/** C `roundf` then conversion to int, for the in-range values kernels produce; NaN gives 0 (as the JS port). */
+// @ts-ignore: decorator
+@inline
+export function roundHalfAwayFromZero(value: f32): i32 {
+  // Exact in double, as the TypeScript port: |x| + 0.5 truncated.
+  return <i32>(<f64>value + (value < 0 ? -0.5 : 0.5));
+}
+
+/**
+ * `roundHalfAwayFromZero` on four lanes, with the TypeScript port's integer semantics (ToInt32 of the
+ * rounded value: NaN and ±inf give 0, and so does every |x| ≥ 2^31, whose float32 values are multiples
+ * of 256 and so wrap to a low byte of 0). Returns i32 lanes; store their low bytes with `lowBytes`.
+ * Rounding: trunc, then a step away from zero where the dropped fraction (exact for float32) is ≥ 0.5.
+ */
+// @ts-ignore: decorator
+@inline
+export function roundHalfAwayFromZeroX4(value: v128): v128 {
+  const truncated = f32x4.trunc(value);
+  const fraction = f32x4.sub(value, truncated);
+  const away = f32x4.ge(f32x4.abs(fraction), f32x4.splat(0.5));
+  const one = v128.or(v128.and(value, i32x4.splat(0x80000000)), i32x4.splat(0x3f800000));
+  const rounded = f32x4.add(truncated, v128.and(away, one));
+  const inRange = f32x4.lt(f32x4.abs(rounded), f32x4.splat(2147483648.0));
+  return v128.and(i32x4.trunc_sat_f32x4_s(rounded), inRange);
+}
+
+/** The low bytes of sixteen i32 lanes (C's conversion to int8_t/uint8_t; a Uint8Array store in JS). */
+// @ts-ignore: decorator
+@inline
+export function lowBytes(a: v128, b: v128, c: v128, d: v128): v128 {
+  const mask = i32x4.splat(0xff);
+  const low = i16x8.narrow_i32x4_u(v128.and(a, mask), v128.and(b, mask));
+  const high = i16x8.narrow_i32x4_u(v128.and(c, mask), v128.and(d, mask));
+  return i8x16.narrow_i16x8_u(low, high);
+}
+
+/** Float32 → half bits, round to nearest even, ≥ 65520 → inf, NaN → 0x7E00 with sign (ggml). */
+export function f32ToF16Bits(value: f32): u32 {
+  const bits = reinterpret<u32>(value);
+  const sign = (bits >>> 16) & 0x8000;
+  const magnitude = bits & 0x7fffffff;
+  if (magnitude >= 0x477ff000) {
+    if (magnitude > 0x7f800000) return sign | 0x7e00;
+    return sign | 0x7c00;
+  }
+  if (magnitude >= 0x38800000) {
+    const rounded = magnitude + 0xfff + ((magnitude >>> 13) & 1);
+    return sign | ((rounded - 0x38000000) >>> 13);
+  }
+  if (magnitude > 0x33000000) {
+    const exponent = magnitude >>> 23;
+    const significand = (magnitude & 0x7fffff) | 0x800000;
+    const shift = 126 - exponent;
+    let quotient = significand >>> shift;
+    const remainder = significand & ((<u32>1 << shift) - 1);
+    const half = <u32>1 << (shift - 1);
+    if (remainder > half || (remainder == half && (quotient & 1) == 1)) quotient++;
+    return sign | quotient;
+  }
+  return sign;
+}
+
+/** Half bits → the exact float value (GGML_FP16_TO_FP32). */
+export function f16BitsToF32(half: u32): f32 {
+  const sign = (half & 0x8000) << 16;
+  const exponent = (half >>> 10) & 0x1f;
+  const mantissa = half & 0x3ff;
+  if (exponent == 0x1f) return reinterpret<f32>(sign | 0x7f800000 | (mantissa << 13));
+  if (exponent != 0) return reinterpret<f32>(sign | ((exponent + 112) << 23) | (mantissa << 13));
+  // Zero or subnormal: mantissa · 2^-24, exact in float.
+  const magnitude: f32 = <f32>mantissa * <f32>5.9604644775390625e-8;
+  return sign != 0 ? -magnitude : magnitude;
+}
+
+/** Writes `value` as a little-endian half at `ptr`; returns the half's exact value. */
+// @ts-ignore: decorator
+@inline
+export function storeF16(ptr: usize, value: f32): f32 {
+  const half = f32ToF16Bits(value);
+  store<u16>(ptr, <u16>half);
+  return f16BitsToF32(half);
+}
+
+/** Reads a little-endian half at `ptr` as its float value. */
+// @ts-ignore: decorator
+@inline
+export function loadF16(ptr: usize): f32 {
+  return f16BitsToF32(<u32>load<u16>(ptr));
+}
+
+/**
+ * C's running `amax = MAX(amax, fabsf(x[j]))` over n floats at ptr (n a multiple of 4). Lane-parallel
+ * when the group has no NaN (the maximum is then order-independent); with a NaN, the sequential loop,
+ * whose result depends on where the NaN sits exactly as in C.
+ */
+export function absMax(ptr: usize, n: i32): f32 {
+  let m = f32x4.splat(0);
+  let nan = i32x4.splat(0);
+  for (let i = 0; i < n; i += 4) {
+    const v = v128.load(ptr + (<usize>i << 2));
+    m = f32x4.max(m, f32x4.abs(v));
+    nan = v128.or(nan, f32x4.ne(v, v));
+  }
+  if (v128.any_true(nan)) return absMaxSequential(ptr, n);
+  const a = f32x4.extract_lane(m, 0);
+  const b = f32x4.extract_lane(m, 1);
+  const c = f32x4.extract_lane(m, 2);
+  const d = f32x4.extract_lane(m, 3);
+  const ab = a > b ? a : b;
+  const cd = c > d ? c : d;
+  return ab > cd ? ab : cd;
+}
+
+function absMaxSequential(ptr: usize, n: i32): f32 {
+  let amax: f32 = 0;
+  for (let j = 0; j < n; j++) {
+    const magnitude = Mathf.abs(load<f32>(ptr + (<usize>j << 2)));
+    amax = amax > magnitude ? amax : magnitude;
+  }
+  return amax;
+}
+
+/** First byte the host may use: everything below holds the module's static data and scratch. */
+export function heapBase(): usize {
+  return __heap_base;
+}

@@ -1,0 +1,203 @@
+/**
+ * Runs the WebAssembly quantization kernels (assembly/*.ts, compiled by scripts/build-wasm.ts into
+ * modules.generated.ts). Each thread instantiates a module the first time one of its kernels is used,
+ * with its own memory: [module statics | importance (n floats) | input staging | output staging].
+ * Rows are copied in, quantized and copied out in chunks of at most STAGING_BYTES of input, so memory
+ * stays bounded whatever the tensor size.
+ *
+ * Kernel ABI (one per ggml type that has a port): `quantize_<TYPE>(src, dst, rows, n, importance)` with
+ * importance 0 for none, and `dequantize_<TYPE>(src, dst, rows, n)`. A type without an export runs
+ * its TypeScript kernel; both give identical bytes (test/quant-wasm.test.ts).
+ *
+ * `POLYQUANT_KERNELS=js` (or `setKernelBackend('js')`) forces the TypeScript kernels everywhere.
+ */
+
+import type { GgmlTypeInfo } from '../ggml-types.js';
+import { WASM_MODULES } from './modules.generated.js';
+
+export type KernelBackend = 'wasm' | 'js';
+
+/**
+ * The slice of the WebAssembly JS API used here, typed locally: tsconfig's lib (ES2023, no DOM) declares
+ * no WebAssembly globals, and a global augmentation would leak into every module (as in
+ * src/verify/engines/reference-wasm.ts).
+ */
+interface WasmMemory {
+  readonly buffer: ArrayBuffer;
+  grow(pages: number): number;
+}
+interface WasmModule {
+  readonly kind?: 'module';
+}
+interface WasmApi {
+  readonly Memory: new (descriptor: { initial: number }) => WasmMemory;
+  readonly Module: (new (bytes: Uint8Array) => WasmModule) & {
+    exports(module: WasmModule): { readonly name: string; readonly kind: string }[];
+  };
+  readonly Instance: new (module: WasmModule, imports: Record<string, Record<string, unknown>>) => { readonly exports: Record<string, unknown> };
+}
+const wasm = (globalThis as unknown as { WebAssembly: WasmApi }).WebAssembly;
+
+const PAGE = 65536;
+/** Float32 input bytes per kernel call; whole rows, at least one. */
+const STAGING_BYTES = 1 << 20;
+
+let backend: KernelBackend = process.env['POLYQUANT_KERNELS'] === 'js' ? 'js' : 'wasm';
+
+/** Chooses the kernels for this thread (tests, benchmarks). */
+export function setKernelBackend(next: KernelBackend): void {
+  backend = next;
+}
+
+export function kernelBackend(): KernelBackend {
+  return backend;
+}
+
+type QuantizeExport = (src: number, dst: number, rows: number, n: number, importance: number) => void;
+type DequantizeExport = (src: number, dst: number, rows: number, n: number) => void;
+
+interface KernelModule {
+  readonly memory: WasmMemory;
+  readonly heapBase: number;
+  readonly exports: Record<string, unknown>;
+}
+
+const compiled = new Map<string, WasmModule>();
+const instances = new Map<string, KernelModule>();
+let exportIndex: Map<string, string> | undefined;
+
+function compiledModule(name: string): WasmModule {
+  let module = compiled.get(name);
+  if (module === undefined) {
+    const base64 = WASM_MODULES[name];
+    if (base64 === undefined) throw new Error(`no WebAssembly kernel module ${name}`);
+    module = new wasm.Module(Buffer.from(base64, 'base64'));
+    compiled.set(name, module);
+  }
+  return module;
+}
+
+/** Kernel export name → module name, from the modules' export lists (no instantiation). */
+function moduleOfExport(exportName: string): string | undefined {
+  if (exportIndex === undefined) {
+    exportIndex = new Map();
+    for (const name of Object.keys(WASM_MODULES)) {
+      for (const entry of wasm.Module.exports(compiledModule(name))) {
+        if (entry.kind === 'function') exportIndex.set(entry.name, name);
+      }
+    }
+  }
+  return exportIndex.get(exportName);
+}
+
+function instance(name: string): KernelModule {
+  let loaded = instances.get(name);
+  if (loaded === undefined) {
+    const module = compiledModule(name);
+    const memory = new wasm.Memory({ initial: 4 });
+    const created = new wasm.Instance(module, { env: { memory } });
+    const exports = created.exports;
+    const heapBase = (exports['heapBase'] as () => number)();
+    loaded = { memory, heapBase: alignUp(heapBase, 16), exports };
+    instances.set(name, loaded);
+  }
+  return loaded;
+}
+
+function alignUp(value: number, alignment: number): number {
+  return Math.ceil(value / alignment) * alignment;
+}
+
+function reserve(module: KernelModule, end: number): void {
+  const have = module.memory.buffer.byteLength;
+  if (end > have) module.memory.grow(Math.ceil((end - have) / PAGE));
+}
+
+/** Quantizes `rows` rows of `src` (from float `srcOffset`) into `out` at byte `outOffset`. */
+export type RowsQuantizer = (
+  src: Float32Array,
+  srcOffset: number,
+  rows: number,
+  nPerRow: number,
+  out: Uint8Array,
+  outOffset: number,
+  importance: Float32Array | null,
+) => void;
+
+/** Dequantizes `rows` rows of `bytes` (from byte `srcOffset`) into `out` at float `outOffset`. */
+export type RowsDequantizer = (bytes: Uint8Array, srcOffset: number, rows: number, nPerRow: number, out: Float32Array, outOffset: number) => void;
+
+const quantizers = new Map<string, RowsQuantizer | null>();
+const dequantizers = new Map<string, RowsDequantizer | null>();
+
+/** The WebAssembly quantizer for a type, or undefined (no port, or the JS backend is chosen). */
+export function wasmQuantizer(info: GgmlTypeInfo): RowsQuantizer | undefined {
+  if (backend !== 'wasm') return undefined;
+  let quantizer = quantizers.get(info.name);
+  if (quantizer === undefined) {
+    const exportName = `quantize_${info.name}`;
+    const moduleName = moduleOfExport(exportName);
+    quantizer = moduleName === undefined ? null : makeQuantizer(moduleName, exportName, info);
+    quantizers.set(info.name, quantizer);
+  }
+  return quantizer ?? undefined;
+}
+
+/** The WebAssembly dequantizer for a type, or undefined. */
+export function wasmDequantizer(info: GgmlTypeInfo): RowsDequantizer | undefined {
+  if (backend !== 'wasm') return undefined;
+  let dequantizer = dequantizers.get(info.name);
+  if (dequantizer === undefined) {
+    const exportName = `dequantize_${info.name}`;
+    const moduleName = moduleOfExport(exportName);
+    dequantizer = moduleName === undefined ? null : makeDequantizer(moduleName, exportName, info);
+    dequantizers.set(info.name, dequantizer);
+  }
+  return dequantizer ?? undefined;
+}
+
+function makeQuantizer(moduleName: string, exportName: string, info: GgmlTypeInfo): RowsQuantizer {
+  return (src, srcOffset, rows, nPerRow, out, outOffset, importance) => {
+    const module = instance(moduleName);
+    const kernel = module.exports[exportName] as QuantizeExport;
+    const bytesPerRow = (nPerRow / info.blockElements) * info.blockBytes;
+    const chunkRows = Math.max(1, Math.floor(STAGING_BYTES / (nPerRow * 4)));
+    const importancePtr = module.heapBase;
+    const srcPtr = alignUp(importancePtr + nPerRow * 4, 16);
+    const dstPtr = alignUp(srcPtr + chunkRows * nPerRow * 4, 16);
+    reserve(module, dstPtr + chunkRows * bytesPerRow);
+    const buffer = module.memory.buffer;
+    const floats = new Float32Array(buffer);
+    const bytes = new Uint8Array(buffer);
+    if (importance !== null) floats.set(importance.subarray(0, nPerRow), importancePtr >>> 2);
+    for (let row = 0; row < rows; row += chunkRows) {
+      const count = Math.min(chunkRows, rows - row);
+      const from = srcOffset + row * nPerRow;
+      floats.set(src.subarray(from, from + count * nPerRow), srcPtr >>> 2);
+      kernel(srcPtr, dstPtr, count, nPerRow, importance === null ? 0 : importancePtr);
+      out.set(bytes.subarray(dstPtr, dstPtr + count * bytesPerRow), outOffset + row * bytesPerRow);
+    }
+  };
+}
+
+function makeDequantizer(moduleName: string, exportName: string, info: GgmlTypeInfo): RowsDequantizer {
+  return (source, srcOffset, rows, nPerRow, out, outOffset) => {
+    const module = instance(moduleName);
+    const kernel = module.exports[exportName] as DequantizeExport;
+    const bytesPerRow = (nPerRow / info.blockElements) * info.blockBytes;
+    const chunkRows = Math.max(1, Math.floor(STAGING_BYTES / (nPerRow * 4)));
+    const srcPtr = alignUp(module.heapBase, 16);
+    const dstPtr = alignUp(srcPtr + chunkRows * bytesPerRow, 16);
+    reserve(module, dstPtr + chunkRows * nPerRow * 4);
+    const buffer = module.memory.buffer;
+    const floats = new Float32Array(buffer);
+    const bytes = new Uint8Array(buffer);
+    for (let row = 0; row < rows; row += chunkRows) {
+      const count = Math.min(chunkRows, rows - row);
+      const from = srcOffset + row * bytesPerRow;
+      bytes.set(source.subarray(from, from + count * bytesPerRow), srcPtr);
+      kernel(srcPtr, dstPtr, count, nPerRow);
+      out.set(floats.subarray(dstPtr >>> 2, (dstPtr >>> 2) + count * nPerRow), outOffset + row * nPerRow);
+    }
+  };
+}
