@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { afterEach, describe, expect, it } from 'vitest';
-import { GENERATED_FILE, renderGenerated } from '../scripts/build-wasm.js';
+import { generatedFile, renderGenerated, WASM_ENTRIES } from '../scripts/build-wasm.js';
 import { dequantizeRows, GGML_TYPE_NAMES, GGML_TYPES, type GgmlTypeName, quantizeRows, setKernelBackend } from '../src/quant/index.js';
 import { wasmDequantizer, wasmQuantizer } from '../src/quant/wasm/runtime.js';
 import { createRandom, floatFromBits, type Random } from './helpers/quant-random.js';
@@ -76,8 +76,9 @@ function firstDifference(a: Uint8Array, b: Uint8Array, blockBytes: number): stri
 const PORTED = GGML_TYPE_NAMES.filter((name) => wasmQuantizer(GGML_TYPES[name]) !== undefined);
 
 describe('WebAssembly kernels', () => {
-  it('are built from the current assembly/ sources', async () => {
-    expect((await renderGenerated()) === readFileSync(GENERATED_FILE, 'utf8'), 'src/quant/wasm/modules.generated.ts is stale: run npm run wasm').toBe(true);
+  it.each(WASM_ENTRIES)('%s is built from the current assembly/ sources', async (entry) => {
+    const fresh = (await renderGenerated(entry)) === readFileSync(generatedFile(entry), 'utf8');
+    expect(fresh, `src/quant/wasm/${entry}.generated.ts is stale: run npm run wasm`).toBe(true);
   }, 120_000);
 
   it('cover the speed-critical types', () => {

@@ -1,6 +1,6 @@
 /**
  * Runs the WebAssembly quantization kernels (assembly/*.ts, compiled by scripts/build-wasm.ts into
- * modules.generated.ts). Each thread instantiates a module the first time one of its kernels is used,
+ * <entry>.generated.ts). Each thread instantiates a module the first time one of its kernels is used,
  * with its own memory: [module statics | importance (n floats) | input staging | output staging].
  * Rows are copied in, quantized and copied out in chunks of at most STAGING_BYTES of input, so memory
  * stays bounded whatever the tensor size.
@@ -13,7 +13,11 @@
  */
 
 import type { GgmlTypeInfo } from '../ggml-types.js';
-import { WASM_MODULES } from './modules.generated.js';
+import { WASM_BASE64 as KQUANTS } from './kquants.generated.js';
+import { WASM_BASE64 as LEGACY } from './legacy.generated.js';
+
+/** The kernel modules (scripts/build-wasm.ts's entries), base64-encoded. */
+const WASM_MODULES: Readonly<Record<string, string>> = { legacy: LEGACY, kquants: KQUANTS };
 
 export type KernelBackend = 'wasm' | 'js';
 
