@@ -55,9 +55,24 @@ export function renderInspect(report: InspectReport, options: { tensors: boolean
   return lines.join('\n');
 }
 
-/** The `convert` plan: each tensor's source, GGUF name, type and bytes, then totals by type. */
+/** The `convert` plan: each tensor's source, GGUF name, type and bytes (and error), then totals by type. */
 export function renderConversionPlan(plan: GgufConversionPlan): string {
-  const rows = plan.tensors.map((tensor) => [tensor.source, tensor.name, tensor.type, `[${tensor.ne.join(', ')}]`, formatCount(tensor.bytes)]);
+  const withError = plan.tensors.some((tensor) => tensor.error !== undefined);
+  const rows = plan.tensors.map((tensor) => [
+    tensor.source,
+    tensor.name,
+    tensor.type,
+    `[${tensor.ne.join(', ')}]`,
+    formatCount(tensor.bytes),
+    ...(withError && tensor.error !== undefined
+      ? [
+          tensor.error.rmse === 0 ? '0' : tensor.error.rmse.toExponential(3),
+          tensor.error.maxAbsError === 0 ? '0' : tensor.error.maxAbsError.toExponential(3),
+          Number.isFinite(tensor.error.sqnrDb) ? tensor.error.sqnrDb.toFixed(2) : tensor.error.sqnrDb > 0 ? 'exact' : '-inf',
+          tensor.error.cosineSimilarity.toFixed(6),
+        ]
+      : []),
+  ]);
   const byType = new Map<string, number>();
   let weights = 0;
   for (const tensor of plan.tensors) {
@@ -66,12 +81,21 @@ export function renderConversionPlan(plan: GgufConversionPlan): string {
   }
   const tensorBytes = plan.tensors.reduce((sum, tensor) => sum + tensor.bytes, 0);
   const lines = [
-    table(['source', 'gguf', 'type', 'ne', 'bytes'], rows),
+    table(['source', 'gguf', 'type', 'ne', 'bytes', ...(withError ? ['rmse', 'max |err|', 'sqnr dB', 'cosine'] : [])], rows),
     '',
     `file type  ${plan.fileType} (general.file_type ${plan.fileTypeId})`,
     `by type    ${[...byType].map(([type, bytes]) => `${type} ${formatBytes(bytes)}`).join(', ')}`,
     `total      ${formatBytes(plan.fileBytes)} (${((8 * tensorBytes) / weights).toFixed(3)} bits per weight)${plan.out ? ` → ${plan.out}` : ' (dry run)'}`,
   ];
+  if (withError) {
+    let worst: (typeof plan.tensors)[number] | undefined;
+    for (const tensor of plan.tensors) {
+      if (tensor.error !== undefined && (worst?.error === undefined || tensor.error.sqnrDb < worst.error.sqnrDb)) worst = tensor;
+    }
+    if (worst?.error !== undefined && Number.isFinite(worst.error.sqnrDb)) {
+      lines.push(`worst      ${worst.name} (${worst.type}): SQNR ${worst.error.sqnrDb.toFixed(2)} dB, RMSE ${worst.error.rmse.toExponential(3)}`);
+    }
+  }
   for (const warning of plan.warnings) lines.push(`warning    ${warning}`);
   return lines.join('\n');
 }

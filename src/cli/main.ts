@@ -128,6 +128,7 @@ export async function main(argv: readonly string[], io: CliIO = processIO): Prom
           .option('type', { choices: GGUF_FILE_TYPE_NAMES, demandOption: true, describe: 'GGUF file type' })
           .option('out', { type: 'string', describe: 'output file (default: <model>-<type>.gguf next to the folder)' })
           .option('dry-run', { type: 'boolean', default: false, describe: 'print the plan (tensors, types, bytes) without writing' })
+          .option('error', { type: 'boolean', default: false, describe: "with --dry-run: quantize each tensor and report its error (RMSE, max, SQNR, cosine); reads the whole model" })
           .option('weights', { choices: ['auto', 'safetensors', 'bin'] as const, default: 'auto' as const })
           .option('workers', { type: 'number', describe: 'quantizer threads (default: all cores)' })
           .option('imatrix', { type: 'string', describe: "llama.cpp importance matrix (its GGUF or legacy .dat form), as llama-quantize --imatrix" })
@@ -135,7 +136,7 @@ export async function main(argv: readonly string[], io: CliIO = processIO): Prom
       async (args) => {
         const model = resolve(args.model);
         const out = args.out ?? `${model.replace(/[/\\]+$/, '')}-${args.type}.gguf`;
-        const progress = args['dry-run'] ? undefined : createProgress('converting');
+        const progress = args['dry-run'] && !args.error ? undefined : createProgress(args['dry-run'] ? 'measuring' : 'converting');
         const imatrix = args.imatrix === undefined ? undefined : await readImatrix(resolve(args.imatrix));
         const plan = await convertToGguf(model, {
           ...(imatrix !== undefined && { imatrix: imatrix.entries }),
@@ -143,10 +144,11 @@ export async function main(argv: readonly string[], io: CliIO = processIO): Prom
           out,
           weights: args.weights,
           dryRun: args['dry-run'],
+          error: args.error,
           ...(args.workers !== undefined && { workers: args.workers }),
           onProgress: progress ? (done, total) => progress.update(done, total) : undefined,
         });
-        progress?.succeed(`wrote ${plan.out}`);
+        progress?.succeed(plan.out === undefined ? 'measured' : `wrote ${plan.out}`);
         io.stdout(args.json ? `${JSON.stringify(plan, (_key, value) => (typeof value === 'bigint' ? value.toString() : value), 2)}\n` : `${renderConversionPlan(plan)}\n`);
       },
     )

@@ -11,7 +11,9 @@ import { basename, join } from 'node:path';
 import { expectedTensors, type NeoXConfig, type NeoXTensorRole } from '../../arch/gpt-neox.js';
 import { ERROR_CODES, PolyquantError } from '../../errors.js';
 import { pathExists } from '../../io/file.js';
+import { dequantizeRows } from '../../quant/api.js';
 import { GGML_TYPES, type GgmlTypeName } from '../../quant/ggml-types.js';
+import { createErrorStats, type ErrorStatsResult } from '../../quant/metrics.js';
 import { GGUF_FILE_TYPE_NAMES, GGUF_FILE_TYPES, type GgufFileType, isGgufFileType, tensorTypeFor } from '../../quant/policy.js';
 import { QuantPool } from '../../quant/pool.js';
 import { type Checkpoint, readCheckpoint, type WeightsPreference } from '../../readers/checkpoint.js';
@@ -49,6 +51,11 @@ export interface ConvertToGgufOptions {
   readonly workers?: number | undefined;
   /** Plan only: nothing is read beyond headers and tokenizer files, nothing written. */
   readonly dryRun?: boolean | undefined;
+  /**
+   * With `dryRun`: also read every tensor, quantize it as the file would hold it, dequantize, and report
+   * its error (RMSE, max |error|, SQNR, cosine) against the float32 source. Streams like a conversion.
+   */
+  readonly error?: boolean | undefined;
   /** `general.name`; default the model folder's name (conversion/base.py `prepare_metadata` fallback). */
   readonly name?: string | undefined;
   /** `general.license`; default the model card's (README.md front matter `license:`), if any. */
@@ -70,6 +77,8 @@ export interface GgufPlannedTensor {
   readonly bytes: number;
   /** Offset of the data from the start of the data section. */
   readonly offset: number;
+  /** Quantization error against the float32 source (dry run with `error`). */
+  readonly error?: ErrorStatsResult;
 }
 
 export interface GgufConversionPlan {
@@ -98,6 +107,9 @@ export async function convertToGguf(modelDir: string, options: ConvertToGgufOpti
     throw new PolyquantError(ERROR_CODES.USAGE, `unknown GGUF type ${JSON.stringify(options.type)}`, {
       hint: `choose one of ${GGUF_FILE_TYPE_NAMES.join(', ')}`,
     });
+  }
+  if (options.error && !options.dryRun) {
+    throw new PolyquantError(ERROR_CODES.USAGE, 'quantization error is measured in a dry run', { hint: 'add --dry-run to --error' });
   }
   if (!options.dryRun && (options.out === undefined || options.out === '')) {
     throw new PolyquantError(ERROR_CODES.USAGE, 'no output path given for the GGUF file', { hint: 'pass out, or dryRun to only plan' });
@@ -143,7 +155,10 @@ export async function convertToGguf(modelDir: string, options: ConvertToGgufOpti
     out: options.dryRun ? undefined : options.out,
     warnings,
   };
-  if (options.dryRun) return plan;
+  if (options.dryRun) {
+    if (!options.error) return plan;
+    return { ...plan, tensors: await measureErrors(plan.tensors, jobs, config, options) };
+  }
 
   const out = options.out as string;
   // An all-F32 file needs no quantizer threads: workers 0 runs the (unused) pool inline.
@@ -235,18 +250,58 @@ function planTensors(
   return jobs;
 }
 
+/** Each planned tensor with its quantization error, measured tensor by tensor through the worker pool. */
+async function measureErrors(
+  planned: readonly GgufPlannedTensor[],
+  jobs: readonly TensorJob[],
+  config: NeoXConfig,
+  options: ConvertToGgufOptions,
+): Promise<GgufPlannedTensor[]> {
+  const pool = new QuantPool({ workers: options.workers });
+  const total = planned.reduce((sum, tensor) => sum + tensor.bytes, 0);
+  let done = 0;
+  const measured: GgufPlannedTensor[] = [];
+  try {
+    for (const [index, tensor] of planned.entries()) {
+      const job = jobs[index] as TensorJob;
+      const stats = createErrorStats();
+      const rowLength = job.ne[0] ?? 1;
+      // The pool takes each chunk's buffer; the originals wait here in order, at most maxInFlight of them.
+      const originals: Float32Array[] = [];
+      const kept = async function* (chunks: AsyncIterable<Float32Array>): AsyncIterable<Float32Array> {
+        for await (const chunk of chunks) {
+          originals.push(chunk.slice());
+          yield chunk;
+        }
+      };
+      const importance = options.imatrix?.get(job.name);
+      for await (const bytes of pool.quantizeStream({ scheme: job.type, nPerRow: rowLength, importance, tensor: job.name }, kept(sourceChunks(job, config)))) {
+        const original = originals.shift() as Float32Array;
+        stats.add(original, dequantizeRows(job.type, bytes, rowLength, { tensor: job.name }));
+        done += bytes.length;
+        options.onProgress?.(done, total);
+      }
+      measured.push({ ...tensor, error: stats.result() });
+    }
+  } finally {
+    await pool.close();
+  }
+  return measured;
+}
+
+/** A tensor's float32 rows in GGUF order (QKV reordered), chunk by chunk. */
+function sourceChunks(job: TensorJob, config: NeoXConfig): AsyncIterable<Float32Array> {
+  const rowLength = job.ne[0] ?? 1;
+  const layout: QkvLayout = { numHeads: config.numHeads, headDim: config.headDim };
+  if (job.role === 'qkv-weight') return qkvRowChunks(job.tensor, layout, CHUNK_ELEMENTS / (layout.headDim * rowLength));
+  if (job.ne.length === 1) return oneChunk(job.tensor, job.role === 'qkv-bias' ? layout : undefined);
+  return floatRowChunks(job.tensor, Math.max(1, Math.floor(CHUNK_ELEMENTS / rowLength)));
+}
+
 /** One tensor's bytes in its GGUF type, chunk by chunk. */
 function encodeTensor(job: TensorJob, config: NeoXConfig, pool: QuantPool, importance: Float32Array | undefined): AsyncIterable<Uint8Array> {
   const rowLength = job.ne[0] ?? 1;
-  const layout: QkvLayout = { numHeads: config.numHeads, headDim: config.headDim };
-  let source: AsyncIterable<Float32Array>;
-  if (job.role === 'qkv-weight') {
-    source = qkvRowChunks(job.tensor, layout, CHUNK_ELEMENTS / (layout.headDim * rowLength));
-  } else if (job.ne.length === 1) {
-    source = oneChunk(job.tensor, job.role === 'qkv-bias' ? layout : undefined);
-  } else {
-    source = floatRowChunks(job.tensor, Math.max(1, Math.floor(CHUNK_ELEMENTS / rowLength)));
-  }
+  const source = sourceChunks(job, config);
   if (job.type === 'F32') return asBytes(source);
   return pool.quantizeStream({ scheme: job.type, nPerRow: rowLength, importance, tensor: job.name }, source);
 }
