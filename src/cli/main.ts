@@ -10,6 +10,7 @@ import { inspectPath } from '../inspect/index.js';
 import { SYNTH_PRESET_NAMES, SYNTH_PRESETS, type SynthPresetName } from '../synth/presets.js';
 import { isTokenizerDir, SYNTH_DTYPES, SYNTH_FORMATS, type SynthDType, type SynthFormat, synthCheckpoint } from '../synth/synth.js';
 import { convertToGguf } from '../converters/gguf/convert.js';
+import { runDemo } from '../demo.js';
 import { readImatrix } from '../converters/gguf/imatrix.js';
 import { writeAtomically } from '../io/file.js';
 import { GGUF_FILE_TYPE_NAMES } from '../quant/policy.js';
@@ -18,6 +19,7 @@ import { PERPLEXITY_PROTOCOLS, type PerplexityProtocol } from '../verify/perplex
 import { renderMarkdown, renderText } from '../verify/report.js';
 import { parseThreshold } from '../verify/thresholds.js';
 import { verify } from '../verify/verify.js';
+import { renderDemo } from './demo-text.js';
 import { table } from './format.js';
 import { renderConversionPlan, renderGgufInspect, renderInspect } from './inspect-text.js';
 import { createCountProgress, createProgress } from './progress.js';
@@ -218,7 +220,36 @@ export async function main(argv: readonly string[], io: CliIO = processIO): Prom
         if (report.verdict === 'fail') exitCode = 1;
       },
     )
-    .demandCommand(1, 'name a command: inspect, synth, verify')
+    .command(
+      'demo',
+      'Convert the bundled tiny model (and ../shared polyglot-ko-tiny when present) to GGUF f16 and q4_k_m, and verify each file in llama.cpp against its HF folder in the reference engine',
+      (y: Argv) =>
+        y
+          .option('model', { type: 'string', array: true, describe: 'HF model folder(s) instead of the defaults' })
+          .option('types', { type: 'string', default: 'f16,q4_k_m', describe: 'comma-separated GGUF types' })
+          .option('out', { type: 'string', describe: 'keep the GGUF files in this folder' })
+          .option('text', { type: 'string', describe: 'UTF-8 text for perplexity (default ../shared korean-text, else a built-in sample)' })
+          .option('device', { choices: ['auto', 'cpu', 'gpu'] as const, default: 'auto' as const })
+          .option('threads', { type: 'number', describe: 'quantizer and engine threads' })
+          .option('json', { type: 'string', describe: 'write the result (schema polyquant.demo/1, with each verify report) to this file' }),
+      async (args) => {
+        const progress = createProgress('demo');
+        const result = await runDemo({
+          models: args.model,
+          types: args.types.split(',').map((type) => type.trim()),
+          outDir: args.out,
+          text: args.text,
+          device: args.device,
+          threads: args.threads,
+          onProgress: (message) => progress.message(message),
+        });
+        progress.succeed('demo finished');
+        if (args.json !== undefined) await writeTextFile(args.json, `${JSON.stringify(result, null, 2)}\n`);
+        io.stdout(`${renderDemo(result)}\n`);
+        if (result.verdict === 'fail') exitCode = 1;
+      },
+    )
+    .demandCommand(1, 'name a command: demo, inspect, convert, verify, synth')
     .help()
     .version();
   try {

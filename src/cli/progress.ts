@@ -8,6 +8,8 @@ import { formatBytes } from './format.js';
 
 export interface Progress {
   update(done: number, total: number): void;
+  /** A stage of work without counts (a spinner's text on a TTY, one line otherwise). */
+  message(text: string): void;
   succeed(text: string): void;
   fail(text: string): void;
 }
@@ -38,6 +40,15 @@ export function createProgress(label: string, stream: NodeJS.WriteStream = proce
         lastPlain = now;
         stream.write(`${describe(done, total)}\n`);
       }
+    },
+    message(text) {
+      if (isTTY) {
+        spinner ??= ora({ stream, isEnabled: true }).start();
+        spinner.text = `${label}: ${text}`;
+        return;
+      }
+      lastPlain = Date.now();
+      stream.write(`${label}: ${text}\n`);
     },
     succeed(text) {
       if (spinner) spinner.succeed(text);

@@ -2,11 +2,14 @@
 import { Piscina } from 'piscina';
 import { PolyquantError } from '../errors.js';
 import { quantizeRows } from './api.js';
+import { DTYPES } from '../tensor/dtype.js';
+import { type StoredRows, widenInto } from '../tensor/widen.js';
 import type { GgmlTypeName } from './ggml-types.js';
 
 export interface QuantTask {
   readonly scheme: GgmlTypeName;
-  readonly src: Float32Array;
+  /** Float32 rows, or stored rows this thread widens first. */
+  readonly src: Float32Array | StoredRows;
   readonly nPerRow: number;
   readonly importance: Float32Array | undefined;
   readonly tensor: string | undefined;
@@ -17,9 +20,19 @@ export interface QuantTaskFailure {
   readonly failure: ReturnType<PolyquantError['toJSON']>;
 }
 
+/** This thread's widening buffer, reused across tasks (grown to the largest chunk seen). */
+let widened = new Float32Array(0);
+
+function floatsOf(src: Float32Array | StoredRows, tensor: string | undefined): Float32Array {
+  if (src instanceof Float32Array) return src;
+  const count = src.bytes.length / DTYPES[src.dtype].bytes;
+  if (widened.length < count) widened = new Float32Array(count);
+  return widenInto(src.bytes, src.dtype, widened.subarray(0, count), tensor);
+}
+
 export default function quantizeTask(task: QuantTask): unknown {
   try {
-    const out = quantizeRows(task.scheme, task.src, task.nPerRow, { importance: task.importance, tensor: task.tensor });
+    const out = quantizeRows(task.scheme, floatsOf(task.src, task.tensor), task.nPerRow, { importance: task.importance, tensor: task.tensor });
     // Hand the output buffer back without a copy.
     return Piscina.move(out);
   } catch (error) {

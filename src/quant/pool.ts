@@ -9,8 +9,16 @@ import { fileURLToPath } from 'node:url';
 import { Piscina } from 'piscina';
 import { ERROR_CODES, PolyquantError } from '../errors.js';
 import { quantizeRows } from './api.js';
+import { DTYPES } from '../tensor/dtype.js';
+import { type StoredRows, widenInto } from '../tensor/widen.js';
 import type { GgmlTypeName } from './ggml-types.js';
 import type { QuantTask, QuantTaskFailure } from './pool-worker.js';
+
+/**
+ * A chunk of whole rows: float32, or as the checkpoint stores them (fp16/bf16/…), which the worker widens
+ * on its own thread — half the bytes to move and no widening on the thread that reads and writes.
+ */
+export type RowChunk = Float32Array | StoredRows;
 
 export interface QuantPoolOptions {
   /** Worker threads; 0 runs inline. Default: the machine's available parallelism. */
@@ -56,10 +64,11 @@ export class QuantPool {
           });
   }
 
-  /** Quantizes one chunk of whole rows. `src`'s buffer is transferred to the worker (do not reuse it). */
-  async quantize(job: QuantChunkJob, src: Float32Array): Promise<Uint8Array> {
+  /** Quantizes one chunk of whole rows. The chunk's buffer is transferred to the worker (do not reuse it). */
+  async quantize(job: QuantChunkJob, src: RowChunk): Promise<Uint8Array> {
     if (this.piscina === undefined) {
-      return quantizeRows(job.scheme, src, job.nPerRow, { importance: job.importance, tensor: job.tensor });
+      const floats = src instanceof Float32Array ? src : widenInto(src.bytes, src.dtype, new Float32Array(src.bytes.length / DTYPES[src.dtype].bytes), job.tensor);
+      return quantizeRows(job.scheme, floats, job.nPerRow, { importance: job.importance, tensor: job.tensor });
     }
     const task: QuantTask = {
       scheme: job.scheme,
@@ -68,7 +77,8 @@ export class QuantPool {
       importance: job.importance,
       tensor: job.tensor,
     };
-    const transfer = src.byteOffset === 0 && src.byteLength === src.buffer.byteLength ? [src.buffer as ArrayBuffer] : [];
+    const view = src instanceof Float32Array ? src : src.bytes;
+    const transfer = view.byteOffset === 0 && view.byteLength === view.buffer.byteLength ? [view.buffer as ArrayBuffer] : [];
     const result: unknown = await this.piscina.run(task, { transferList: transfer });
     if (result instanceof Uint8Array) return result;
     const { failure } = result as QuantTaskFailure;
@@ -79,7 +89,7 @@ export class QuantPool {
    * Quantizes a stream of row chunks, yielding each chunk's bytes in input order while keeping at most
    * `maxInFlight` chunks outstanding. The input iterator is only advanced when there is room.
    */
-  async *quantizeStream(job: QuantChunkJob, chunks: AsyncIterable<Float32Array> | Iterable<Float32Array>): AsyncIterable<Uint8Array> {
+  async *quantizeStream(job: QuantChunkJob, chunks: AsyncIterable<RowChunk> | Iterable<RowChunk>): AsyncIterable<Uint8Array> {
     const pending: Promise<Uint8Array>[] = [];
     try {
       for await (const chunk of chunks) {

@@ -15,12 +15,12 @@ import { dequantizeRows } from '../../quant/api.js';
 import { GGML_TYPES, type GgmlTypeName } from '../../quant/ggml-types.js';
 import { createErrorStats, type ErrorStatsResult } from '../../quant/metrics.js';
 import { GGUF_FILE_TYPE_NAMES, GGUF_FILE_TYPES, type GgufFileType, isGgufFileType, tensorTypeFor } from '../../quant/policy.js';
-import { QuantPool } from '../../quant/pool.js';
+import { QuantPool, type RowChunk } from '../../quant/pool.js';
 import { type Checkpoint, readCheckpoint, type WeightsPreference } from '../../readers/checkpoint.js';
 import type { TensorRef } from '../../readers/tensor-ref.js';
 import { type GgufKV, type GgufTensorToWrite, planGguf, writeGguf } from './format.js';
 import { compareLlamaQuantizeOrder, ggufShape, ggufTensorName, type QkvLayout, reorderQkvRows } from './names.js';
-import { floatRowChunks, qkvRowChunks, readAsF32 } from './source-rows.js';
+import { floatRowChunks, qkvRowChunks, readAsF32, storedQkvRowChunks, storedRowChunks } from './source-rows.js';
 import { ggufTokenizerMetadata } from './tokenizer-metadata.js';
 
 /** GGUF `general.architecture` for GPT-NeoX (src/llama-arch.cpp LLM_ARCH_NAMES). */
@@ -301,8 +301,13 @@ function sourceChunks(job: TensorJob, config: NeoXConfig): AsyncIterable<Float32
 /** One tensor's bytes in its GGUF type, chunk by chunk. */
 function encodeTensor(job: TensorJob, config: NeoXConfig, pool: QuantPool, importance: Float32Array | undefined): AsyncIterable<Uint8Array> {
   const rowLength = job.ne[0] ?? 1;
-  const source = sourceChunks(job, config);
-  if (job.type === 'F32') return asBytes(source);
+  if (job.type === 'F32') return asBytes(sourceChunks(job, config));
+  // Rows go to the pool as stored; its threads widen them.
+  const layout: QkvLayout = { numHeads: config.numHeads, headDim: config.headDim };
+  let source: AsyncIterable<RowChunk>;
+  if (job.role === 'qkv-weight') source = storedQkvRowChunks(job.tensor, layout, CHUNK_ELEMENTS / (layout.headDim * rowLength));
+  else if (job.ne.length === 1) source = oneChunk(job.tensor, job.role === 'qkv-bias' ? layout : undefined);
+  else source = storedRowChunks(job.tensor, Math.max(1, Math.floor(CHUNK_ELEMENTS / rowLength)));
   return pool.quantizeStream({ scheme: job.type, nPerRow: rowLength, importance, tensor: job.name }, source);
 }
 

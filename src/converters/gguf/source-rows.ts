@@ -1,41 +1,15 @@
 /**
- * Checkpoint rows as float32 chunks for the GGUF converter: each chunk is whole rows, widened from the
- * stored dtype (fp16/bf16 exactly, as ggml_compute_fp16_to_fp32 / bf16 widen; src/tensor/float.ts) into a
- * fresh Float32Array, because the quantizer pool takes ownership of each chunk's buffer. The fused QKV
+ * Checkpoint rows for the GGUF converter, whole rows per chunk, either as stored (`StoredRows`, each in a
+ * fresh buffer: the quantizer pool takes ownership and widens on its own threads) or widened to float32
+ * (fp16/bf16 exactly, as ggml_compute_fp16_to_fp32 / bf16 widen; src/tensor/widen.ts). The fused QKV
  * weight is reordered on the way (names.ts), reading head_dim-row blocks where they lie in the input.
  */
 import { ERROR_CODES, PolyquantError } from '../../errors.js';
 import { SyncFileReader } from '../../io/file.js';
-import { acquireScratch, releaseScratch } from '../../io/scratch.js';
 import { FileRangeTensor, rowLayout, type TensorRef } from '../../readers/tensor-ref.js';
-import { DTYPES, type DType } from '../../tensor/dtype.js';
-import { bf16ToF32Array, f16ToF32Array } from '../../tensor/float.js';
+import { DTYPES } from '../../tensor/dtype.js';
+import { type StoredRows, widenInto } from '../../tensor/widen.js';
 import { type QkvLayout, qkvSourceBlock } from './names.js';
-
-/** Widens raw little-endian `bytes` of `dtype` into `out` (at least bytes/size elements), returning that view. */
-export function widenInto(bytes: Uint8Array, dtype: DType, out: Float32Array, tensor: string): Float32Array {
-  const size = DTYPES[dtype].bytes;
-  const count = bytes.length / size;
-  // Typed-array views need aligned offsets; chunks of a reused buffer can start anywhere.
-  const aligned = bytes.byteOffset % size === 0 ? bytes : new Uint8Array(bytes);
-  switch (dtype) {
-    case 'F16':
-      return f16ToF32Array(new Uint16Array(aligned.buffer, aligned.byteOffset, count), out);
-    case 'BF16':
-      return bf16ToF32Array(new Uint16Array(aligned.buffer, aligned.byteOffset, count), out);
-    case 'F32':
-      out.set(new Float32Array(aligned.buffer, aligned.byteOffset, count));
-      return out.subarray(0, count);
-    case 'F64': {
-      // Rounds to nearest even, as numpy's astype(float32) does in the stock converter.
-      const view = out.subarray(0, count);
-      view.set(new Float64Array(aligned.buffer, aligned.byteOffset, count));
-      return view;
-    }
-    default:
-      throw new PolyquantError(ERROR_CODES.UNSUPPORTED, `dtype ${dtype} cannot be converted to GGUF float weights`, { tensor });
-  }
-}
 
 /** The whole tensor as float32 (for 1-D tensors: norms and biases). */
 export async function readAsF32(tensor: TensorRef): Promise<Float32Array> {
@@ -43,6 +17,16 @@ export async function readAsF32(tensor: TensorRef): Promise<Float32Array> {
   const out = new Float32Array(bytes.length / DTYPES[tensor.dtype].bytes);
   widenInto(bytes, tensor.dtype, out, tensor.name);
   return out;
+}
+
+/** Rows of `tensor` in order, `rowsPerChunk` at a time, as stored, each chunk in a fresh buffer. */
+export async function* storedRowChunks(tensor: TensorRef, rowsPerChunk: number): AsyncIterable<StoredRows> {
+  for await (const bytes of tensor.rows(rowsPerChunk)) yield { dtype: tensor.dtype, bytes };
+}
+
+/** Stored chunks widened to fresh Float32Arrays. */
+export async function* widenChunks(chunks: AsyncIterable<StoredRows>, tensor: string): AsyncIterable<Float32Array> {
+  for await (const { dtype, bytes } of chunks) yield widenInto(bytes, dtype, new Float32Array(bytes.length / DTYPES[dtype].bytes), tensor);
 }
 
 /** Rows of `tensor` in order, `rowsPerChunk` at a time, each chunk a fresh Float32Array. */
@@ -61,6 +45,11 @@ export async function* floatRowChunks(tensor: TensorRef, rowsPerChunk: number): 
  * per part, keeping the blocks of that part — still one chunk in memory, at three times the reads.
  */
 export function qkvRowChunks(tensor: TensorRef, layout: QkvLayout, blocksPerChunk: number): AsyncIterable<Float32Array> {
+  return widenChunks(storedQkvRowChunks(tensor, layout, blocksPerChunk), tensor.name);
+}
+
+/** qkvRowChunks as stored, each chunk in a fresh buffer. */
+export function storedQkvRowChunks(tensor: TensorRef, layout: QkvLayout, blocksPerChunk: number): AsyncIterable<StoredRows> {
   const { rows, rowBytes } = rowLayout(tensor.dtype, tensor.shape);
   if (rows !== 3 * layout.numHeads * layout.headDim) {
     throw new PolyquantError(
@@ -81,47 +70,43 @@ async function* qkvChunksByPosition(
   layout: QkvLayout,
   blockBytes: number,
   blocksPerChunk: number,
-): AsyncIterable<Float32Array> {
+): AsyncIterable<StoredRows> {
   const blocks = 3 * layout.numHeads;
-  const elementBytes = DTYPES[tensor.dtype].bytes;
   const file = SyncFileReader.open(tensor.file);
-  const scratch = acquireScratch(blocksPerChunk * blockBytes);
   try {
     for (let first = 0; first < blocks; first += blocksPerChunk) {
       const count = Math.min(blocksPerChunk, blocks - first);
+      const bytes = new Uint8Array(count * blockBytes);
       for (let i = 0; i < count; i += 1) {
         const source = qkvSourceBlock(first + i, layout);
-        file.readInto(tensor.offset + source * blockBytes, blockBytes, scratch.subarray(i * blockBytes));
+        file.readInto(tensor.offset + source * blockBytes, blockBytes, bytes.subarray(i * blockBytes));
       }
-      const bytes = scratch.subarray(0, count * blockBytes);
-      yield widenInto(bytes, tensor.dtype, new Float32Array(bytes.length / elementBytes), tensor.name);
+      yield { dtype: tensor.dtype, bytes };
     }
   } finally {
-    releaseScratch(scratch);
     file.close();
   }
 }
 
-async function* qkvChunksByPass(tensor: TensorRef, layout: QkvLayout, blockBytes: number, blocksPerChunk: number): AsyncIterable<Float32Array> {
-  const blockElements = blockBytes / DTYPES[tensor.dtype].bytes;
+async function* qkvChunksByPass(tensor: TensorRef, layout: QkvLayout, blockBytes: number, blocksPerChunk: number): AsyncIterable<StoredRows> {
   const rowsPerBlock = layout.headDim;
-  let chunk = new Float32Array(blocksPerChunk * blockElements);
+  let chunk = new Uint8Array(blocksPerChunk * blockBytes);
   let filled = 0;
   for (let part = 0; part < 3; part += 1) {
     let block = 0;
     for await (const bytes of tensor.rows(rowsPerBlock, { reuseBuffer: true })) {
       // HF block index = head·3 + part: keep this pass's part, in head order.
       if (block % 3 === part) {
-        widenInto(bytes, tensor.dtype, chunk.subarray(filled * blockElements), tensor.name);
+        chunk.set(bytes, filled * blockBytes);
         filled += 1;
         if (filled === blocksPerChunk) {
-          yield chunk;
-          chunk = new Float32Array(blocksPerChunk * blockElements);
+          yield { dtype: tensor.dtype, bytes: chunk };
+          chunk = new Uint8Array(blocksPerChunk * blockBytes);
           filled = 0;
         }
       }
       block += 1;
     }
   }
-  if (filled > 0) yield chunk.subarray(0, filled * blockElements).slice();
+  if (filled > 0) yield { dtype: tensor.dtype, bytes: chunk.slice(0, filled * blockBytes) };
 }
