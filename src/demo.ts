@@ -67,7 +67,7 @@ export interface DemoOptions {
   readonly text?: string | undefined;
   /** Token window; default min(128, the model's context). */
   readonly ctx?: number | undefined;
-  /** Windows scored per text (default 8). */
+  /** Windows scored per text (default 2). */
   readonly maxWindows?: number | undefined;
   readonly device?: 'auto' | 'cpu' | 'gpu' | undefined;
   /** Quantizer and engine threads. */
@@ -143,7 +143,7 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoResult> {
           baseline: model,
           pplFiles: [text],
           ctx: options.ctx ?? 128,
-          maxWindows: options.maxWindows ?? 8,
+          maxWindows: options.maxWindows ?? 2,
           kld: true,
           engine: 'auto',
           device: options.device ?? 'auto',

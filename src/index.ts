@@ -33,6 +33,7 @@ export { type ImportanceMatrix, readImatrix } from './converters/gguf/imatrix.js
 export { verify, type VerifyOptions } from './verify/verify.js';
 export { VERIFY_SCHEMA, type VerifyReport } from './verify/report.js';
 export { createReferenceEngine, type ReferenceEngine } from './verify/engines/reference.js';
+export { createLlamaCppEngine, type LlamaCppEngine, type LlamaCppEngineOptions } from './verify/engines/llamacpp.js';
 export { runKobest } from './verify/kobest/index.js';
 export { perplexity, perplexityOfFile } from './verify/perplexity.js';
 export { type SynthOptions, synthCheckpoint } from './synth/synth.js';

@@ -18,7 +18,7 @@ import { KOBEST_TASK_NAMES, type KobestTaskName } from '../verify/kobest/index.j
 import { PERPLEXITY_PROTOCOLS, type PerplexityProtocol } from '../verify/perplexity.js';
 import { renderMarkdown, renderText } from '../verify/report.js';
 import { parseThreshold } from '../verify/thresholds.js';
-import { verify } from '../verify/verify.js';
+import { DEVICE_NAMES, type DeviceName, ENGINE_NAMES, type EngineName, verify } from '../verify/verify.js';
 import { renderDemo } from './demo-text.js';
 import { table } from './format.js';
 import { renderConversionPlan, renderGgufInspect, renderInspect } from './inspect-text.js';
@@ -159,8 +159,12 @@ export async function main(argv: readonly string[], io: CliIO = processIO): Prom
       'Compare a candidate with its baseline: perplexity, KL divergence, top-1 agreement, KOBEST; exit 1 if a threshold fails',
       (y: Argv) =>
         y
-          .positional('candidate', { type: 'string', demandOption: true, describe: 'model to check (an HF folder; with --simulate, the weights to quantize)' })
-          .option('baseline', { type: 'string', demandOption: true, describe: 'reference model (an HF folder)' })
+          .positional('candidate', {
+            type: 'string',
+            demandOption: true,
+            describe: 'model to check: a .gguf file or an HF folder (with --simulate, the HF weights to quantize)',
+          })
+          .option('baseline', { type: 'string', demandOption: true, describe: 'model to compare against: an HF folder or a .gguf file' })
           .option('ppl', { type: 'string', array: true, describe: 'UTF-8 text file(s) for perplexity' })
           .option('ctx', { type: 'number', default: 512, describe: 'window length in tokens' })
           .option('protocol', { choices: PERPLEXITY_PROTOCOLS, default: 'windows' as PerplexityProtocol })
@@ -173,9 +177,13 @@ export async function main(argv: readonly string[], io: CliIO = processIO): Prom
           .option('split', { choices: ['train', 'validation', 'test', 'test_originated'] as const, default: 'test' as const })
           .option('limit', { type: 'number', describe: 'first N documents after the shuffle' })
           .option('simulate', { type: 'string', describe: 'quantize→dequantize the candidate weights: a ggml type (Q4_K) or GGUF type (q4_k_m)' })
-          .option('engine', { choices: ['auto', 'reference'] as const, default: 'auto' as const })
-          .option('device', { choices: ['auto', 'cpu', 'gpu'] as const, default: 'auto' as const })
-          .option('threads', { type: 'number', describe: 'worker threads per engine' })
+          .option('engine', {
+            choices: ENGINE_NAMES,
+            default: 'auto' as EngineName,
+            describe: 'auto: reference for HF folders, llamacpp (node-llama-cpp) for .gguf files',
+          })
+          .option('device', { choices: DEVICE_NAMES, default: 'auto' as DeviceName, describe: 'where the llamacpp engine runs (gpu: fail without one)' })
+          .option('threads', { type: 'number', describe: 'per engine: reference worker threads, llama.cpp compute threads' })
           .option('max-ppl-increase', { type: 'string', describe: 'fail above this perplexity increase, e.g. 3%' })
           .option('max-kld', { type: 'string', describe: 'fail above this mean KL divergence (nats/token)' })
           .option('min-top1', { type: 'string', describe: 'fail below this top-1 agreement, e.g. 0.9 or 90%' })

@@ -5,12 +5,13 @@
  * matrix of the whole text is ever held.
  */
 import { stat } from 'node:fs/promises';
-import { resolve } from 'node:path';
+import { extname, resolve } from 'node:path';
 import { ERROR_CODES, PolyquantError } from '../errors.js';
-import { ioError } from '../io/file.js';
+import { ioError, withFile } from '../io/file.js';
 import { readCheckpoint } from '../readers/checkpoint.js';
 import { compareKobest } from './compare-kobest.js';
 import type { Engine } from './engine.js';
+import { createLlamaCppEngine } from './engines/llamacpp.js';
 import { createReferenceEngine } from './engines/reference.js';
 import { type KobestSplit, type KobestTaskName, runKobest } from './kobest/index.js';
 import { type PerplexityProtocol, planWindows, scoreWindows, type WindowScore } from './perplexity.js';
@@ -28,8 +29,12 @@ import { DistributionComparer } from './stats.js';
 import { readTextFile } from './text.js';
 import { CheckList, type Thresholds } from './thresholds.js';
 
-export type EngineName = 'auto' | 'reference';
-export type DeviceName = 'auto' | 'cpu' | 'gpu';
+/** The `--engine` choices: `auto` picks reference for an HF folder and llamacpp for a GGUF file. */
+export const ENGINE_NAMES = ['auto', 'reference', 'llamacpp'] as const;
+export type EngineName = (typeof ENGINE_NAMES)[number];
+/** The `--device` choices; only the llamacpp engine can use a GPU. */
+export const DEVICE_NAMES = ['auto', 'cpu', 'gpu'] as const;
+export type DeviceName = (typeof DEVICE_NAMES)[number];
 
 export interface VerifyOptions {
   readonly candidate: string;
@@ -47,11 +52,13 @@ export interface VerifyOptions {
   readonly shots?: readonly number[];
   readonly split?: KobestSplit;
   readonly limit?: number;
-  /** Run the candidate on the baseline's weights passed through this quantization (ggml type or GGUF type). */
+  /** Run the candidate on the baseline's weights passed through this quantization (ggml type or GGUF type); HF folders only. */
   readonly simulate?: string;
+  /** Which engine runs each model; `auto` (default): reference for HF folders, llamacpp for GGUF files. */
   readonly engine?: EngineName;
+  /** llamacpp: `cpu`, `gpu` (an error without one) or `auto`. The reference engine is CPU-only. */
   readonly device?: DeviceName;
-  /** Worker threads per engine (default: the reference engine's own default). */
+  /** Reference engine: worker threads (0 = inline). llamacpp engine: llama.cpp compute threads. Default: each engine's own. */
   readonly threads?: number;
   readonly thresholds?: Thresholds;
   readonly onProgress?: (event: VerifyProgress) => void;
@@ -63,35 +70,89 @@ export type VerifyProgress =
   | { readonly stage: 'kobest'; readonly model: 'baseline' | 'candidate'; readonly task: string; readonly shots: number; readonly done: number; readonly total: number };
 
 const DEFAULT_CTX = 512;
+const GGUF_MAGIC = 'GGUF';
 
 interface LoadedModel {
   readonly engine: Engine;
   readonly description: ModelDescription;
 }
 
-async function loadModel(path: string, role: 'baseline' | 'candidate', options: VerifyOptions, simulate: string | undefined): Promise<LoadedModel> {
-  const absolute = resolve(path);
+/** What a path holds: an HF folder, a GGUF file (by extension or magic), or some other file. */
+async function modelKind(absolute: string, role: 'baseline' | 'candidate'): Promise<'folder' | 'gguf' | 'other'> {
   let isDirectory: boolean;
   try {
     isDirectory = (await stat(absolute)).isDirectory();
   } catch (error) {
     throw ioError(absolute, `open the ${role}`, error);
   }
-  if (!isDirectory) {
-    throw new PolyquantError(ERROR_CODES.UNSUPPORTED, `the ${role} is a file; verify runs Hugging Face model folders with the reference engine`, {
+  if (isDirectory) return 'folder';
+  // A .gguf file goes to the GGUF reader whatever its bytes, so a damaged one is reported as such.
+  if (extname(absolute).toLowerCase() === '.gguf') return 'gguf';
+  const magic = await withFile(absolute, async (file) => (file.size >= 4 ? new TextDecoder().decode(await file.read(0, 4)) : ''));
+  return magic === GGUF_MAGIC ? 'gguf' : 'other';
+}
+
+interface ModelPlan {
+  readonly role: 'baseline' | 'candidate';
+  readonly path: string;
+  readonly engine: 'reference' | 'llamacpp';
+}
+
+/** Which engine runs `path`, refusing combinations that cannot work before anything is loaded. */
+async function planModel(path: string, role: 'baseline' | 'candidate', options: VerifyOptions, simulate: string | undefined): Promise<ModelPlan> {
+  const absolute = resolve(path);
+  const kind = await modelKind(absolute, role);
+  if (kind === 'other') {
+    throw new PolyquantError(ERROR_CODES.UNSUPPORTED, `the ${role} is neither a Hugging Face model folder nor a GGUF file`, {
       file: absolute,
-      hint: 'GGUF, ONNX and WebGPU engines come with their converters',
+      hint: 'verify runs HF folders with the reference engine and .gguf files with the llamacpp engine',
     });
   }
-  const engineName = options.engine ?? 'auto';
-  if (engineName !== 'auto' && engineName !== 'reference') {
-    throw new PolyquantError(ERROR_CODES.USAGE, `engine ${JSON.stringify(engineName)} cannot run a Hugging Face folder`, { hint: 'use --engine reference' });
+  const requested = options.engine ?? 'auto';
+  if (!(ENGINE_NAMES as readonly string[]).includes(requested)) {
+    throw new PolyquantError(ERROR_CODES.USAGE, `engine ${JSON.stringify(requested)} is not one of ${ENGINE_NAMES.join(', ')}`);
   }
-  if (options.device === 'gpu') {
-    throw new PolyquantError(ERROR_CODES.USAGE, 'the reference engine runs on the CPU only', { hint: 'use --device cpu or auto' });
+  const engine = requested === 'auto' ? (kind === 'folder' ? 'reference' : 'llamacpp') : requested;
+  if (engine === 'reference' && kind !== 'folder') {
+    throw new PolyquantError(ERROR_CODES.USAGE, `the reference engine runs Hugging Face folders; the ${role} is a GGUF file`, {
+      file: absolute,
+      hint: 'use --engine auto or llamacpp',
+    });
   }
-  options.onProgress?.({ stage: 'load', model: role, path: absolute });
-  const checkpoint = await readCheckpoint(absolute);
+  if (engine === 'llamacpp' && kind !== 'gguf') {
+    throw new PolyquantError(ERROR_CODES.USAGE, `the llamacpp engine runs GGUF files; the ${role} is a Hugging Face folder`, {
+      file: absolute,
+      hint: 'convert it first (polyquant convert), or use --engine auto to run folders with the reference engine',
+    });
+  }
+  if (simulate !== undefined && kind !== 'folder') {
+    throw new PolyquantError(ERROR_CODES.USAGE, `--simulate quantizes the weights of a Hugging Face folder; the ${role} is a GGUF file`, {
+      file: absolute,
+      hint: 'a GGUF file is already quantized: verify it directly, without --simulate',
+    });
+  }
+  return { role, path: absolute, engine };
+}
+
+async function loadModel(plan: ModelPlan, options: VerifyOptions, simulate: string | undefined): Promise<LoadedModel> {
+  const { role, path } = plan;
+  options.onProgress?.({ stage: 'load', model: role, path });
+  if (plan.engine === 'llamacpp') {
+    const engine = await createLlamaCppEngine(path, {
+      ...(options.device !== undefined && { device: options.device }),
+      ...(options.threads !== undefined && { threads: options.threads }),
+      // Perplexity alone needs windows of ctx; KOBEST uses the model's whole context, as the reference does.
+      ...(options.kobestDir === undefined && { contextLength: options.ctx ?? DEFAULT_CTX }),
+    });
+    const ctx = options.ctx ?? DEFAULT_CTX;
+    if (engine.trainContextLength !== undefined && ctx > engine.trainContextLength) {
+      await engine.close();
+      throw new PolyquantError(ERROR_CODES.USAGE, `--ctx ${ctx} is longer than the model's context length ${engine.trainContextLength}`, { file: path });
+    }
+    return { engine, description: { path, engine: engine.name, device: engine.device } };
+  }
+  // The reference engine always runs on the CPU; --device applies to the llamacpp model beside it.
+  const checkpoint = await readCheckpoint(path);
   const simulation = simulate === undefined ? undefined : planSimulation(simulate, checkpoint.config);
   const engine = await createReferenceEngine(checkpoint, {
     ...(simulation !== undefined && { weightTransform: simulation.transform }),
@@ -100,12 +161,19 @@ async function loadModel(path: string, role: 'baseline' | 'candidate', options: 
   return {
     engine,
     description: {
-      path: absolute,
+      path,
       engine: engine.name,
       device: engine.device,
       ...(simulation !== undefined && { simulate: simulation.fileType }),
     },
   };
+}
+
+/** The first index where two token lists differ, or −1 when they are identical. */
+export function firstTokenMismatch(a: Int32Array, b: Int32Array): number {
+  const shorter = Math.min(a.length, b.length);
+  for (let i = 0; i < shorter; i += 1) if (a[i] !== b[i]) return i;
+  return a.length === b.length ? -1 : shorter;
 }
 
 function numbers(nllSum: number, scored: number, tokens: number, bytes: number, windowNll: number[]): PerplexityNumbers {
@@ -124,11 +192,14 @@ async function comparePerplexity(baseline: Engine, candidate: Engine, file: stri
   const text = await readTextFile(file);
   const tokens = baseline.tokenize(text.text);
   const candidateTokens = candidate.tokenize(text.text);
-  if (candidateTokens.length !== tokens.length || candidateTokens.some((id, i) => id !== tokens[i])) {
-    throw new PolyquantError(ERROR_CODES.CONFIG, 'the baseline and candidate tokenize the text differently', {
-      file: text.file,
-      hint: 'both models must share a tokenizer for a token-level comparison',
-    });
+  const mismatch = firstTokenMismatch(tokens, candidateTokens);
+  if (mismatch >= 0) {
+    const around = (ids: Int32Array): string => `[${Array.from(ids.subarray(Math.max(0, mismatch - 3), mismatch + 4)).join(', ')}]`;
+    throw new PolyquantError(
+      ERROR_CODES.CONFIG,
+      `the baseline and candidate tokenize the text differently: ${tokens.length} vs ${candidateTokens.length} tokens, first difference at token ${mismatch} (baseline ${around(tokens)}, candidate ${around(candidateTokens)} from token ${Math.max(0, mismatch - 3)})`,
+      { file: text.file, hint: 'both models must share a tokenizer for a token-level comparison' },
+    );
   }
   if (baseline.vocabSize !== candidate.vocabSize) {
     throw new PolyquantError(ERROR_CODES.CONFIG, `vocabulary sizes differ: baseline ${baseline.vocabSize}, candidate ${candidate.vocabSize}`);
@@ -198,6 +269,8 @@ async function compareKobestRuns(baseline: Engine, candidate: Engine, options: V
       shots: options.shots ?? [0],
       ...(options.split !== undefined && { split: options.split }),
       ...(options.limit !== undefined && { limit: options.limit }),
+      // One max_length for both, so both truncate long prompts identically.
+      maxLength: Math.min(baseline.contextLength, candidate.contextLength),
       onProgress: (progress) =>
         options.onProgress?.({ stage: 'kobest', model, task: progress.task, shots: progress.shots, done: progress.done, total: progress.total }),
     });
@@ -221,10 +294,20 @@ export async function verify(options: VerifyOptions): Promise<VerifyReport> {
   if (pplFiles.length === 0 && options.kobestDir === undefined) {
     throw new PolyquantError(ERROR_CODES.USAGE, 'nothing to measure', { hint: 'give --ppl FILE and/or --kobest DIR' });
   }
-  const baseline = await loadModel(options.baseline, 'baseline', options, undefined);
+  if (options.device !== undefined && !(DEVICE_NAMES as readonly string[]).includes(options.device)) {
+    throw new PolyquantError(ERROR_CODES.USAGE, `device ${JSON.stringify(options.device)} is not one of ${DEVICE_NAMES.join(', ')}`);
+  }
+  const baselinePlan = await planModel(options.baseline, 'baseline', options, undefined);
+  const candidatePlan = await planModel(options.candidate, 'candidate', options, options.simulate);
+  if (options.device === 'gpu' && baselinePlan.engine !== 'llamacpp' && candidatePlan.engine !== 'llamacpp') {
+    throw new PolyquantError(ERROR_CODES.USAGE, 'the reference engine runs on the CPU only, and neither model is a GGUF file', {
+      hint: 'use --device cpu or auto; --device gpu applies to GGUF files run by the llamacpp engine',
+    });
+  }
+  const baseline = await loadModel(baselinePlan, options, undefined);
   let candidate: LoadedModel | undefined;
   try {
-    candidate = await loadModel(options.candidate, 'candidate', options, options.simulate);
+    candidate = await loadModel(candidatePlan, options, options.simulate);
     const thresholds = options.thresholds ?? {};
     const checks = new CheckList(thresholds);
     const perplexity: PerplexitySection[] = [];

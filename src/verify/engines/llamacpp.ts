@@ -1,0 +1,436 @@
+/**
+ * The llama.cpp engine: a GGUF file run by node-llama-cpp 3.21.1 (its bundled llama.cpp, tag v0.4.0), the
+ * runtime most users of our GGUF files will have. `verify` compares it with the reference engine on the
+ * HF folder, so it answers "does the file we wrote behave like the checkpoint, in llama.cpp".
+ *
+ * How the next-token distributions are read (measured on polyglot-ko-tiny f16, vocabulary 30080, 512-token
+ * windows, on the project's shared 2-core machine; bench/llamacpp-engine.ts):
+ *
+ * - node-llama-cpp exposes no logits. The one supported way to a whole next-token distribution is
+ *   `LlamaContextSequence.controlledEvaluate()` with `generateNext.probabilities` on the positions we
+ *   score. The addon then runs `sampleToken` for each such position: the logits are copied into a
+ *   candidate array, the sampler chain runs, the candidates are sorted by logit and soft-maxed in float32,
+ *   and — back on the JS thread — a JS array of 2 × vocabulary numbers is built one `napi_set_element` at a
+ *   time, which node-llama-cpp revives into a `Map<token, probability>`.
+ * - Decoding a window alone takes 0.3–0.5 s. With the distribution at all 511 positions it takes ~10 s
+ *   (~20 ms per position; 25–40 s when the machine is busy): about 18 ms per position building the addon's
+ *   array, 3 ms reviving the Map, 0.6 ms for our pass from the Map to a Float32Array row. The cost is
+ *   per position × vocabulary and lands on the JS thread, so more llama.cpp threads do not shrink it.
+ * - Alternatives measured or read and rejected: calling the addon's `sampleToken` through the private
+ *   `_ctx` / `_decodeTokens` skips only the Map (~15 %) and ties us to internals that change between
+ *   releases; `generateNext.confidence` and `token` are cheap (~1–3 ms per position) but give only the
+ *   sampled token's probability, never the target's; top-k sampling renormalises over the kept k (the
+ *   normaliser is lost, and most targets of a weak model fall outside any small k); embedding contexts give
+ *   hidden states, and computing the output head ourselves would no longer test llama.cpp's head.
+ * - So: the public `controlledEvaluate`, the whole window in one call and one batch (batchSize =
+ *   contextLength), distributions requested only at positions from − 1 … n − 2 (the last token is never an
+ *   input we need), each Map read once into a Float32Array row. Requests run one at a time on one
+ *   sequence (`parallelism` 1). The one large win found is the thread count: node-llama-cpp's CPU default
+ *   is max(4, math cores), and 4 threads on 2 cores made every llama.cpp op barrier wait on a descheduled
+ *   thread (a 4-token decode took 1–4 s instead of 4 ms; KOBEST continuations ~25× slower), so the
+ *   default here is exactly `llama.cpuMathCores`.
+ *
+ * Sampling options are {temperature: 1, topK: 0, topP: 1, minP: 0}: node-llama-cpp's defaults for top-k,
+ * top-p and min-p would otherwise truncate and renormalise the distribution (specs/runtimes.md §2). Every
+ * distribution is checked to cover the whole vocabulary.
+ *
+ * Precision: probabilities arrive as float32, so log p is exact to ~1e-7 relative, except that a
+ * probability below float32's smallest subnormal comes back as 0. Such entries are reported as
+ * LOG_PROB_FLOOR (log 2⁻¹⁴⁹ ≈ −103.28; the true value is lower) rather than −∞, so a KL divergence against
+ * them stays finite.
+ *
+ * node-llama-cpp is imported lazily (the import takes ~1.3 s and loads a native addon), and one `Llama`
+ * per GPU choice is shared by every engine in the process.
+ */
+import { resolve } from 'node:path';
+import type { Llama, LlamaContext, LlamaContextSequence, LlamaModel, Token } from 'node-llama-cpp';
+import { type GgufHeader, readGgufHeader } from '../../converters/gguf/format.js';
+import { ERROR_CODES, PolyquantError } from '../../errors.js';
+import { ioError, withFile } from '../../io/file.js';
+import type { DistributionMode, Engine, ScoreOptions, ScoreResult, TopKDistributions } from '../engine.js';
+import { rowMaximum, topKOfRow } from './reference-math.js';
+
+export type LlamaCppDevice = 'auto' | 'cpu' | 'gpu';
+
+export interface LlamaCppEngineOptions {
+  /** `cpu` never touches a GPU; `gpu` requires one (an error otherwise); `auto` (default) uses one if present. */
+  readonly device?: LlamaCppDevice;
+  /** llama.cpp compute threads for this engine's context. Default: the machine's math cores (llama.cpuMathCores). */
+  readonly threads?: number;
+  /** Longest window accepted (the context and batch size). Default: the GGUF's `<arch>.context_length`. */
+  readonly contextLength?: number;
+  /** What llama.cpp may print to stderr while loading and running. Default `error`. */
+  readonly logLevel?: 'error' | 'warn';
+}
+
+export interface LlamaCppEngine extends Engine {
+  readonly name: 'llamacpp';
+  /** The GGUF file, absolute. */
+  readonly path: string;
+  /** Requests computed at once: one sequence, one request at a time. */
+  readonly parallelism: 1;
+  /** llama.cpp's GPU backend (`cuda`, `vulkan`, `metal`) when the model runs on one, else undefined. */
+  readonly gpu: string | undefined;
+  /** The GGUF's `<arch>.context_length` (the length it was trained on), when it has one. */
+  readonly trainContextLength: number | undefined;
+}
+
+const DEFAULT_TOP_K = 32;
+/** log of float32's smallest subnormal (2⁻¹⁴⁹): what a probability the addon rounded to 0 is reported as. */
+export const LOG_PROB_FLOOR = Math.log(2 ** -149);
+/** The full, untruncated distribution at temperature 1 (specs/runtimes.md §2). */
+const FULL_DISTRIBUTION = { temperature: 1, topK: 0, topP: 1, minP: 0 } as const;
+const MAX_THREADS = 256;
+/** Past this the KV cache and the per-batch logits run to gigabytes; no GPT-NeoX we verify needs more. */
+const MAX_CONTEXT_LENGTH = 1 << 16;
+
+type NodeLlamaCpp = typeof import('node-llama-cpp');
+
+let moduleLoad: Promise<NodeLlamaCpp> | undefined;
+const llamas = new Map<string, Promise<Llama>>();
+
+function loadNodeLlamaCpp(): Promise<NodeLlamaCpp> {
+  moduleLoad ??= import('node-llama-cpp').catch((error: unknown) => {
+    moduleLoad = undefined;
+    throw new PolyquantError(ERROR_CODES.UNSUPPORTED, `node-llama-cpp could not be loaded: ${error instanceof Error ? error.message : String(error)}`, {
+      hint: 'the llamacpp engine needs the node-llama-cpp package and its prebuilt binary for this platform',
+      cause: error,
+    });
+  });
+  return moduleLoad;
+}
+
+/** One Llama (native backend) per GPU choice, shared by every engine in the process. */
+function sharedLlama(gpu: 'auto' | false, logLevel: 'error' | 'warn'): Promise<Llama> {
+  const key = String(gpu);
+  let llama = llamas.get(key);
+  if (llama === undefined) {
+    llama = loadNodeLlamaCpp()
+      .then((nlc) => nlc.getLlama({ gpu, build: 'never', logLevel: nlc.LlamaLogLevel[logLevel], progressLogs: false }))
+      .catch((error: unknown) => {
+        llamas.delete(key);
+        if (error instanceof PolyquantError) throw error;
+        throw new PolyquantError(ERROR_CODES.UNSUPPORTED, `node-llama-cpp found no usable llama.cpp binary: ${error instanceof Error ? error.message : String(error)}`, {
+          hint: 'polyquant uses the prebuilt binaries only (build: never)',
+          cause: error,
+        });
+      });
+    llamas.set(key, llama);
+  }
+  return llama.then(async (instance) => {
+    const nlc = await loadNodeLlamaCpp();
+    // The most verbose level any engine asked for wins; the Llama is shared.
+    if (logLevel === 'warn' && instance.logLevel !== nlc.LlamaLogLevel.warn) instance.logLevel = nlc.LlamaLogLevel.warn;
+    return instance;
+  });
+}
+
+/** What the engine needs from the GGUF header, read with our own validating reader before llama.cpp sees the file. */
+interface GgufFacts {
+  readonly architecture: string;
+  readonly vocabSize: number;
+  readonly trainContextLength: number | undefined;
+}
+
+async function readGgufFacts(file: string): Promise<GgufFacts> {
+  let header: GgufHeader;
+  try {
+    header = await withFile(file, (handle) => readGgufHeader(file, handle.size, (n) => handle.read(0, n)));
+  } catch (error) {
+    throw ioError(file, 'read the GGUF file', error);
+  }
+  const architecture = header.kvs.get('general.architecture')?.value;
+  if (typeof architecture !== 'string') {
+    throw new PolyquantError(ERROR_CODES.MALFORMED, 'the GGUF has no general.architecture string', { file });
+  }
+  const tokens = header.kvs.get('tokenizer.ggml.tokens')?.value;
+  if (!Array.isArray(tokens) || tokens.length === 0) {
+    throw new PolyquantError(ERROR_CODES.MALFORMED, 'the GGUF has no tokenizer.ggml.tokens array, so llama.cpp cannot tokenize text with it', { file });
+  }
+  const contextLength = header.kvs.get(`${architecture}.context_length`)?.value;
+  return {
+    architecture,
+    vocabSize: tokens.length,
+    trainContextLength: typeof contextLength === 'number' && Number.isSafeInteger(contextLength) && contextLength > 0 ? contextLength : undefined,
+  };
+}
+
+function message(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
+export async function createLlamaCppEngine(ggufPath: string, options: LlamaCppEngineOptions = {}): Promise<LlamaCppEngine> {
+  const file = resolve(ggufPath);
+  const device = options.device ?? 'auto';
+  if (device !== 'auto' && device !== 'cpu' && device !== 'gpu') {
+    throw new PolyquantError(ERROR_CODES.USAGE, `device is ${JSON.stringify(device)}; expected auto, cpu or gpu`);
+  }
+  const threads = options.threads;
+  if (threads !== undefined && (!Number.isSafeInteger(threads) || threads < 1 || threads > MAX_THREADS)) {
+    throw new PolyquantError(ERROR_CODES.USAGE, `threads is ${threads}; expected an integer from 1 to ${MAX_THREADS} for the llamacpp engine`);
+  }
+  // Our reader first: a missing, truncated or foreign file becomes a PolyquantError naming it, and
+  // llama.cpp only ever sees headers that parse.
+  const facts = await readGgufFacts(file);
+  const contextLength = options.contextLength ?? facts.trainContextLength;
+  if (contextLength === undefined) {
+    throw new PolyquantError(ERROR_CODES.CONFIG, `the GGUF has no ${facts.architecture}.context_length, so the context length must be given`, { file });
+  }
+  if (!Number.isSafeInteger(contextLength) || contextLength < 2 || contextLength > MAX_CONTEXT_LENGTH) {
+    throw new PolyquantError(ERROR_CODES.USAGE, `contextLength is ${contextLength}; expected an integer from 2 to ${MAX_CONTEXT_LENGTH}`, { file });
+  }
+
+  const llama = await sharedLlama(device === 'cpu' ? false : 'auto', options.logLevel ?? 'error');
+  if (device === 'gpu' && llama.gpu === false) {
+    throw new PolyquantError(ERROR_CODES.UNSUPPORTED, 'device gpu was asked for, but node-llama-cpp found no usable GPU backend (CUDA, Vulkan or Metal)', {
+      file,
+      hint: 'install the matching @node-llama-cpp GPU prebuilt, or use --device cpu or auto',
+    });
+  }
+  let model: LlamaModel;
+  try {
+    model = await llama.loadModel({
+      modelPath: file,
+      gpuLayers: llama.gpu === false ? 0 : device === 'gpu' ? 'max' : 'auto',
+      defaultContextFlashAttention: false,
+    });
+  } catch (error) {
+    throw new PolyquantError(ERROR_CODES.UNSUPPORTED, `llama.cpp could not load the model: ${message(error)}`, {
+      file,
+      hint: `node-llama-cpp 3.21.1 bundles llama.cpp v0.4.0; the file's architecture is ${facts.architecture}`,
+      cause: error,
+    });
+  }
+  let context: LlamaContext;
+  try {
+    context = await model.createContext({
+      contextSize: contextLength,
+      batchSize: contextLength,
+      sequences: 1,
+      flashAttention: false,
+      // Exactly this many threads. node-llama-cpp's own CPU default is max(4, math cores), which on a
+      // 2-core machine oversubscribes llama.cpp's per-op barriers: a 4-token decode then took 1–4 s instead of 4 ms.
+      threads: { ideal: threads ?? llama.cpuMathCores, min: threads ?? llama.cpuMathCores },
+    });
+  } catch (error) {
+    await model.dispose();
+    throw new PolyquantError(ERROR_CODES.LIMIT, `llama.cpp could not create a context of ${contextLength} tokens: ${message(error)}`, {
+      file,
+      hint: 'use a smaller context length (--ctx) or free memory',
+      cause: error,
+    });
+  }
+  // llama.cpp rounds the context up (to a multiple of 256); a window must fit without a context shift,
+  // which would silently drop its first tokens.
+  if (context.contextSize < contextLength) {
+    await context.dispose();
+    await model.dispose();
+    throw new PolyquantError(ERROR_CODES.LIMIT, `llama.cpp gave a context of ${context.contextSize} tokens for the ${contextLength} asked for`, { file });
+  }
+  const gpu = llama.gpu !== false && model.gpuLayers > 0 ? llama.gpu : undefined;
+  return new LlamaCppEngineImpl(file, model, context, context.getSequence(), contextLength, facts.vocabSize, gpu, facts.trainContextLength);
+}
+
+type EvaluationInput = Parameters<LlamaContextSequence['controlledEvaluate']>[0];
+type EvaluationOutput = Awaited<ReturnType<LlamaContextSequence['controlledEvaluate']>>;
+
+const DISTRIBUTION_REQUEST = { generateNext: { probabilities: true, options: FULL_DISTRIBUTION } } as const;
+
+class LlamaCppEngineImpl implements LlamaCppEngine {
+  readonly name = 'llamacpp';
+  readonly parallelism = 1;
+  readonly device: 'cpu' | 'gpu';
+  /** One request at a time on the sequence: each waits for the one before. */
+  private queue: Promise<unknown> = Promise.resolve();
+  private readonly row: Float32Array;
+  private keptScratch: Uint8Array | undefined;
+  private closed = false;
+
+  constructor(
+    readonly path: string,
+    private readonly model: LlamaModel,
+    private readonly context: LlamaContext,
+    private readonly sequence: LlamaContextSequence,
+    readonly contextLength: number,
+    readonly vocabSize: number,
+    readonly gpu: string | undefined,
+    readonly trainContextLength: number | undefined,
+  ) {
+    this.device = gpu === undefined ? 'cpu' : 'gpu';
+    this.row = new Float32Array(vocabSize);
+  }
+
+  tokenize(text: string): Int32Array {
+    this.checkOpen();
+    // specialTokens = true: the text's `<|endoftext|>` etc. become their ids, as tokenizer.json's added
+    // tokens always do. llama.cpp adds no BOS/EOS here (common_tokenize with add_special = false).
+    return Int32Array.from(this.model.tokenize(text, true));
+  }
+
+  async score(tokens: Int32Array, options: ScoreOptions = {}): Promise<ScoreResult> {
+    this.checkOpen();
+    this.checkTokens(tokens, 'the window', this.contextLength);
+    const from = options.from ?? 1;
+    if (!Number.isSafeInteger(from) || from < 1 || from > tokens.length) {
+      throw new PolyquantError(ERROR_CODES.USAGE, `from is ${from}; expected an integer from 1 to the window length ${tokens.length}`, {
+        hint: 'token 0 has no context to be predicted from; prepend a BOS token to score it',
+      });
+    }
+    const distributions: DistributionMode = options.distributions ?? 'none';
+    if (distributions !== 'none' && distributions !== 'topk' && distributions !== 'full') {
+      throw new PolyquantError(ERROR_CODES.USAGE, `distributions is ${JSON.stringify(distributions)}; expected none, topk or full`);
+    }
+    const topK = options.topK ?? DEFAULT_TOP_K;
+    if (!Number.isSafeInteger(topK) || topK < 1) {
+      throw new PolyquantError(ERROR_CODES.USAGE, `topK is ${topK}; expected a positive integer`);
+    }
+    return this.enqueue(() => this.runScore(tokens, from, distributions, topK));
+  }
+
+  async scoreContinuations(context: Int32Array, continuations: readonly Int32Array[]): Promise<number[]> {
+    this.checkOpen();
+    this.checkTokens(context, 'the context', this.contextLength);
+    if (context.length === 0) {
+      throw new PolyquantError(ERROR_CODES.USAGE, 'the context is empty, so the first continuation token has nothing to be predicted from', {
+        hint: 'prepend a BOS/EOS token, as lm-evaluation-harness does for empty contexts',
+      });
+    }
+    continuations.forEach((continuation, index) => {
+      this.checkTokens(continuation, `continuation ${index}`, this.contextLength);
+      if (context.length + continuation.length > this.contextLength) {
+        throw new PolyquantError(
+          ERROR_CODES.USAGE,
+          `context (${context.length} tokens) + continuation ${index} (${continuation.length}) is longer than the context length ${this.contextLength}`,
+          { file: this.path },
+        );
+      }
+    });
+    return this.enqueue(() => this.runContinuations(context, [...continuations]));
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.queue.catch(() => undefined);
+    await this.context.dispose();
+    await this.model.dispose();
+  }
+
+  private enqueue<T>(work: () => Promise<T>): Promise<T> {
+    const result = this.queue.then(work);
+    this.queue = result.catch(() => undefined);
+    return result;
+  }
+
+  private async runScore(tokens: Int32Array, from: number, distributions: DistributionMode, topK: number): Promise<ScoreResult> {
+    const vocab = this.vocabSize;
+    const scored = tokens.length - from;
+    const tokenLogProbs = new Float64Array(scored);
+    const argmax = new Int32Array(scored);
+    const full = distributions === 'full' ? new Float32Array(scored * vocab) : undefined;
+    const k = Math.min(topK, vocab);
+    const topk: TopKDistributions | undefined =
+      distributions === 'topk'
+        ? { k, ids: new Int32Array(scored * k), logProbs: new Float32Array(scored * k), restLogMass: new Float32Array(scored) }
+        : undefined;
+    if (scored === 0) return { tokenLogProbs, argmax, ...(full && { full }), ...(topk && { topk }) };
+    // Inputs are tokens 0 … n − 2 (the last token is only a target); distributions at from − 1 … n − 2.
+    const input: EvaluationInput = [];
+    for (let i = 0; i < tokens.length - 1; i += 1) {
+      const id = tokens[i] as Token;
+      input.push(i >= from - 1 ? [id, DISTRIBUTION_REQUEST] : id);
+    }
+    const output = await this.evaluateFresh(input);
+    for (let index = 0; index < scored; index += 1) {
+      const row = full === undefined ? this.row : full.subarray(index * vocab, (index + 1) * vocab);
+      this.readDistribution(output, from - 1 + index, row);
+      tokenLogProbs[index] = row[tokens[from + index] as number] as number;
+      argmax[index] = rowMaximum(row, 0, vocab).argmax;
+      if (topk !== undefined) {
+        this.keptScratch ??= new Uint8Array(vocab);
+        topk.restLogMass[index] = topKOfRow(row, 0, vocab, k, 0, topk.ids, topk.logProbs, index * k, this.keptScratch);
+      }
+    }
+    return { tokenLogProbs, argmax, ...(full && { full }), ...(topk && { topk }) };
+  }
+
+  /**
+   * The context is decoded once, with the distribution after its last token; each continuation is then
+   * decoded on top of it (all but its last token), read, and erased from the KV cache again.
+   */
+  private async runContinuations(context: Int32Array, continuations: Int32Array[]): Promise<number[]> {
+    const input: EvaluationInput = Array.from(context, (id, i) => (i === context.length - 1 ? [id as Token, DISTRIBUTION_REQUEST] : (id as Token)));
+    const first = await this.evaluateFresh(input);
+    this.readDistribution(first, context.length - 1, this.row);
+    const afterContext = Float32Array.from(this.row);
+    const sums: number[] = [];
+    for (const continuation of continuations) {
+      if (continuation.length === 0) {
+        sums.push(0);
+        continue;
+      }
+      let sum = afterContext[continuation[0] as number] as number;
+      if (continuation.length > 1) {
+        const steps: EvaluationInput = Array.from(continuation.subarray(0, -1), (id) => [id as Token, DISTRIBUTION_REQUEST]);
+        const output = await this.evaluate(steps);
+        for (let i = 1; i < continuation.length; i += 1) {
+          this.readDistribution(output, i - 1, this.row);
+          sum += this.row[continuation[i] as number] as number;
+        }
+        await this.sequence.eraseContextTokenRanges([{ start: context.length, end: this.sequence.nextTokenIndex }]);
+      }
+      sums.push(sum);
+    }
+    return sums;
+  }
+
+  private async evaluateFresh(input: EvaluationInput): Promise<EvaluationOutput> {
+    await this.sequence.clearHistory();
+    return this.evaluate(input);
+  }
+
+  private async evaluate(input: EvaluationInput): Promise<EvaluationOutput> {
+    try {
+      return await this.sequence.controlledEvaluate(input);
+    } catch (error) {
+      throw new PolyquantError(ERROR_CODES.IO, `llama.cpp failed to evaluate ${input.length} tokens: ${message(error)}`, { file: this.path, cause: error });
+    }
+  }
+
+  /** Log-probabilities of the distribution at `index` of `output` into `row` (vocabSize entries). */
+  private readDistribution(output: EvaluationOutput, index: number, row: Float32Array): void {
+    const probabilities = output[index]?.next?.probabilities;
+    if (probabilities === undefined || probabilities.size !== this.vocabSize) {
+      throw new Error(
+        `node-llama-cpp returned ${probabilities === undefined ? 'no distribution' : `a distribution over ${probabilities.size} tokens`} at input ${index}; expected all ${this.vocabSize}`,
+      );
+    }
+    for (const [id, probability] of probabilities) {
+      row[id] = probability > 0 ? Math.log(probability) : LOG_PROB_FLOOR;
+    }
+  }
+
+  private checkOpen(): void {
+    if (this.closed) throw new PolyquantError(ERROR_CODES.USAGE, 'the llamacpp engine is closed', { file: this.path });
+  }
+
+  private checkTokens(tokens: Int32Array, what: string, limit: number): void {
+    if (!(tokens instanceof Int32Array)) {
+      throw new PolyquantError(ERROR_CODES.USAGE, `${what} must be an Int32Array of token ids`);
+    }
+    if (tokens.length > limit) {
+      throw new PolyquantError(ERROR_CODES.USAGE, `${what} has ${tokens.length} tokens, more than the context length ${limit}`, {
+        file: this.path,
+        hint: 'use shorter windows or a larger contextLength',
+      });
+    }
+    for (let index = 0; index < tokens.length; index += 1) {
+      const id = tokens[index] as number;
+      if (id < 0 || id >= this.vocabSize) {
+        throw new PolyquantError(ERROR_CODES.USAGE, `${what} has token id ${id} at index ${index}, outside the vocabulary 0 … ${this.vocabSize - 1}`, {
+          file: this.path,
+        });
+      }
+    }
+  }
+}
