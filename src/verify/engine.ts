@@ -5,6 +5,8 @@
  * engine is measured the same way on identical token windows.
  */
 
+import { ERROR_CODES, PolyquantError } from '../errors.js';
+
 export type DistributionMode = 'none' | 'topk' | 'full';
 
 export interface ScoreOptions {
@@ -57,4 +59,45 @@ export interface Engine {
    */
   scoreContinuations(context: Int32Array, continuations: readonly Int32Array[]): Promise<number[]>;
   close(): Promise<void>;
+}
+
+/** k for `topk` distributions when the caller gives none. */
+export const DEFAULT_TOP_K = 32;
+
+export interface ResolvedScoreOptions {
+  readonly from: number;
+  readonly distributions: DistributionMode;
+  readonly topK: number;
+}
+
+/** Checks `score`'s options against a window of `length` tokens and fills in the defaults (every engine). */
+export function resolveScoreOptions(options: ScoreOptions, length: number): ResolvedScoreOptions {
+  const from = options.from ?? 1;
+  if (!Number.isSafeInteger(from) || from < 1 || from > length) {
+    throw new PolyquantError(ERROR_CODES.USAGE, `from is ${from}; expected an integer from 1 to the window length ${length}`, {
+      hint: 'token 0 has no context to be predicted from; prepend a BOS token to score it',
+    });
+  }
+  const distributions: DistributionMode = options.distributions ?? 'none';
+  if (distributions !== 'none' && distributions !== 'topk' && distributions !== 'full') {
+    throw new PolyquantError(ERROR_CODES.USAGE, `distributions is ${JSON.stringify(distributions)}; expected none, topk or full`);
+  }
+  const topK = options.topK ?? DEFAULT_TOP_K;
+  if (!Number.isSafeInteger(topK) || topK < 1) {
+    throw new PolyquantError(ERROR_CODES.USAGE, `topK is ${topK}; expected a positive integer`);
+  }
+  return { from, distributions, topK };
+}
+
+/** A ScoreResult's arrays for `scored` positions over `vocab` tokens, zeroed, for an engine to fill. */
+export function allocateScoreResult(scored: number, vocab: number, distributions: DistributionMode, topK: number): ScoreResult & { full?: Float32Array; topk?: TopKDistributions } {
+  const tokenLogProbs = new Float64Array(scored);
+  const argmax = new Int32Array(scored);
+  const full = distributions === 'full' ? new Float32Array(scored * vocab) : undefined;
+  const k = Math.min(topK, vocab);
+  const topk: TopKDistributions | undefined =
+    distributions === 'topk'
+      ? { k, ids: new Int32Array(scored * k), logProbs: new Float32Array(scored * k), restLogMass: new Float32Array(scored) }
+      : undefined;
+  return { tokenLogProbs, argmax, ...(full && { full }), ...(topk && { topk }) };
 }

@@ -47,7 +47,7 @@ import type { Llama, LlamaContext, LlamaContextSequence, LlamaModel, Token } fro
 import { type GgufHeader, readGgufHeader } from '../../converters/gguf/format.js';
 import { ERROR_CODES, PolyquantError } from '../../errors.js';
 import { ioError, withFile } from '../../io/file.js';
-import type { DistributionMode, Engine, ScoreOptions, ScoreResult, TopKDistributions } from '../engine.js';
+import { allocateScoreResult, type DistributionMode, type Engine, resolveScoreOptions, type ScoreOptions, type ScoreResult, } from '../engine.js';
 import { rowMaximum, topKOfRow } from './reference-math.js';
 
 export type LlamaCppDevice = 'auto' | 'cpu' | 'gpu';
@@ -75,7 +75,6 @@ export interface LlamaCppEngine extends Engine {
   readonly trainContextLength: number | undefined;
 }
 
-const DEFAULT_TOP_K = 32;
 /** log of float32's smallest subnormal (2⁻¹⁴⁹): what a probability the addon rounded to 0 is reported as. */
 export const LOG_PROB_FLOOR = Math.log(2 ** -149);
 /** The full, untruncated distribution at temperature 1 (specs/runtimes.md §2). */
@@ -270,20 +269,7 @@ class LlamaCppEngineImpl implements LlamaCppEngine {
   async score(tokens: Int32Array, options: ScoreOptions = {}): Promise<ScoreResult> {
     this.checkOpen();
     this.checkTokens(tokens, 'the window', this.contextLength);
-    const from = options.from ?? 1;
-    if (!Number.isSafeInteger(from) || from < 1 || from > tokens.length) {
-      throw new PolyquantError(ERROR_CODES.USAGE, `from is ${from}; expected an integer from 1 to the window length ${tokens.length}`, {
-        hint: 'token 0 has no context to be predicted from; prepend a BOS token to score it',
-      });
-    }
-    const distributions: DistributionMode = options.distributions ?? 'none';
-    if (distributions !== 'none' && distributions !== 'topk' && distributions !== 'full') {
-      throw new PolyquantError(ERROR_CODES.USAGE, `distributions is ${JSON.stringify(distributions)}; expected none, topk or full`);
-    }
-    const topK = options.topK ?? DEFAULT_TOP_K;
-    if (!Number.isSafeInteger(topK) || topK < 1) {
-      throw new PolyquantError(ERROR_CODES.USAGE, `topK is ${topK}; expected a positive integer`);
-    }
+    const { from, distributions, topK } = resolveScoreOptions(options, tokens.length);
     return this.enqueue(() => this.runScore(tokens, from, distributions, topK));
   }
 
@@ -325,15 +311,9 @@ class LlamaCppEngineImpl implements LlamaCppEngine {
   private async runScore(tokens: Int32Array, from: number, distributions: DistributionMode, topK: number): Promise<ScoreResult> {
     const vocab = this.vocabSize;
     const scored = tokens.length - from;
-    const tokenLogProbs = new Float64Array(scored);
-    const argmax = new Int32Array(scored);
-    const full = distributions === 'full' ? new Float32Array(scored * vocab) : undefined;
-    const k = Math.min(topK, vocab);
-    const topk: TopKDistributions | undefined =
-      distributions === 'topk'
-        ? { k, ids: new Int32Array(scored * k), logProbs: new Float32Array(scored * k), restLogMass: new Float32Array(scored) }
-        : undefined;
-    if (scored === 0) return { tokenLogProbs, argmax, ...(full && { full }), ...(topk && { topk }) };
+    const result = allocateScoreResult(scored, vocab, distributions, topK);
+    const { tokenLogProbs, argmax, full, topk } = result;
+    if (scored === 0) return result;
     // Inputs are tokens 0 … n − 2 (the last token is only a target); distributions at from − 1 … n − 2.
     const input: EvaluationInput = [];
     for (let i = 0; i < tokens.length - 1; i += 1) {
@@ -348,7 +328,7 @@ class LlamaCppEngineImpl implements LlamaCppEngine {
       argmax[index] = rowMaximum(row, 0, vocab).argmax;
       if (topk !== undefined) {
         this.keptScratch ??= new Uint8Array(vocab);
-        topk.restLogMass[index] = topKOfRow(row, 0, vocab, k, 0, topk.ids, topk.logProbs, index * k, this.keptScratch);
+        topk.restLogMass[index] = topKOfRow(row, 0, vocab, topk.k, 0, topk.ids, topk.logProbs, index * topk.k, this.keptScratch);
       }
     }
     return { tokenLogProbs, argmax, ...(full && { full }), ...(topk && { topk }) };

@@ -6,7 +6,7 @@
  * see reference-wasm.ts for the summation order that makes every result independent of how a sequence
  * is split into steps or continued from the KV cache.
  */
-import type { DistributionMode, ScoreResult, TopKDistributions } from '../engine.js';
+import { allocateScoreResult, type DistributionMode, type ScoreResult, } from '../engine.js';
 import type { LayerOffsets, ModelLayout, WorkspaceOffsets } from './reference-layout.js';
 import { applyGelu, applyRotary, layerNormRow, rotaryTables, rowMaximum, topKOfRow } from './reference-math.js';
 import { MatrixKernels, type WasmMemory } from './reference-wasm.js';
@@ -54,15 +54,9 @@ export class ReferenceRunner {
     const { tokens, from, distributions, topK } = request;
     const { vocab } = this.layout;
     const scored = Math.max(0, tokens.length - from);
-    const tokenLogProbs = new Float64Array(scored);
-    const argmax = new Int32Array(scored);
-    const full = distributions === 'full' ? new Float32Array(scored * vocab) : undefined;
-    const k = Math.min(topK, vocab);
-    const topk: TopKDistributions | undefined =
-      distributions === 'topk'
-        ? { k, ids: new Int32Array(scored * k), logProbs: new Float32Array(scored * k), restLogMass: new Float32Array(scored) }
-        : undefined;
-    if (scored === 0) return { tokenLogProbs, argmax, ...(full && { full }), ...(topk && { topk }) };
+    const result = allocateScoreResult(scored, vocab, distributions, topK);
+    const { tokenLogProbs, argmax, full, topk } = result;
+    if (scored === 0) return result;
 
     const floats = this.floats;
     const sink: RowSink = (position, logitsOffset) => {
@@ -76,7 +70,7 @@ export class ReferenceRunner {
       }
       if (topk !== undefined) {
         this.keptScratch ??= new Uint8Array(vocab);
-        topk.restLogMass[index] = topKOfRow(floats, logitsOffset, vocab, k, summary.logSumExp, topk.ids, topk.logProbs, index * k, this.keptScratch);
+        topk.restLogMass[index] = topKOfRow(floats, logitsOffset, vocab, topk.k, summary.logSumExp, topk.ids, topk.logProbs, index * topk.k, this.keptScratch);
       }
     };
     // The last token is only ever a target: positions 0 … n − 2 are the inputs.

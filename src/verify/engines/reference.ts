@@ -22,7 +22,7 @@ import type { NeoXConfig } from '../../arch/gpt-neox.js';
 import { ERROR_CODES, PolyquantError } from '../../errors.js';
 import { type Checkpoint, readCheckpoint } from '../../readers/checkpoint.js';
 import { loadTokenizer, type TextTokenizer } from '../../readers/tokenizer.js';
-import type { DistributionMode, Engine, ScoreOptions, ScoreResult } from '../engine.js';
+import { type Engine, resolveScoreOptions, type ScoreOptions, type ScoreResult } from '../engine.js';
 import { allocateMemory, loadWeights, type ModelLayout, planLayout, type WeightTransform } from './reference-layout.js';
 import { ReferenceRunner } from './reference-runner.js';
 import type { WasmMemory } from './reference-wasm.js';
@@ -58,7 +58,6 @@ export interface ReferenceEngine extends Engine {
   logits(tokens: Int32Array): Promise<Float32Array>;
 }
 
-const DEFAULT_TOP_K = 32;
 const MAX_THREADS = 64;
 const DEFAULT_MAX_THREADS = 8;
 /** Past this the KV caches alone run to gigabytes on small models and positions lose float32 precision. */
@@ -262,20 +261,7 @@ class ReferenceEngineImpl implements ReferenceEngine {
   async score(tokens: Int32Array, options: ScoreOptions = {}): Promise<ScoreResult> {
     this.checkOpen();
     this.checkTokens(tokens, 'the window');
-    const from = options.from ?? 1;
-    if (!Number.isSafeInteger(from) || from < 1 || from > tokens.length) {
-      throw new PolyquantError(ERROR_CODES.USAGE, `from is ${from}; expected an integer from 1 to the window length ${tokens.length}`, {
-        hint: 'token 0 has no context to be predicted from; prepend a BOS token to score it',
-      });
-    }
-    const distributions: DistributionMode = options.distributions ?? 'none';
-    if (distributions !== 'none' && distributions !== 'topk' && distributions !== 'full') {
-      throw new PolyquantError(ERROR_CODES.USAGE, `distributions is ${JSON.stringify(distributions)}; expected none, topk or full`);
-    }
-    const topK = options.topK ?? DEFAULT_TOP_K;
-    if (!Number.isSafeInteger(topK) || topK < 1) {
-      throw new PolyquantError(ERROR_CODES.USAGE, `topK is ${topK}; expected a positive integer`);
-    }
+    const { from, distributions, topK } = resolveScoreOptions(options, tokens.length);
     const response = await this.executor.submit({ kind: 'score', tokens, from, distributions, topK });
     return response.score as ScoreResult;
   }
