@@ -9,7 +9,7 @@ export function renderDemo(result: DemoResult): string {
     row.type,
     formatBytes(row.fileBytes),
     `${row.baselinePpl.toFixed(3)} → ${row.candidatePpl.toFixed(3)}`,
-    `${row.deltaPplPct >= 0 ? '+' : ''}${row.deltaPplPct.toFixed(3)}%`,
+    `${row.deltaPplPct.toFixed(3) === '-0.000' ? '+0.000' : `${row.deltaPplPct >= 0 ? '+' : ''}${row.deltaPplPct.toFixed(3)}`}%`,
     row.kldMean === null ? '-' : row.kldMean.toExponential(2),
     `${(100 * row.top1).toFixed(2)}%`,
     `${row.engine}/${row.device}`,
