@@ -3,6 +3,7 @@ import { PolyquantError } from '../src/errors.js';
 import { quantizeRows } from '../src/quant/api.js';
 import type { GgmlTypeName } from '../src/quant/ggml-types.js';
 import { QuantPool } from '../src/quant/pool.js';
+import { type StoredRows, widenInto } from '../src/tensor/widen.js';
 import { mulberry32 } from './helpers/safetensors-fixtures.js';
 
 function normalRows(rows: number, nPerRow: number, seed: number): Float32Array {
@@ -80,5 +81,30 @@ describe('the quantization worker pool', () => {
     const attempt = collect(pool.quantizeStream({ scheme: 'Q4_K', nPerRow: 100, tensor: 'blk.0.ffn_up.weight' }, [new Float32Array(100)]));
     await expect(attempt).rejects.toBeInstanceOf(PolyquantError);
     await expect(attempt).rejects.toThrow(/blk\.0\.ffn_up\.weight.*multiple of its block size 256/);
+  });
+});
+
+describe('the pool with rows as the checkpoint stores them', () => {
+  it('widens fp16 and bf16 rows on its threads to the same bytes as float32 input', async () => {
+    const nPerRow = 256;
+    const rows = 24;
+    const halves = new Uint16Array(rows * nPerRow);
+    const random = mulberry32(11);
+    // Finite halves and bf16 values (exponent below all-ones), so both readings are ordinary numbers.
+    for (let i = 0; i < halves.length; i += 1) halves[i] = Math.floor(random() * 0x7800) | (random() < 0.5 ? 0x8000 : 0);
+    for (const dtype of ['F16', 'BF16'] as const) {
+      const floats = widenInto(new Uint8Array(halves.buffer), dtype, new Float32Array(halves.length), undefined);
+      const expected = Buffer.from(quantizeRows('Q4_K', floats, nPerRow));
+      for (const pool of pools) {
+        const stored = function* (): Iterable<StoredRows> {
+          for (let row = 0; row < rows; row += 5) {
+            const part = halves.slice(row * nPerRow, Math.min(rows, row + 5) * nPerRow);
+            yield { dtype, bytes: new Uint8Array(part.buffer) };
+          }
+        };
+        const actual = await collect(pool.quantizeStream({ scheme: 'Q4_K', nPerRow }, stored()));
+        expect(actual.equals(expected), `${dtype}, ${pool.workers} workers`).toBe(true);
+      }
+    }
   });
 });
