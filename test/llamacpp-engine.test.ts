@@ -244,3 +244,35 @@ describe.skipIf(!HAS_SHARED)('the llamacpp engine against the reference on polyg
     });
   }
 });
+
+describe.skipIf(!HAS_SHARED)('the llamacpp engine reads distributions through the addon and the public path alike', () => {
+  it('gives identical log-probabilities, argmax and continuation sums on polyglot-ko-tiny f16', async () => {
+    const dir = tempDir('polyquant-llamacpp-paths-');
+    try {
+      const file = join(dir.path, 'f16.gguf');
+      await convertToGguf(POLYGLOT_TINY_DIR, { type: 'f16', out: file });
+      const fast = await createLlamaCppEngine(file, { device: 'cpu', contextLength: 128 });
+      const previous = process.env['POLYQUANT_LLAMACPP_PATH'];
+      process.env['POLYQUANT_LLAMACPP_PATH'] = 'public';
+      const slow = await createLlamaCppEngine(file, { device: 'cpu', contextLength: 128 }).finally(() => {
+        if (previous === undefined) delete process.env['POLYQUANT_LLAMACPP_PATH'];
+        else process.env['POLYQUANT_LLAMACPP_PATH'] = previous;
+      });
+      try {
+        expect(fast.distributionPath).toBe('addon');
+        expect(slow.distributionPath).toBe('public');
+        const tokens = fast.tokenize('오늘은 아침부터 비가 내렸다. 우산을 챙겨 집을 나섰지만 바람이 세서 옷이 조금 젖었다.');
+        const [a, b] = [await fast.score(tokens, { distributions: 'full' }), await slow.score(tokens, { distributions: 'full' })];
+        expect(Buffer.from(a.full!.buffer).equals(Buffer.from(b.full!.buffer))).toBe(true);
+        expect(Array.from(a.tokenLogProbs)).toEqual(Array.from(b.tokenLogProbs));
+        expect(Array.from(a.argmax)).toEqual(Array.from(b.argmax));
+        const continuations = [tokens.subarray(5, 9), tokens.subarray(9, 10)];
+        expect(await fast.scoreContinuations(tokens.subarray(0, 5), continuations)).toEqual(await slow.scoreContinuations(tokens.subarray(0, 5), continuations));
+      } finally {
+        await Promise.all([fast.close(), slow.close()]);
+      }
+    } finally {
+      dir.remove();
+    }
+  });
+});

@@ -16,15 +16,20 @@
  *   (~20 ms per position; 25–40 s when the machine is busy): about 18 ms per position building the addon's
  *   array, 3 ms reviving the Map, 0.6 ms for our pass from the Map to a Float32Array row. The cost is
  *   per position × vocabulary and lands on the JS thread, so more llama.cpp threads do not shrink it.
- * - Alternatives measured or read and rejected: calling the addon's `sampleToken` through the private
- *   `_ctx` / `_decodeTokens` skips only the Map (~15 %) and ties us to internals that change between
- *   releases; `generateNext.confidence` and `token` are cheap (~1–3 ms per position) but give only the
+ * - Alternatives measured or read and rejected: `generateNext.confidence` and `token` are cheap (~1–3 ms per position) but give only the
  *   sampled token's probability, never the target's; top-k sampling renormalises over the kept k (the
  *   normaliser is lost, and most targets of a weak model fall outside any small k); embedding contexts give
  *   hidden states, and computing the output head ourselves would no longer test llama.cpp's head.
- * - So: the public `controlledEvaluate`, the whole window in one call and one batch (batchSize =
- *   contextLength), distributions requested only at positions from − 1 … n − 2 (the last token is never an
- *   input we need), each Map read once into a Float32Array row. Requests run one at a time on one
+ * - So: the whole window in one call and one batch (batchSize = contextLength), distributions requested
+ *   only at positions from − 1 … n − 2 (the last token is never an input we need). By default through the
+ *   same internals `controlledEvaluate` runs — the sequence's `_decodeTokens` and the addon's
+ *   `sampleToken`, same sampler configuration — reading the addon's flat [token, p, …] array straight into
+ *   a Float32Array row instead of reviving a Map first: 29.8 → ~20 ms per position on polyglot-ko-tiny
+ *   (the Map and its garbage were a third of it). node-llama-cpp is pinned (3.21.1); if those internals
+ *   are missing, or with POLYQUANT_LLAMACPP_PATH=public, the public `controlledEvaluate` is used. A test
+ *   holds both paths to identical numbers. Sampling positions concurrently on several samplers gained
+ *   only ~10 % more (the array building in the addon's completion callback runs on the JS thread) and
+ *   would have llama.cpp sample one context from several threads, so it is not done. Requests run one at a time on one
  *   sequence (`parallelism` 1). The one large win found is the thread count: node-llama-cpp's CPU default
  *   is max(4, math cores), and 4 threads on 2 cores made every llama.cpp op barrier wait on a descheduled
  *   thread (a 4-token decode took 1–4 s instead of 4 ms; KOBEST continuations ~25× slower), so the
@@ -73,6 +78,8 @@ export interface LlamaCppEngine extends Engine {
   readonly gpu: string | undefined;
   /** The GGUF's `<arch>.context_length` (the length it was trained on), when it has one. */
   readonly trainContextLength: number | undefined;
+  /** How distributions are read: `addon` (the flat arrays, faster) or `public` (controlledEvaluate's Maps). */
+  readonly distributionPath: 'addon' | 'public';
 }
 
 /** log of float32's smallest subnormal (2⁻¹⁴⁹): what a probability the addon rounded to 0 is reported as. */
@@ -227,13 +234,119 @@ export async function createLlamaCppEngine(ggufPath: string, options: LlamaCppEn
     throw new PolyquantError(ERROR_CODES.LIMIT, `llama.cpp gave a context of ${context.contextSize} tokens for the ${contextLength} asked for`, { file });
   }
   const gpu = llama.gpu !== false && model.gpuLayers > 0 ? llama.gpu : undefined;
-  return new LlamaCppEngineImpl(file, model, context, context.getSequence(), contextLength, facts.vocabSize, gpu, facts.trainContextLength);
+  const sequence = context.getSequence();
+  const evaluator = createEvaluator(llama, model, context, sequence);
+  return new LlamaCppEngineImpl(file, model, context, sequence, evaluator, contextLength, facts.vocabSize, gpu, facts.trainContextLength);
 }
 
 type EvaluationInput = Parameters<LlamaContextSequence['controlledEvaluate']>[0];
-type EvaluationOutput = Awaited<ReturnType<LlamaContextSequence['controlledEvaluate']>>;
 
 const DISTRIBUTION_REQUEST = { generateNext: { probabilities: true, options: FULL_DISTRIBUTION } } as const;
+
+/**
+ * One position's next-token distribution as node-llama-cpp hands it over: a Map from the public
+ * `controlledEvaluate`, or the addon's flat [token, probability, token, probability, …] array.
+ */
+type Distribution = ReadonlyMap<Token, number> | readonly number[];
+
+/** Decodes tokens after what the sequence holds, returning the distributions at the input indexes asked for. */
+interface Evaluator {
+  readonly kind: 'addon' | 'public';
+  evaluate(tokens: readonly Token[], wanted: readonly boolean[]): Promise<(Distribution | undefined)[]>;
+  dispose(): void;
+}
+
+/** The public path: `controlledEvaluate` with `probabilities` at the wanted positions. */
+function publicEvaluator(sequence: LlamaContextSequence): Evaluator {
+  return {
+    kind: 'public',
+    async evaluate(tokens, wanted) {
+      const input: EvaluationInput = tokens.map((token, i) => (wanted[i] ? [token, DISTRIBUTION_REQUEST] : token));
+      const output = await sequence.controlledEvaluate(input);
+      return tokens.map((_, i) => output[i]?.next?.probabilities);
+    },
+    dispose() {},
+  };
+}
+
+/**
+ * node-llama-cpp 3.21.1 internals the addon path uses (all marked @internal there): the sequence's
+ * `_decodeTokens` (what `controlledEvaluate` runs, with a callback per position whose logits were kept,
+ * while the batch's logits are still in the context), the context's addon handle `_ctx.sampleToken`, and
+ * the addon's `AddonSampler`.
+ */
+interface AddonInternals {
+  readonly sequence: {
+    _decodeTokens(
+      tokens: Token[],
+      logits: boolean[],
+      evaluationPriority: undefined,
+      tokenMeter: unknown,
+      contextShift: unknown,
+      mapper: (batchLogitIndex: number, tokenIndex: number) => unknown,
+    ): Promise<unknown[]>;
+    _resolveSamplerConfig(options: typeof FULL_DISTRIBUTION): unknown;
+    _tokenMeter: unknown;
+    _contextShift: { size: unknown; strategy: unknown };
+  };
+  readonly addonContext: { sampleToken(batchLogitIndex: number, sampler: unknown, probabilities: true, confidence: false): Promise<[number, number[]?]> };
+  readonly newSampler: () => { applyConfig(config: unknown): void; dispose(): void };
+}
+
+function addonInternals(llama: Llama, model: LlamaModel, context: LlamaContext, sequence: LlamaContextSequence): AddonInternals | undefined {
+  const seq = sequence as unknown as Partial<AddonInternals['sequence']>;
+  const addonContext = (context as unknown as { _ctx?: Partial<AddonInternals['addonContext']> })._ctx;
+  const Sampler = (llama as unknown as { _bindings?: { AddonSampler?: new (model: unknown) => ReturnType<AddonInternals['newSampler']> } })._bindings?.AddonSampler;
+  const addonModel = (model as unknown as { _model?: unknown })._model;
+  if (
+    typeof seq._decodeTokens !== 'function' ||
+    typeof seq._resolveSamplerConfig !== 'function' ||
+    seq._contextShift === undefined ||
+    typeof addonContext?.sampleToken !== 'function' ||
+    typeof Sampler !== 'function' ||
+    addonModel === undefined
+  ) {
+    return undefined;
+  }
+  return {
+    sequence: seq as AddonInternals['sequence'],
+    addonContext: addonContext as AddonInternals['addonContext'],
+    newSampler: () => new Sampler(addonModel),
+  };
+}
+
+/**
+ * The addon path: the same decode and the same addon sampling call `controlledEvaluate` makes, with the
+ * same sampler configuration, but the addon's flat probability array is read directly instead of being
+ * revived into a Map per position — about a third less time per position (BENCHMARKS.md). The output is
+ * the same numbers; test/llamacpp-engine.test.ts holds the two paths to each other.
+ */
+function addonEvaluator(internals: AddonInternals): Evaluator {
+  const { sequence, addonContext } = internals;
+  const sampler = internals.newSampler();
+  sampler.applyConfig(sequence._resolveSamplerConfig(FULL_DISTRIBUTION));
+  return {
+    kind: 'addon',
+    async evaluate(tokens, wanted) {
+      const contextShift = { size: sequence._contextShift.size, strategy: sequence._contextShift.strategy };
+      // The callbacks run one after another, each while the batch's logits are still in the context.
+      const values = await sequence._decodeTokens([...tokens], [...wanted], undefined, sequence._tokenMeter, contextShift, async (batchLogitIndex) => {
+        const [, probabilities] = await addonContext.sampleToken(batchLogitIndex, sampler, true, false);
+        return probabilities;
+      });
+      return tokens.map((_, i) => values[i] as number[] | undefined);
+    },
+    dispose() {
+      sampler.dispose();
+    },
+  };
+}
+
+/** The addon path where node-llama-cpp's internals are as expected, unless POLYQUANT_LLAMACPP_PATH=public. */
+function createEvaluator(llama: Llama, model: LlamaModel, context: LlamaContext, sequence: LlamaContextSequence): Evaluator {
+  const internals = process.env['POLYQUANT_LLAMACPP_PATH'] === 'public' ? undefined : addonInternals(llama, model, context, sequence);
+  return internals === undefined ? publicEvaluator(sequence) : addonEvaluator(internals);
+}
 
 class LlamaCppEngineImpl implements LlamaCppEngine {
   readonly name = 'llamacpp';
@@ -250,6 +363,7 @@ class LlamaCppEngineImpl implements LlamaCppEngine {
     private readonly model: LlamaModel,
     private readonly context: LlamaContext,
     private readonly sequence: LlamaContextSequence,
+    private readonly evaluator: Evaluator,
     readonly contextLength: number,
     readonly vocabSize: number,
     readonly gpu: string | undefined,
@@ -298,6 +412,7 @@ class LlamaCppEngineImpl implements LlamaCppEngine {
     if (this.closed) return;
     this.closed = true;
     await this.queue.catch(() => undefined);
+    this.evaluator.dispose();
     await this.context.dispose();
     await this.model.dispose();
   }
@@ -315,12 +430,8 @@ class LlamaCppEngineImpl implements LlamaCppEngine {
     const { tokenLogProbs, argmax, full, topk } = result;
     if (scored === 0) return result;
     // Inputs are tokens 0 … n − 2 (the last token is only a target); distributions at from − 1 … n − 2.
-    const input: EvaluationInput = [];
-    for (let i = 0; i < tokens.length - 1; i += 1) {
-      const id = tokens[i] as Token;
-      input.push(i >= from - 1 ? [id, DISTRIBUTION_REQUEST] : id);
-    }
-    const output = await this.evaluateFresh(input);
+    const inputs = Array.from(tokens.subarray(0, -1), (id) => id as Token);
+    const output = await this.evaluateFresh(inputs, inputs.map((_, i) => i >= from - 1));
     for (let index = 0; index < scored; index += 1) {
       const row = full === undefined ? this.row : full.subarray(index * vocab, (index + 1) * vocab);
       this.readDistribution(output, from - 1 + index, row);
@@ -339,8 +450,8 @@ class LlamaCppEngineImpl implements LlamaCppEngine {
    * decoded on top of it (all but its last token), read, and erased from the KV cache again.
    */
   private async runContinuations(context: Int32Array, continuations: Int32Array[]): Promise<number[]> {
-    const input: EvaluationInput = Array.from(context, (id, i) => (i === context.length - 1 ? [id as Token, DISTRIBUTION_REQUEST] : (id as Token)));
-    const first = await this.evaluateFresh(input);
+    const inputs = Array.from(context, (id) => id as Token);
+    const first = await this.evaluateFresh(inputs, inputs.map((_, i) => i === context.length - 1));
     this.readDistribution(first, context.length - 1, this.row);
     const afterContext = Float32Array.from(this.row);
     const sums: number[] = [];
@@ -351,8 +462,8 @@ class LlamaCppEngineImpl implements LlamaCppEngine {
       }
       let sum = afterContext[continuation[0] as number] as number;
       if (continuation.length > 1) {
-        const steps: EvaluationInput = Array.from(continuation.subarray(0, -1), (id) => [id as Token, DISTRIBUTION_REQUEST]);
-        const output = await this.evaluate(steps);
+        const steps = Array.from(continuation.subarray(0, -1), (id) => id as Token);
+        const output = await this.evaluate(steps, steps.map(() => true));
         for (let i = 1; i < continuation.length; i += 1) {
           this.readDistribution(output, i - 1, this.row);
           sum += this.row[continuation[i] as number] as number;
@@ -364,29 +475,41 @@ class LlamaCppEngineImpl implements LlamaCppEngine {
     return sums;
   }
 
-  private async evaluateFresh(input: EvaluationInput): Promise<EvaluationOutput> {
+  private async evaluateFresh(tokens: readonly Token[], wanted: readonly boolean[]): Promise<(Distribution | undefined)[]> {
     await this.sequence.clearHistory();
-    return this.evaluate(input);
+    return this.evaluate(tokens, wanted);
   }
 
-  private async evaluate(input: EvaluationInput): Promise<EvaluationOutput> {
+  private async evaluate(tokens: readonly Token[], wanted: readonly boolean[]): Promise<(Distribution | undefined)[]> {
     try {
-      return await this.sequence.controlledEvaluate(input);
+      return await this.evaluator.evaluate(tokens, wanted);
     } catch (error) {
-      throw new PolyquantError(ERROR_CODES.IO, `llama.cpp failed to evaluate ${input.length} tokens: ${message(error)}`, { file: this.path, cause: error });
+      throw new PolyquantError(ERROR_CODES.IO, `llama.cpp failed to evaluate ${tokens.length} tokens: ${message(error)}`, { file: this.path, cause: error });
     }
+  }
+
+  /** The path distributions are read by (`addon`, or `public` where node-llama-cpp's internals differ). */
+  get distributionPath(): 'addon' | 'public' {
+    return this.evaluator.kind;
   }
 
   /** Log-probabilities of the distribution at `index` of `output` into `row` (vocabSize entries). */
-  private readDistribution(output: EvaluationOutput, index: number, row: Float32Array): void {
-    const probabilities = output[index]?.next?.probabilities;
-    if (probabilities === undefined || probabilities.size !== this.vocabSize) {
+  private readDistribution(output: readonly (Distribution | undefined)[], index: number, row: Float32Array): void {
+    const distribution = output[index];
+    const size = distribution === undefined ? 0 : distribution instanceof Map ? distribution.size : (distribution as readonly number[]).length / 2;
+    if (distribution === undefined || size !== this.vocabSize) {
       throw new Error(
-        `node-llama-cpp returned ${probabilities === undefined ? 'no distribution' : `a distribution over ${probabilities.size} tokens`} at input ${index}; expected all ${this.vocabSize}`,
+        `node-llama-cpp returned ${distribution === undefined ? 'no distribution' : `a distribution over ${size} tokens`} at input ${index}; expected all ${this.vocabSize}`,
       );
     }
-    for (const [id, probability] of probabilities) {
-      row[id] = probability > 0 ? Math.log(probability) : LOG_PROB_FLOOR;
+    if (distribution instanceof Map) {
+      for (const [id, probability] of distribution) row[id] = probability > 0 ? Math.log(probability) : LOG_PROB_FLOOR;
+      return;
+    }
+    const pairs = distribution as readonly number[];
+    for (let i = 0; i < pairs.length; i += 2) {
+      const probability = pairs[i + 1] as number;
+      row[pairs[i] as number] = probability > 0 ? Math.log(probability) : LOG_PROB_FLOOR;
     }
   }
 
