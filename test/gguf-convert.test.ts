@@ -12,7 +12,7 @@ import {
   restoreQkvRows,
   roleOfGgufName,
 } from '../src/converters/gguf/names.js';
-import { qkvRowChunks } from '../src/converters/gguf/source-rows.js';
+import { storedQkvRowChunks, widenChunks } from '../src/converters/gguf/source-rows.js';
 import { GGUF_TOKEN_TYPES, ggufTokenizerMetadata } from '../src/converters/gguf/tokenizer-metadata.js';
 import { PolyquantError } from '../src/errors.js';
 import { quantizeRows } from '../src/quant/api.js';
@@ -412,8 +412,8 @@ describe('the QKV reorder', () => {
     };
     const expected = reorderQkvByHand(await hfFloats(tensor), 4, 16, 64);
     for (const blocks of [1, 5, 12, 100]) {
-      const positioned = await collect(qkvRowChunks(tensor, { numHeads: 4, headDim: 16 }, blocks));
-      const passes = await collect(qkvRowChunks(opaque, { numHeads: 4, headDim: 16 }, blocks));
+      const positioned = await collect(widenChunks(storedQkvRowChunks(tensor, { numHeads: 4, headDim: 16 }, blocks), tensor.name));
+      const passes = await collect(widenChunks(storedQkvRowChunks(opaque, { numHeads: 4, headDim: 16 }, blocks), opaque.name));
       expect(sameBits(positioned.values, expected), `${blocks} blocks per chunk`).toBe(true);
       expect(sameBits(passes.values, expected), `${blocks} blocks per chunk`).toBe(true);
       expect(positioned.sizes).toEqual(passes.sizes);

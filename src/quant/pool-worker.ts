@@ -2,8 +2,7 @@
 import { Piscina } from 'piscina';
 import { PolyquantError } from '../errors.js';
 import { quantizeRows } from './api.js';
-import { DTYPES } from '../tensor/dtype.js';
-import { type StoredRows, widenInto } from '../tensor/widen.js';
+import { type StoredRows, widenRows } from '../tensor/widen.js';
 import type { GgmlTypeName } from './ggml-types.js';
 
 export interface QuantTask {
@@ -21,13 +20,12 @@ export interface QuantTaskFailure {
 }
 
 /** This thread's widening buffer, reused across tasks (grown to the largest chunk seen). */
-let widened = new Float32Array(0);
+let widened: Float32Array = new Float32Array(0);
 
 function floatsOf(src: Float32Array | StoredRows, tensor: string | undefined): Float32Array {
-  if (src instanceof Float32Array) return src;
-  const count = src.bytes.length / DTYPES[src.dtype].bytes;
-  if (widened.length < count) widened = new Float32Array(count);
-  return widenInto(src.bytes, src.dtype, widened.subarray(0, count), tensor);
+  const floats = widenRows(src, tensor, widened);
+  if (floats !== src && floats.buffer !== widened.buffer) widened = floats;
+  return floats;
 }
 
 export default function quantizeTask(task: QuantTask): unknown {

@@ -9,8 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { Piscina } from 'piscina';
 import { ERROR_CODES, PolyquantError } from '../errors.js';
 import { quantizeRows } from './api.js';
-import { DTYPES } from '../tensor/dtype.js';
-import { type StoredRows, widenInto } from '../tensor/widen.js';
+import { type StoredRows, widenRows } from '../tensor/widen.js';
 import type { GgmlTypeName } from './ggml-types.js';
 import type { QuantTask, QuantTaskFailure } from './pool-worker.js';
 
@@ -67,8 +66,7 @@ export class QuantPool {
   /** Quantizes one chunk of whole rows. The chunk's buffer is transferred to the worker (do not reuse it). */
   async quantize(job: QuantChunkJob, src: RowChunk): Promise<Uint8Array> {
     if (this.piscina === undefined) {
-      const floats = src instanceof Float32Array ? src : widenInto(src.bytes, src.dtype, new Float32Array(src.bytes.length / DTYPES[src.dtype].bytes), job.tensor);
-      return quantizeRows(job.scheme, floats, job.nPerRow, { importance: job.importance, tensor: job.tensor });
+      return quantizeRows(job.scheme, widenRows(src, job.tensor), job.nPerRow, { importance: job.importance, tensor: job.tensor });
     }
     const task: QuantTask = {
       scheme: job.scheme,

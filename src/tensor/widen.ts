@@ -35,3 +35,14 @@ export function widenInto(bytes: Uint8Array, dtype: DType, out: Float32Array, te
       throw new PolyquantError(ERROR_CODES.UNSUPPORTED, `dtype ${dtype} cannot be widened to float32 weights`, { tensor });
   }
 }
+
+/**
+ * Rows as float32: a Float32Array as it is; stored rows widened into `scratch` when it is long enough
+ * (a view of it), else into a fresh array.
+ */
+export function widenRows(rows: Float32Array | StoredRows, tensor: string | undefined, scratch?: Float32Array): Float32Array {
+  if (rows instanceof Float32Array) return rows;
+  const count = rows.bytes.length / DTYPES[rows.dtype].bytes;
+  const out = scratch !== undefined && scratch.length >= count ? scratch.subarray(0, count) : new Float32Array(count);
+  return widenInto(rows.bytes, rows.dtype, out, tensor);
+}

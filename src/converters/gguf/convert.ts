@@ -20,7 +20,7 @@ import { type Checkpoint, readCheckpoint, type WeightsPreference } from '../../r
 import type { TensorRef } from '../../readers/tensor-ref.js';
 import { type GgufKV, type GgufTensorToWrite, planGguf, writeGguf } from './format.js';
 import { compareLlamaQuantizeOrder, ggufShape, ggufTensorName, type QkvLayout, reorderQkvRows } from './names.js';
-import { floatRowChunks, qkvRowChunks, readAsF32, storedQkvRowChunks, storedRowChunks } from './source-rows.js';
+import { readAsF32, storedQkvRowChunks, storedRowChunks, widenChunks } from './source-rows.js';
 import { ggufTokenizerMetadata } from './tokenizer-metadata.js';
 
 /** GGUF `general.architecture` for GPT-NeoX (src/llama-arch.cpp LLM_ARCH_NAMES). */
@@ -275,7 +275,7 @@ async function measureErrors(
         }
       };
       const importance = options.imatrix?.get(job.name);
-      for await (const bytes of pool.quantizeStream({ scheme: job.type, nPerRow: rowLength, importance, tensor: job.name }, kept(sourceChunks(job, config)))) {
+      for await (const bytes of pool.quantizeStream({ scheme: job.type, nPerRow: rowLength, importance, tensor: job.name }, kept(floatChunks(job, config)))) {
         const original = originals.shift() as Float32Array;
         stats.add(original, dequantizeRows(job.type, bytes, rowLength, { tensor: job.name }));
         done += bytes.length;
@@ -289,26 +289,27 @@ async function measureErrors(
   return measured;
 }
 
-/** A tensor's float32 rows in GGUF order (QKV reordered), chunk by chunk. */
-function sourceChunks(job: TensorJob, config: NeoXConfig): AsyncIterable<Float32Array> {
+/**
+ * A tensor's rows in GGUF order (QKV reordered), chunk by chunk: as stored for the pool, whose threads
+ * widen them (`owned`: each chunk in its own buffer, to be transferred), or widened here to float32.
+ */
+function sourceChunks(job: TensorJob, config: NeoXConfig, owned: boolean): AsyncIterable<RowChunk> {
   const rowLength = job.ne[0] ?? 1;
   const layout: QkvLayout = { numHeads: config.numHeads, headDim: config.headDim };
-  if (job.role === 'qkv-weight') return qkvRowChunks(job.tensor, layout, CHUNK_ELEMENTS / (layout.headDim * rowLength));
+  if (job.role === 'qkv-weight') return storedQkvRowChunks(job.tensor, layout, CHUNK_ELEMENTS / (layout.headDim * rowLength));
   if (job.ne.length === 1) return oneChunk(job.tensor, job.role === 'qkv-bias' ? layout : undefined);
-  return floatRowChunks(job.tensor, Math.max(1, Math.floor(CHUNK_ELEMENTS / rowLength)));
+  return storedRowChunks(job.tensor, Math.max(1, Math.floor(CHUNK_ELEMENTS / rowLength)), { reuseBuffer: !owned });
+}
+
+/** A tensor's rows in GGUF order as fresh float32 chunks. */
+function floatChunks(job: TensorJob, config: NeoXConfig): AsyncIterable<Float32Array> {
+  return widenChunks(sourceChunks(job, config, false), job.name);
 }
 
 /** One tensor's bytes in its GGUF type, chunk by chunk. */
 function encodeTensor(job: TensorJob, config: NeoXConfig, pool: QuantPool, importance: Float32Array | undefined): AsyncIterable<Uint8Array> {
-  const rowLength = job.ne[0] ?? 1;
-  if (job.type === 'F32') return asBytes(sourceChunks(job, config));
-  // Rows go to the pool as stored; its threads widen them.
-  const layout: QkvLayout = { numHeads: config.numHeads, headDim: config.headDim };
-  let source: AsyncIterable<RowChunk>;
-  if (job.role === 'qkv-weight') source = storedQkvRowChunks(job.tensor, layout, CHUNK_ELEMENTS / (layout.headDim * rowLength));
-  else if (job.ne.length === 1) source = oneChunk(job.tensor, job.role === 'qkv-bias' ? layout : undefined);
-  else source = storedRowChunks(job.tensor, Math.max(1, Math.floor(CHUNK_ELEMENTS / rowLength)));
-  return pool.quantizeStream({ scheme: job.type, nPerRow: rowLength, importance, tensor: job.name }, source);
+  if (job.type === 'F32') return asBytes(floatChunks(job, config));
+  return pool.quantizeStream({ scheme: job.type, nPerRow: job.ne[0] ?? 1, importance, tensor: job.name }, sourceChunks(job, config, true));
 }
 
 /** A 1-D tensor (norm, bias) whole; the fused QKV bias reordered like the weight's rows. */

@@ -7,48 +7,35 @@
 import { ERROR_CODES, PolyquantError } from '../../errors.js';
 import { SyncFileReader } from '../../io/file.js';
 import { FileRangeTensor, rowLayout, type TensorRef } from '../../readers/tensor-ref.js';
-import { DTYPES } from '../../tensor/dtype.js';
-import { type StoredRows, widenInto } from '../../tensor/widen.js';
+import { type StoredRows, widenRows } from '../../tensor/widen.js';
 import { type QkvLayout, qkvSourceBlock } from './names.js';
 
 /** The whole tensor as float32 (for 1-D tensors: norms and biases). */
 export async function readAsF32(tensor: TensorRef): Promise<Float32Array> {
-  const bytes = await tensor.read();
-  const out = new Float32Array(bytes.length / DTYPES[tensor.dtype].bytes);
-  widenInto(bytes, tensor.dtype, out, tensor.name);
-  return out;
-}
-
-/** Rows of `tensor` in order, `rowsPerChunk` at a time, as stored, each chunk in a fresh buffer. */
-export async function* storedRowChunks(tensor: TensorRef, rowsPerChunk: number): AsyncIterable<StoredRows> {
-  for await (const bytes of tensor.rows(rowsPerChunk)) yield { dtype: tensor.dtype, bytes };
-}
-
-/** Stored chunks widened to fresh Float32Arrays. */
-export async function* widenChunks(chunks: AsyncIterable<StoredRows>, tensor: string): AsyncIterable<Float32Array> {
-  for await (const { dtype, bytes } of chunks) yield widenInto(bytes, dtype, new Float32Array(bytes.length / DTYPES[dtype].bytes), tensor);
-}
-
-/** Rows of `tensor` in order, `rowsPerChunk` at a time, each chunk a fresh Float32Array. */
-export async function* floatRowChunks(tensor: TensorRef, rowsPerChunk: number): AsyncIterable<Float32Array> {
-  const elementBytes = DTYPES[tensor.dtype].bytes;
-  for await (const bytes of tensor.rows(rowsPerChunk, { reuseBuffer: true })) {
-    yield widenInto(bytes, tensor.dtype, new Float32Array(bytes.length / elementBytes), tensor.name);
-  }
+  return widenRows({ dtype: tensor.dtype, bytes: await tensor.read() }, tensor.name);
 }
 
 /**
- * The fused QKV weight's rows in GGUF order ([q|k|v][head][dim]), `blocksPerChunk` head_dim-row blocks per
- * chunk. A contiguous tensor (safetensors, a contiguous .bin storage) is read block by block with
- * positioned reads: GGUF block j = part·n_head + head comes from HF block head·3 + part (names.ts), so
- * memory holds one chunk, never the tensor. Other tensors (strided .bin views) stream three times, once
- * per part, keeping the blocks of that part — still one chunk in memory, at three times the reads.
+ * Rows of `tensor` in order, `rowsPerChunk` at a time, as stored. Each chunk has a fresh buffer unless
+ * `reuseBuffer` (for a consumer that is done with a chunk before asking for the next, as `widenChunks` is).
  */
-export function qkvRowChunks(tensor: TensorRef, layout: QkvLayout, blocksPerChunk: number): AsyncIterable<Float32Array> {
-  return widenChunks(storedQkvRowChunks(tensor, layout, blocksPerChunk), tensor.name);
+export async function* storedRowChunks(tensor: TensorRef, rowsPerChunk: number, options: { reuseBuffer?: boolean } = {}): AsyncIterable<StoredRows> {
+  for await (const bytes of tensor.rows(rowsPerChunk, options)) yield { dtype: tensor.dtype, bytes };
 }
 
-/** qkvRowChunks as stored, each chunk in a fresh buffer. */
+/** Chunks as fresh Float32Arrays (float32 chunks pass through as they are). */
+export async function* widenChunks(chunks: AsyncIterable<Float32Array | StoredRows>, tensor: string): AsyncIterable<Float32Array> {
+  for await (const chunk of chunks) yield widenRows(chunk, tensor);
+}
+
+/**
+ * The fused QKV weight's rows in GGUF order ([q|k|v][head][dim]), as stored, `blocksPerChunk` head_dim-row
+ * blocks per chunk, each chunk in a fresh buffer. A contiguous tensor (safetensors, a contiguous .bin
+ * storage) is read block by block with positioned reads: GGUF block j = part·n_head + head comes from HF
+ * block head·3 + part (names.ts), so memory holds one chunk, never the tensor. Other tensors (strided .bin
+ * views) stream three times, once per part, keeping the blocks of that part — still one chunk in memory,
+ * at three times the reads.
+ */
 export function storedQkvRowChunks(tensor: TensorRef, layout: QkvLayout, blocksPerChunk: number): AsyncIterable<StoredRows> {
   const { rows, rowBytes } = rowLayout(tensor.dtype, tensor.shape);
   if (rows !== 3 * layout.numHeads * layout.headDim) {
