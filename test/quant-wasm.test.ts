@@ -3,6 +3,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { generatedFile, renderGenerated, WASM_ENTRIES } from '../scripts/build-wasm.js';
 import { dequantizeRows, GGML_TYPE_NAMES, GGML_TYPES, type GgmlTypeName, quantizeRows, setKernelBackend } from '../src/quant/index.js';
 import { wasmDequantizer, wasmQuantizer } from '../src/quant/wasm/runtime.js';
+import { describeBlockMismatch } from './helpers/quant-golden.js';
 import { createRandom, floatFromBits, type Random } from './helpers/quant-random.js';
 
 /**
@@ -66,18 +67,6 @@ function hardImportance(random: Random, n: number): Float32Array {
   return w;
 }
 
-function firstDifference(a: Uint8Array, b: Uint8Array, blockBytes: number): string | null {
-  if (a.length !== b.length) return `lengths differ: ${a.length} vs ${b.length}`;
-  for (let i = 0; i < a.length; i++) {
-    if (a[i] !== b[i]) {
-      const block = Math.floor(i / blockBytes);
-      const hex = (bytes: Uint8Array) => Buffer.from(bytes.subarray(block * blockBytes, (block + 1) * blockBytes)).toString('hex');
-      return `first difference in block ${block} (byte ${i}):\n  js   ${hex(a)}\n  wasm ${hex(b)}`;
-    }
-  }
-  return null;
-}
-
 const PORTED = GGML_TYPE_NAMES.filter((name) => wasmQuantizer(GGML_TYPES[name]) !== undefined);
 
 describe('WebAssembly kernels', () => {
@@ -104,7 +93,7 @@ describe('WebAssembly kernels', () => {
           const expected = quantizeRows(scheme, x, n, { importance });
           setKernelBackend('wasm');
           const actual = quantizeRows(scheme, x, n, { importance });
-          const message = firstDifference(expected, actual, info.blockBytes);
+          const message = describeBlockMismatch(`${scheme} (wasm vs js)`, actual, expected, info.blockBytes, n / info.blockElements);
           expect(message, message ?? '').toBeNull();
         }
       });
@@ -138,7 +127,8 @@ describe('WebAssembly kernels', () => {
       setKernelBackend('js');
       const expected = quantizeRows(scheme, x, long);
       setKernelBackend('wasm');
-      expect(firstDifference(expected, quantizeRows(scheme, x, long), info.blockBytes)).toBeNull();
+      const message = describeBlockMismatch(`${scheme} long rows (wasm vs js)`, quantizeRows(scheme, x, long), expected, info.blockBytes, long / info.blockElements);
+      expect(message, message ?? '').toBeNull();
     });
   });
 });
