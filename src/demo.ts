@@ -12,7 +12,11 @@ import { basename, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { convertToGguf } from './converters/gguf/convert.js';
 import { ERROR_CODES, PolyquantError } from './errors.js';
+import { checkOutputFolder } from './io/output.js';
+import { removeStaleTemps, trackTemp } from './io/temp.js';
 import { type GgufFileType, isGgufFileType } from './quant/policy.js';
+import { readCheckpoint } from './readers/checkpoint.js';
+import { readTextFile } from './verify/text.js';
 import type { VerifyReport } from './verify/report.js';
 import type { Thresholds } from './verify/thresholds.js';
 import { verify } from './verify/verify.js';
@@ -27,6 +31,10 @@ const SHARED_MODEL = join(SHARED_DIR, 'fixtures', 'polyglot-ko-tiny');
 const SHARED_TEXT = join(SHARED_DIR, 'data', 'korean-text', 'valid.txt');
 
 export const DEMO_TYPES: readonly GgufFileType[] = ['f16', 'q4_k_m'];
+
+/** The demo's scratch folder in the OS temp folder: `polyquant-demo-<pid>-XXXXXX` (the pid tells a stale one). */
+export const DEMO_SCRATCH_PREFIX = 'polyquant-demo-';
+const DEMO_SCRATCH_PATTERN = /^polyquant-demo-(\d+)-[A-Za-z0-9]{6}$/;
 
 /**
  * Gates per file type. f16 must be indistinguishable from the baseline (the GGUF issue's acceptance:
@@ -115,8 +123,15 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoResult> {
     if (!isGgufFileType(type)) throw new PolyquantError(ERROR_CODES.USAGE, `unknown GGUF type ${JSON.stringify(type)}`, { hint: 'see polyquant convert --help' });
   }
   const say = options.onProgress ?? (() => undefined);
-  const scratch = await mkdtemp(join(tmpdir(), 'polyquant-demo-'));
-  const outDir = options.outDir === undefined ? scratch : resolve(options.outDir);
+  // Every input is checked before the first conversion starts: a missing model or text fails at once.
+  for (const model of models) await readCheckpoint(model);
+  if (options.text !== undefined) await readTextFile(options.text);
+  const keptDir = options.outDir === undefined ? undefined : await checkOutputFolder(options.outDir, '--out');
+  // Scratch folders of demos that were killed before they could clean up: ours by name, process gone.
+  await removeStaleTemps(tmpdir(), DEMO_SCRATCH_PATTERN);
+  const scratch = await mkdtemp(join(tmpdir(), `${DEMO_SCRATCH_PREFIX}${process.pid}-`));
+  const untrack = trackTemp(scratch);
+  const outDir = keptDir ?? scratch;
   try {
     await mkdir(outDir, { recursive: true });
     let text = options.text === undefined ? undefined : resolve(options.text);
@@ -183,5 +198,6 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoResult> {
     };
   } finally {
     await rm(scratch, { recursive: true, force: true });
+    untrack();
   }
 }

@@ -41,7 +41,7 @@ describe('convert --dry-run --error', () => {
   });
 
   it('prints error columns and the worst tensor; refuses --error without --dry-run', async () => {
-    const run = await runCli('convert', FIXTURE_DIR, '--type', 'q4_0', '--dry-run', '--error', '--workers', '0');
+    const run = await runCli('convert', FIXTURE_DIR, '--type', 'q4_0', '--dry-run', '--error', '--workers', '1');
     expect(run.code).toBe(0);
     expect(run.stdout).toMatch(/rmse\s+max \|err\|\s+sqnr dB\s+cosine/);
     expect(run.stdout).toMatch(/^worst {6}blk\.\d\.\w+\.weight \(Q4_0\): SQNR \d+\.\d\d dB/m);

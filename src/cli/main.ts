@@ -2,6 +2,7 @@
  * The command line: each yargs command maps its flags to one library call and picks the exit code
  * (0 ok, 1 a check failed, 2 bad input or usage, 70 an internal error). The library never exits.
  */
+import { stat } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import yargs, { type Argv } from 'yargs';
@@ -10,16 +11,19 @@ import { inspectPath } from '../inspect/index.js';
 import { SYNTH_PRESET_NAMES, SYNTH_PRESETS, type SynthPresetName } from '../synth/presets.js';
 import { isTokenizerDir, SYNTH_DTYPES, SYNTH_FORMATS, type SynthDType, type SynthFormat, synthCheckpoint } from '../synth/synth.js';
 import { convertToGguf } from '../converters/gguf/convert.js';
-import { runDemo } from '../demo.js';
+import { defaultDemoModels, runDemo } from '../demo.js';
 import { readImatrix } from '../converters/gguf/imatrix.js';
 import { writeAtomically } from '../io/file.js';
+import { checkOutputFile, type OutputFile, refuseOverwritingInputs } from '../io/output.js';
+import { modelFolderFiles } from '../readers/checkpoint.js';
 import { GGUF_FILE_TYPE_NAMES } from '../quant/policy.js';
-import { KOBEST_TASK_NAMES, type KobestTaskName } from '../verify/kobest/index.js';
+import { KOBEST_SPLITS, KOBEST_TASK_NAMES, type KobestTaskName, kobestSplitCandidates } from '../verify/kobest/index.js';
 import { PERPLEXITY_PROTOCOLS, type PerplexityProtocol } from '../verify/perplexity.js';
 import { renderMarkdown, renderText } from '../verify/report.js';
 import { parseThreshold } from '../verify/thresholds.js';
 import { DEVICE_NAMES, type DeviceName, ENGINE_NAMES, type EngineName, verify } from '../verify/verify.js';
 import { renderDemo } from './demo-text.js';
+import { attachNegativeValues, integerFlag, MAX_CTX, positiveNumberFlag, shotsFlag, THREAD_FLAG_RANGE } from './flags.js';
 import { table } from './format.js';
 import { renderConversionPlan, renderGgufInspect, renderInspect } from './inspect-text.js';
 import { createCountProgress, createProgress } from './progress.js';
@@ -43,7 +47,7 @@ const SHARED_TOKENIZER_DIR = join(PACKAGE_ROOT, '..', 'shared', 'data', 'polyglo
 
 export async function main(argv: readonly string[], io: CliIO = processIO): Promise<number> {
   let exitCode = 0;
-  const parser = yargs([...argv])
+  const parser = yargs(attachNegativeValues(argv, VALUE_FLAGS))
     .scriptName('polyquant')
     .strict()
     .exitProcess(false)
@@ -86,17 +90,16 @@ export async function main(argv: readonly string[], io: CliIO = processIO): Prom
           .option('preset', { choices: SYNTH_PRESET_NAMES, demandOption: true, describe: 'model to imitate' })
           .option('out', { type: 'string', demandOption: true, describe: 'output folder (created)' })
           .option('format', { choices: SYNTH_FORMATS, default: 'safetensors' as SynthFormat, describe: 'weights to write; both = safetensors shards + one pytorch_model.bin' })
-          .option('seed', { type: 'number', default: 0 })
+          .option('seed', { type: 'string', default: '0', describe: 'non-negative integer' })
           .option('dtype', { choices: SYNTH_DTYPES, default: 'F16' as SynthDType })
-          .option('shard-size', { type: 'number', describe: 'bytes per shard (default: the real repo layout)' })
+          .option('shard-size', { type: 'string', describe: 'bytes per shard (default: the real repo layout)' })
           .option('tokenizer', { type: 'string', describe: 'folder with tokenizer.json to copy (default: ../shared polyglot-ko, else a tiny one)' })
           .option('buffers', { type: 'boolean', default: true, describe: 'save the attention.bias / masked_bias / inv_freq buffers' })
-          .option('force', { type: 'boolean', default: false, describe: 'replace the output folder' }),
+          .option('force', { type: 'boolean', default: false, describe: "replace the output folder, if it holds only synth's own files" }),
       async (args) => {
         const preset = SYNTH_PRESETS[args.preset as SynthPresetName];
-        if (!Number.isSafeInteger(args.seed) || args.seed < 0) {
-          throw new PolyquantError(ERROR_CODES.USAGE, `--seed ${args.seed} is not a non-negative integer`);
-        }
+        const seed = integerFlag('--seed', args.seed, 0, 0xffff_ffff) ?? 0;
+        const shardSize = integerFlag('--shard-size', args['shard-size'], 1);
         let tokenizerDir = args.tokenizer;
         if (tokenizerDir === undefined && preset.realTokenizer && (await isTokenizerDir(SHARED_TOKENIZER_DIR))) {
           tokenizerDir = SHARED_TOKENIZER_DIR;
@@ -106,11 +109,11 @@ export async function main(argv: readonly string[], io: CliIO = processIO): Prom
           config: preset.config,
           out: args.out,
           format: args.format,
-          seed: args.seed,
+          seed,
           dtype: args.dtype,
           // The real repos: ~1 GB safetensors shards, one pytorch_model.bin.
-          shardBytes: args['shard-size'] ?? preset.shardBytes,
-          binShardBytes: args['shard-size'],
+          shardBytes: shardSize ?? preset.shardBytes,
+          binShardBytes: shardSize,
           buffers: args.buffers,
           tokenizerDir,
           force: args.force,
@@ -132,22 +135,31 @@ export async function main(argv: readonly string[], io: CliIO = processIO): Prom
           .option('dry-run', { type: 'boolean', default: false, describe: 'print the plan (tensors, types, bytes) without writing' })
           .option('error', { type: 'boolean', default: false, describe: "with --dry-run: quantize each tensor and report its error (RMSE, max, SQNR, cosine); reads the whole model" })
           .option('weights', { choices: ['auto', 'safetensors', 'bin'] as const, default: 'auto' as const })
-          .option('workers', { type: 'number', describe: 'quantizer threads (default: all cores)' })
+          .option('workers', { type: 'string', describe: `quantizer threads, ${THREAD_FLAG_RANGE.min} to ${THREAD_FLAG_RANGE.max} (default: all cores)` })
+          .option('drop-extra-layers', {
+            type: 'boolean',
+            default: false,
+            describe: 'convert a checkpoint whose weights have more layers than config.json says, keeping only the configured ones (refused otherwise)',
+          })
           .option('imatrix', { type: 'string', describe: "llama.cpp importance matrix (its GGUF or legacy .dat form), as llama-quantize --imatrix" })
           .option('json', { type: 'boolean', default: false, describe: 'print the plan as JSON' }),
       async (args) => {
         const model = resolve(args.model);
         const out = args.out ?? `${model.replace(/[/\\]+$/, '')}-${args.type}.gguf`;
+        const workers = integerFlag('--workers', args.workers, THREAD_FLAG_RANGE.min, THREAD_FLAG_RANGE.max);
         const progress = args['dry-run'] && !args.error ? undefined : createProgress(args['dry-run'] ? 'measuring' : 'converting');
-        const imatrix = args.imatrix === undefined ? undefined : await readImatrix(resolve(args.imatrix));
+        const imatrixPath = args.imatrix === undefined ? undefined : resolve(args.imatrix);
+        const imatrix = imatrixPath === undefined ? undefined : await readImatrix(imatrixPath);
         const plan = await convertToGguf(model, {
           ...(imatrix !== undefined && { imatrix: imatrix.entries }),
+          ...(imatrixPath !== undefined && { inputFiles: [imatrixPath] }),
+          dropExtraLayers: args['drop-extra-layers'],
           type: args.type,
           out,
           weights: args.weights,
           dryRun: args['dry-run'],
           error: args.error,
-          ...(args.workers !== undefined && { workers: args.workers }),
+          ...(workers !== undefined && { workers }),
           onProgress: progress ? (done, total) => progress.update(done, total) : undefined,
         });
         progress?.succeed(plan.out === undefined ? 'measured' : `wrote ${plan.out}`);
@@ -166,16 +178,16 @@ export async function main(argv: readonly string[], io: CliIO = processIO): Prom
           })
           .option('baseline', { type: 'string', demandOption: true, describe: 'model to compare against: an HF folder or a .gguf file' })
           .option('ppl', { type: 'string', array: true, describe: 'UTF-8 text file(s) for perplexity' })
-          .option('ctx', { type: 'number', default: 512, describe: 'window length in tokens' })
+          .option('ctx', { type: 'string', describe: 'window length in tokens (default 512)' })
           .option('protocol', { choices: PERPLEXITY_PROTOCOLS, default: 'windows' as PerplexityProtocol })
-          .option('stride', { type: 'number', describe: 'strided protocol: tokens between windows' })
-          .option('max-windows', { type: 'number', describe: 'score only the first N windows of each text' })
+          .option('stride', { type: 'string', describe: 'strided protocol: tokens between windows' })
+          .option('max-windows', { type: 'string', describe: 'score only the first N windows of each text (N ≥ 1)' })
           .option('kld', { type: 'boolean', default: true, describe: 'compare full next-token distributions (KL divergence)' })
           .option('kobest', { type: 'string', describe: 'KOBEST data folder (JSONL <task>/<split>.jsonl or the official TSVs)' })
           .option('tasks', { type: 'string', describe: `comma-separated: ${KOBEST_TASK_NAMES.join(',')}` })
           .option('shots', { type: 'string', default: '0', describe: 'comma-separated shot counts, e.g. 0,5' })
           .option('split', { choices: ['train', 'validation', 'test', 'test_originated'] as const, default: 'test' as const })
-          .option('limit', { type: 'number', describe: 'first N documents after the shuffle' })
+          .option('limit', { type: 'string', describe: 'first N documents after the shuffle (N ≥ 1, or a fraction in (0, 1))' })
           .option('simulate', { type: 'string', describe: 'quantize→dequantize the candidate weights: a ggml type (Q4_K) or GGUF type (q4_k_m)' })
           .option('engine', {
             choices: ENGINE_NAMES,
@@ -183,7 +195,10 @@ export async function main(argv: readonly string[], io: CliIO = processIO): Prom
             describe: 'auto: reference for HF folders, llamacpp (node-llama-cpp) for .gguf files',
           })
           .option('device', { choices: DEVICE_NAMES, default: 'auto' as DeviceName, describe: 'where the llamacpp engine runs (gpu: fail without one)' })
-          .option('threads', { type: 'number', describe: 'per engine: reference worker threads, llama.cpp compute threads' })
+          .option('threads', {
+            type: 'string',
+            describe: `per engine: reference worker threads, llama.cpp compute threads (${THREAD_FLAG_RANGE.min} to ${THREAD_FLAG_RANGE.max})`,
+          })
           .option('max-ppl-increase', { type: 'string', describe: 'fail above this perplexity increase, e.g. 3%' })
           .option('max-kld', { type: 'string', describe: 'fail above this mean KL divergence (nats/token)' })
           .option('min-top1', { type: 'string', describe: 'fail below this top-1 agreement, e.g. 0.9 or 90%' })
@@ -195,36 +210,51 @@ export async function main(argv: readonly string[], io: CliIO = processIO): Prom
         const thresholds = {
           maxPplIncreasePct: parseThreshold('--max-ppl-increase', args['max-ppl-increase'], 'percent'),
           maxKld: parseThreshold('--max-kld', args['max-kld'], 'fraction'),
-          minTop1: parseThreshold('--min-top1', args['min-top1'], 'fraction'),
-          maxAccDrop: parseThreshold('--max-acc-drop', args['max-acc-drop'], 'fraction'),
-          maxF1Drop: parseThreshold('--max-f1-drop', args['max-f1-drop'], 'fraction'),
+          minTop1: parseThreshold('--min-top1', args['min-top1'], 'fraction', 1),
+          maxAccDrop: parseThreshold('--max-acc-drop', args['max-acc-drop'], 'fraction', 1),
+          maxF1Drop: parseThreshold('--max-f1-drop', args['max-f1-drop'], 'fraction', 1),
         };
+        const ctx = integerFlag('--ctx', args.ctx, 2, MAX_CTX) ?? 512;
+        const stride = integerFlag('--stride', args.stride, 1, MAX_CTX);
+        const maxWindows = integerFlag('--max-windows', args['max-windows'], 1);
+        const limit = positiveNumberFlag('--limit', args.limit, 'a document count ≥ 1, or a fraction of the split in (0, 1)');
+        const threads = integerFlag('--threads', args.threads, THREAD_FLAG_RANGE.min, THREAD_FLAG_RANGE.max);
+        const shots = shotsFlag('--shots', args.shots);
+        const tasks = args.tasks === undefined ? undefined : parseTasks(args.tasks);
+        // Every output location and every input it might overwrite, before any model is loaded.
+        const outputs: OutputFile[] = [];
+        if (args.json !== undefined) outputs.push(await checkOutputFile(args.json, '--json'));
+        if (args.markdown !== undefined) outputs.push(await checkOutputFile(args.markdown, '--markdown'));
+        if (outputs.length > 0) {
+          await refuseOverwritingInputs(outputs, await verifyInputFiles(args.candidate, args.baseline, args.ppl ?? [], args.kobest, tasks));
+        }
         const progress = createCountProgress();
         const report = await verify({
           candidate: args.candidate,
           baseline: args.baseline,
           pplFiles: args.ppl ?? [],
-          ctx: args.ctx,
+          ctx,
           protocol: args.protocol,
-          ...(args.stride !== undefined && { stride: args.stride }),
-          ...(args['max-windows'] !== undefined && { maxWindows: args['max-windows'] }),
+          ...(stride !== undefined && { stride }),
+          ...(maxWindows !== undefined && { maxWindows }),
           kld: args.kld,
           ...(args.kobest !== undefined && { kobestDir: args.kobest }),
-          ...(args.tasks !== undefined && { tasks: parseTasks(args.tasks) }),
-          shots: parseShots(args.shots),
+          ...(tasks !== undefined && { tasks }),
+          shots,
           split: args.split,
-          ...(args.limit !== undefined && { limit: args.limit }),
+          ...(limit !== undefined && { limit }),
           ...(args.simulate !== undefined && { simulate: args.simulate }),
           engine: args.engine,
           device: args.device,
-          ...(args.threads !== undefined && { threads: args.threads }),
+          ...(threads !== undefined && { threads }),
           thresholds: Object.fromEntries(Object.entries(thresholds).filter(([, value]) => value !== undefined)),
           onProgress: (event) => progress.report(event),
         });
         progress.done();
+        // The report is printed first: should a write still fail, the results are on the terminal.
+        io.stdout(`${renderText(report, table)}\n`);
         if (args.json !== undefined) await writeTextFile(args.json, `${JSON.stringify(report, null, 2)}\n`);
         if (args.markdown !== undefined) await writeTextFile(args.markdown, renderMarkdown(report));
-        io.stdout(`${renderText(report, table)}\n`);
         if (report.verdict === 'fail') exitCode = 1;
       },
     )
@@ -238,9 +268,14 @@ export async function main(argv: readonly string[], io: CliIO = processIO): Prom
           .option('out', { type: 'string', describe: 'keep the GGUF files in this folder' })
           .option('text', { type: 'string', describe: 'UTF-8 text for perplexity (default ../shared korean-text, else a built-in sample)' })
           .option('device', { choices: ['auto', 'cpu', 'gpu'] as const, default: 'auto' as const })
-          .option('threads', { type: 'number', describe: 'quantizer and engine threads' })
+          .option('threads', { type: 'string', describe: `quantizer and engine threads (${THREAD_FLAG_RANGE.min} to ${THREAD_FLAG_RANGE.max})` })
           .option('json', { type: 'string', describe: 'write the result (schema polyquant.demo/1, with each verify report) to this file' }),
       async (args) => {
+        const threads = integerFlag('--threads', args.threads, THREAD_FLAG_RANGE.min, THREAD_FLAG_RANGE.max);
+        if (args.json !== undefined) {
+          const inputs = [...(args.text === undefined ? [] : [args.text]), ...(await Promise.all((args.model ?? defaultDemoModels()).map((model) => modelFolderFiles(model)))).flat()];
+          await refuseOverwritingInputs([await checkOutputFile(args.json, '--json')], inputs);
+        }
         const progress = createProgress('demo');
         const result = await runDemo({
           models: args.model,
@@ -248,12 +283,12 @@ export async function main(argv: readonly string[], io: CliIO = processIO): Prom
           outDir: args.out,
           text: args.text,
           device: args.device,
-          threads: args.threads,
+          threads,
           onProgress: (message) => progress.message(message),
         });
         progress.succeed('demo finished');
-        if (args.json !== undefined) await writeTextFile(args.json, `${JSON.stringify(result, null, 2)}\n`);
         io.stdout(`${renderDemo(result)}\n`);
+        if (args.json !== undefined) await writeTextFile(args.json, `${JSON.stringify(result, null, 2)}\n`);
         if (result.verdict === 'fail') exitCode = 1;
       },
     )
@@ -272,12 +307,39 @@ async function writeTextFile(path: string, text: string): Promise<void> {
   await writeAtomically(resolve(path), (file) => file.write(new TextEncoder().encode(text)));
 }
 
-function parseShots(raw: string): number[] {
-  const shots = raw.split(',').map((part) => Number(part.trim()));
-  if (shots.length === 0 || shots.some((shot) => !Number.isSafeInteger(shot) || shot < 0)) {
-    throw new PolyquantError(ERROR_CODES.USAGE, `--shots ${JSON.stringify(raw)} is not a comma-separated list of non-negative integers`);
+/** Flags that take a value, which may start with `-` (a negative number, refused by the flag's own check). */
+const VALUE_FLAGS: ReadonlySet<string> = new Set(
+  ['ctx', 'stride', 'max-windows', 'limit', 'threads', 'workers', 'seed', 'shard-size', 'shots', 'max-ppl-increase', 'max-kld', 'min-top1', 'max-acc-drop', 'max-f1-drop'].map(
+    (name) => `--${name}`,
+  ),
+);
+
+/**
+ * Every file `verify` may read: the models (a GGUF file, or an HF folder's config, tokenizer and weight
+ * files), the perplexity texts and the KOBEST split files of the chosen tasks. No output may be one of them.
+ */
+async function verifyInputFiles(
+  candidate: string,
+  baseline: string,
+  pplFiles: readonly string[],
+  kobestDir: string | undefined,
+  tasks: readonly KobestTaskName[] | undefined,
+): Promise<string[]> {
+  const files: string[] = [...pplFiles];
+  for (const model of [candidate, baseline]) {
+    files.push(model);
+    if (await isFolder(model)) files.push(...(await modelFolderFiles(model)));
   }
-  return shots;
+  if (kobestDir !== undefined) {
+    for (const task of tasks ?? KOBEST_TASK_NAMES) {
+      for (const split of KOBEST_SPLITS) files.push(...kobestSplitCandidates(resolve(kobestDir), task, split).map((candidate) => candidate.path));
+    }
+  }
+  return files;
+}
+
+async function isFolder(path: string): Promise<boolean> {
+  return (await stat(path).catch(() => undefined))?.isDirectory() === true;
 }
 
 function parseTasks(raw: string): KobestTaskName[] {

@@ -80,7 +80,8 @@ export async function inspectHf(path: string, options: InspectOptions = {}): Pro
 }
 
 async function inspectFolder(dir: string, options: InspectOptions): Promise<InspectReport> {
-  const checkpoint = await readCheckpoint(dir, { weights: options.weights ?? 'auto' });
+  // inspect describes what is there: extra layers are reported as a warning, not refused.
+  const checkpoint = await readCheckpoint(dir, { weights: options.weights ?? 'auto', extraLayers: 'drop' });
   const parameters = [...checkpoint.tensors.values()];
   const buffers = checkpoint.skipped.map((entry) => entry.tensor);
   const hashes = options.hash ? await hashTensors([...parameters, ...buffers], options) : undefined;

@@ -3,7 +3,7 @@
  * its magic, whatever the extension).
  */
 import { stat } from 'node:fs/promises';
-import { resolve } from 'node:path';
+import { extname, resolve } from 'node:path';
 import { ioError } from '../io/file.js';
 import { type GgufInspectReport, inspectGguf, isGgufFile } from './gguf.js';
 import { type InspectOptions, type InspectReport, inspectHf } from './hf.js';
@@ -15,6 +15,8 @@ export async function inspectPath(path: string, options: InspectOptions = {}): P
   const info = await stat(absolute).catch((error: unknown) => {
     throw ioError(absolute, 'open the input', error);
   });
-  if (!info.isDirectory() && (await isGgufFile(absolute))) return inspectGguf(absolute);
+  // A .gguf file goes to the GGUF reader whatever its bytes, so a damaged one is reported as a bad GGUF
+  // rather than as "not a model folder"; any other file is told by its magic.
+  if (!info.isDirectory() && (extname(absolute).toLowerCase() === '.gguf' || (await isGgufFile(absolute)))) return inspectGguf(absolute);
   return inspectHf(absolute, options);
 }

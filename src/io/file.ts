@@ -4,10 +4,11 @@
  * renames at the end, so a failure never leaves a half-written output behind.
  */
 import { randomBytes } from 'node:crypto';
-import { closeSync, fstatSync, constants as fsConstants, openSync, readSync } from 'node:fs';
-import { type FileHandle, open, rename, rm, stat } from 'node:fs/promises';
-import { basename, dirname, join } from 'node:path';
+import { closeSync, fstatSync, constants as fsConstants, openSync, readSync, type Stats } from 'node:fs';
+import { type FileHandle, lstat, open, readlink, realpath, rename, rm, stat } from 'node:fs/promises';
+import { basename, dirname, join, resolve } from 'node:path';
 import { ERROR_CODES, PolyquantError } from '../errors.js';
+import { escapeRegExp, removeStaleTemps, trackTemp } from './temp.js';
 
 /** Turns a Node fs error into our error type, naming the file. */
 export function ioError(file: string, action: string, error: unknown): PolyquantError {
@@ -40,6 +41,32 @@ function endedEarly(path: string, at: number): PolyquantError {
   });
 }
 
+/**
+ * Inputs are opened non-blocking: opening a FIFO for reading would otherwise wait forever for a writer.
+ * The flag changes nothing for regular files, and anything that is not one is refused right after open.
+ * (Windows has no O_NONBLOCK and no FIFOs in the file system.)
+ */
+const OPEN_INPUT_FLAGS = fsConstants.O_RDONLY | (fsConstants.O_NONBLOCK ?? 0);
+
+/** The kind of a non-regular file, in words. */
+function kindOf(info: Stats): string {
+  if (info.isDirectory()) return 'a folder';
+  if (info.isFIFO()) return 'a FIFO (named pipe)';
+  if (info.isSocket()) return 'a socket';
+  if (info.isCharacterDevice()) return 'a character device';
+  if (info.isBlockDevice()) return 'a block device';
+  return 'not a regular file';
+}
+
+/** polyquant reads only regular files: a FIFO, device or socket would hang or never end. */
+function notRegular(path: string, info: Stats): PolyquantError {
+  const kind = kindOf(info);
+  return new PolyquantError(ERROR_CODES.USAGE, kind === 'not a regular file' ? 'is not a regular file' : `is ${kind}, not a regular file`, {
+    file: path,
+    hint: info.isDirectory() ? 'give a file inside the folder' : 'polyquant reads model, text and data files only from regular files; copy the stream to a file first',
+  });
+}
+
 /** A read-only file opened for positional reads. */
 export class ReadableFile {
   private constructor(
@@ -51,15 +78,16 @@ export class ReadableFile {
   static async open(path: string): Promise<ReadableFile> {
     let handle: FileHandle;
     try {
-      handle = await open(path, fsConstants.O_RDONLY);
+      handle = await open(path, OPEN_INPUT_FLAGS);
     } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'EISDIR') {
+        throw new PolyquantError(ERROR_CODES.USAGE, 'is a folder, not a regular file', { file: path, hint: 'give a file inside the folder' });
+      }
       throw ioError(path, 'open the file', error);
     }
     try {
       const info = await handle.stat();
-      if (!info.isFile()) {
-        throw new PolyquantError(ERROR_CODES.NOT_FOUND, 'is not a regular file', { file: path });
-      }
+      if (!info.isFile()) throw notRegular(path, info);
       return new ReadableFile(path, handle, info.size);
     } catch (error) {
       await handle.close();
@@ -110,12 +138,14 @@ export class SyncFileReader {
   static open(path: string): SyncFileReader {
     let fd: number;
     try {
-      fd = openSync(path, fsConstants.O_RDONLY);
+      fd = openSync(path, OPEN_INPUT_FLAGS);
     } catch (error) {
       throw ioError(path, 'open the file', error);
     }
     try {
-      return new SyncFileReader(path, fd, fstatSync(fd).size);
+      const info = fstatSync(fd);
+      if (!info.isFile()) throw notRegular(path, info);
+      return new SyncFileReader(path, fd, info.size);
     } catch (error) {
       closeSync(fd);
       throw ioError(path, 'stat the file', error);
@@ -159,6 +189,19 @@ export async function withFile<T>(path: string, body: (file: ReadableFile) => Pr
   }
 }
 
+/**
+ * Reads a whole (small) regular file: config and tokenizer JSON, text, KOBEST splits. Refuses anything
+ * that is not a regular file and anything over `maxBytes` (named in the message as `what`).
+ */
+export async function readWholeFile(path: string, what: string, maxBytes: number): Promise<Uint8Array> {
+  return withFile(path, async (file) => {
+    if (file.size > maxBytes) {
+      throw new PolyquantError(ERROR_CODES.LIMIT, `${what} is ${file.size} bytes, over the ${maxBytes}-byte limit`, { file: path });
+    }
+    return file.read(0, file.size);
+  });
+}
+
 export async function fileSize(path: string): Promise<number> {
   try {
     return (await stat(path)).size;
@@ -186,20 +229,30 @@ export class AtomicFile {
   private closed = false;
 
   private constructor(
+    /** The file renamed over at commit: the output path with symlinks followed. */
     readonly path: string,
     readonly tempPath: string,
     private readonly handle: FileHandle,
+    private readonly untrack: () => void,
   ) {}
 
+  /**
+   * Opens a temp file next to where `path` really is: a symlink is followed, and the file it points to is
+   * replaced (the link stays). A directory, device, FIFO or socket is refused, never replaced by a file.
+   * Stale temps of this same output left by a process that no longer runs are removed first.
+   */
   static async create(path: string): Promise<AtomicFile> {
-    const tempPath = join(dirname(path), `.${basename(path)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
+    const target = await outputTarget(path);
+    const name = basename(target);
+    await removeStaleTemps(dirname(target), new RegExp(`^\\.${escapeRegExp(name)}\\.(\\d+)\\.[0-9a-f]{8}\\.tmp$`));
+    const tempPath = join(dirname(target), `.${name}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
     let handle: FileHandle;
     try {
       handle = await open(tempPath, 'wx');
     } catch (error) {
       throw ioError(path, 'create the output file', error);
     }
-    return new AtomicFile(path, tempPath, handle);
+    return new AtomicFile(target, tempPath, handle, trackTemp(tempPath));
   }
 
   /** Bytes written so far. */
@@ -245,6 +298,8 @@ export class AtomicFile {
     } catch (error) {
       await rm(this.tempPath, { force: true });
       throw ioError(this.path, 'finish the output file', error);
+    } finally {
+      this.untrack();
     }
   }
 
@@ -253,6 +308,46 @@ export class AtomicFile {
     this.closed = true;
     await this.handle.close().catch(() => undefined);
     await rm(this.tempPath, { force: true });
+    this.untrack();
+  }
+}
+
+/** Symlink hops followed for an output before giving up (Linux's MAXSYMLINKS). */
+const MAX_SYMLINK_HOPS = 40;
+
+/** Follows symlinks from `path` to the name that will really be written (which may not exist yet). */
+export async function followSymlinks(path: string): Promise<string> {
+  let current = resolve(path);
+  for (let hop = 0; ; hop += 1) {
+    let info: Stats;
+    try {
+      info = await lstat(current);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return current;
+      throw ioError(current, 'check the path', error);
+    }
+    if (!info.isSymbolicLink()) return current;
+    if (hop >= MAX_SYMLINK_HOPS) throw new PolyquantError(ERROR_CODES.USAGE, `more than ${MAX_SYMLINK_HOPS} symbolic links to follow`, { file: path });
+    const link = await readlink(current).catch((error: unknown) => {
+      throw ioError(current, 'read the symbolic link', error);
+    });
+    current = resolve(dirname(current), link);
+  }
+}
+
+/** Where an output's bytes go: symlinks followed; anything but a regular file or a new name is refused. */
+async function outputTarget(path: string): Promise<string> {
+  const followed = await followSymlinks(path);
+  const info = await stat(followed).catch(() => undefined);
+  if (info !== undefined && !info.isFile()) {
+    throw new PolyquantError(ERROR_CODES.USAGE, `the output is ${kindOf(info)}; polyquant writes only regular files and never replaces ${kindOf(info)}`, {
+      file: path,
+    });
+  }
+  try {
+    return join(await realpath(dirname(followed)), basename(followed));
+  } catch (error) {
+    throw ioError(dirname(followed), 'open the output folder', error);
   }
 }
 

@@ -19,7 +19,7 @@ import { DTYPES, elementCount } from '../tensor/dtype.js';
 import { isRecord, readJsonFile } from './json-file.js';
 import { readSafetensors } from './safetensors.js';
 import type { TensorRef } from './tensor-ref.js';
-import { readTokenizerFiles, summariseTokenizer, type TokenizerFiles, type TokenizerSummary } from './tokenizer.js';
+import { readTokenizerFiles, summariseTokenizer, TOKENIZER_FILE_NAMES, type TokenizerFiles, type TokenizerSummary } from './tokenizer.js';
 import { readTorchBin } from './torch-bin.js';
 
 export type WeightsFormat = 'safetensors' | 'bin';
@@ -67,7 +67,16 @@ export interface Checkpoint {
 export interface ReadCheckpointOptions {
   /** Which weights to read when a folder has both (default: safetensors, as transformers prefers). */
   readonly weights?: WeightsPreference;
+  /**
+   * Weights of layers past config.json's num_hidden_layers: `refuse` (default) is a CONFIG error, since
+   * a model built from the config would silently lose them; `drop` skips them with a warning (what
+   * transformers does when loading, and `convert --drop-extra-layers`).
+   */
+  readonly extraLayers?: 'refuse' | 'drop';
 }
+
+/** A per-layer tensor name and its layer index (modeling_gpt_neox.py's `gpt_neox.layers.N.`). */
+const LAYER_TENSOR = /^gpt_neox\.layers\.(\d+)\./;
 
 /** Shard file names in an index must be plain names in the same folder: no paths, no traversal. */
 const SHARD_NAME = /^(?!\.\.?$)[^/\\\0]+$/;
@@ -88,6 +97,7 @@ export async function readCheckpoint(path: string, options: ReadCheckpointOption
   const tokenizer = await readTokenizerFiles(dir);
   const warnings: string[] = [];
   const { tensors, skipped } = matchTensors(config, weights, warnings);
+  checkExtraLayers(config, skipped, configPath, options.extraLayers ?? 'refuse', warnings);
   const tokenizerSummary = summariseTokenizer(tokenizer);
   if (tokenizerSummary !== undefined) {
     checkVocabulary(config, tokenizerSummary, dir);
@@ -253,6 +263,35 @@ function matchTensors(
   return { tensors, skipped };
 }
 
+/**
+ * Parameters of layers the config does not have (num_hidden_layers 2, weights for 4): a conversion would
+ * drop them without a word, so they are refused unless the caller asks to drop them.
+ */
+function checkExtraLayers(config: NeoXConfig, skipped: readonly SkippedTensor[], configPath: string, policy: 'refuse' | 'drop', warnings: string[]): void {
+  const layers = new Set<number>();
+  let example: string | undefined;
+  for (const { tensor, reason } of skipped) {
+    if (reason !== 'unexpected') continue;
+    const layer = Number(LAYER_TENSOR.exec(tensor.name)?.[1] ?? Number.NaN);
+    if (Number.isSafeInteger(layer) && layer >= config.numLayers) {
+      layers.add(layer);
+      example ??= tensor.name;
+    }
+  }
+  if (layers.size === 0) return;
+  const sorted = [...layers].sort((a, b) => a - b);
+  const span = sorted.length === 1 ? `layer ${sorted[0]}` : `layers ${sorted[0]}–${sorted[sorted.length - 1]}`;
+  const detail = `the weights have ${span} (e.g. ${example}), past config.json num_hidden_layers ${config.numLayers}`;
+  if (policy === 'drop') {
+    warnings.push(`${detail}: not used`);
+    return;
+  }
+  throw new PolyquantError(ERROR_CODES.CONFIG, `${detail}; a model built from this config would silently drop them`, {
+    file: configPath,
+    hint: `fix num_hidden_layers in config.json, or pass --drop-extra-layers to convert only the first ${config.numLayers} layer(s)`,
+  });
+}
+
 function describeExpectation(entry: ExpectedTensor): string {
   return `expected shape [${entry.shape.join(', ')}]`;
 }
@@ -282,6 +321,33 @@ function checkVocabulary(config: NeoXConfig, summary: TokenizerSummary, dir: str
       { file: join(dir, 'tokenizer.json'), hint: 'the tokenizer does not belong to this model' },
     );
   }
+}
+
+/** The model card converters read for metadata (the license). */
+export const MODEL_CARD_FILE = 'README.md';
+
+/**
+ * Every file a command may read from a model folder — config.json, the tokenizer files, the model card,
+ * both weight formats' single files and indexes, and each shard an index names — for the check that no
+ * output overwrites an input. Absent files are listed too (they are skipped there); an index that does not
+ * parse contributes only itself (reading the checkpoint reports it).
+ */
+export async function modelFolderFiles(path: string): Promise<string[]> {
+  const dir = resolve(path);
+  const files = [join(dir, 'config.json'), join(dir, MODEL_CARD_FILE), ...Object.values(TOKENIZER_FILE_NAMES).map((name) => join(dir, name))];
+  for (const entry of WEIGHT_FILES) {
+    files.push(join(dir, entry.single));
+    const indexPath = join(dir, entry.index);
+    files.push(indexPath);
+    if (!(await pathExists(indexPath))) continue;
+    const index = await readJsonFile(indexPath).catch(() => undefined);
+    const weightMap = isRecord(index) ? index['weight_map'] : undefined;
+    if (!isRecord(weightMap)) continue;
+    for (const shard of new Set(Object.values(weightMap))) {
+      if (typeof shard === 'string' && SHARD_NAME.test(shard)) files.push(join(dir, shard));
+    }
+  }
+  return files;
 }
 
 /** Parameters (not buffers) in the checkpoint. */

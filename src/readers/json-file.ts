@@ -1,26 +1,17 @@
-import { readFile } from 'node:fs/promises';
 import { ERROR_CODES, PolyquantError } from '../errors.js';
-import { fileSize, ioError } from '../io/file.js';
+import { readWholeFile } from '../io/file.js';
 
 /** Config and tokenizer JSON files are small; anything past this is not one (the largest real tokenizer.json seen is ~17 MB). */
 export const MAX_JSON_FILE_BYTES = 256 * 1024 * 1024;
 
 /** Reads and parses a JSON file with errors that name the file; `undefined` when it is absent and optional. */
 export async function readJsonFile(path: string): Promise<unknown> {
-  const size = await fileSize(path);
-  if (size > MAX_JSON_FILE_BYTES) {
-    throw new PolyquantError(ERROR_CODES.LIMIT, `JSON file is ${size} bytes, over the ${MAX_JSON_FILE_BYTES}-byte limit`, {
-      file: path,
-    });
-  }
+  const bytes = await readWholeFile(path, 'JSON file', MAX_JSON_FILE_BYTES);
   let text: string;
   try {
-    text = new TextDecoder('utf-8', { fatal: true }).decode(await readFile(path));
-  } catch (error) {
-    if (error instanceof TypeError) {
-      throw new PolyquantError(ERROR_CODES.MALFORMED, 'file is not valid UTF-8', { file: path });
-    }
-    throw ioError(path, 'read the file', error);
+    text = new TextDecoder('utf-8', { fatal: true }).decode(bytes);
+  } catch {
+    throw new PolyquantError(ERROR_CODES.MALFORMED, 'file is not valid UTF-8', { file: path });
   }
   try {
     return JSON.parse(text);

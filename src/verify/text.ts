@@ -3,10 +3,12 @@
  * `open(path, encoding="utf-8").read()` gives them to the tokenizer (no newline translation is needed for
  * our LF-only corpora; a byte-order mark is kept as U+FEFF, as Python keeps it).
  */
-import { readFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { ERROR_CODES, PolyquantError } from '../errors.js';
-import { ioError } from '../io/file.js';
+import { readWholeFile } from '../io/file.js';
+
+/** Evaluation texts are a few MB (the Korean corpus's valid.txt is 1.2 MB); past this the file is surely not one. */
+export const MAX_TEXT_FILE_BYTES = 1024 * 1024 * 1024;
 
 export interface TextFile {
   readonly file: string;
@@ -17,12 +19,7 @@ export interface TextFile {
 
 export async function readTextFile(path: string): Promise<TextFile> {
   const file = resolve(path);
-  let raw: Uint8Array;
-  try {
-    raw = await readFile(file);
-  } catch (error) {
-    throw ioError(file, 'read the text file', error);
-  }
+  const raw = await readWholeFile(file, 'the text file', MAX_TEXT_FILE_BYTES);
   let text: string;
   try {
     text = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true }).decode(raw);

@@ -28,9 +28,10 @@ export interface Check {
 
 /**
  * Parses a threshold flag. `percent: 'value'` flags (`--max-ppl-increase`) take "3%" or "3" meaning 3 %;
- * `fraction` flags take "0.02" or "2%" meaning 0.02.
+ * `fraction` flags take "0.02" or "2%" meaning 0.02. `max` bounds a gate whose metric cannot go past it
+ * (agreement and accuracy are at most 1 = 100 %): a limit beyond it could never pass, or never fail.
  */
-export function parseThreshold(flag: string, raw: string | number | undefined, unit: 'percent' | 'fraction'): number | undefined {
+export function parseThreshold(flag: string, raw: string | number | undefined, unit: 'percent' | 'fraction', max?: number): number | undefined {
   if (raw === undefined) return undefined;
   const text = String(raw).trim();
   const match = /^(-?\d+(?:\.\d+)?(?:e-?\d+)?)(%?)$/i.exec(text);
@@ -44,6 +45,11 @@ export function parseThreshold(flag: string, raw: string | number | undefined, u
   const value = unit === 'percent' ? number : isPercent ? number / 100 : number;
   if (!(value >= 0) || !Number.isFinite(value)) {
     throw new PolyquantError(ERROR_CODES.USAGE, `${flag} must be a non-negative number, got ${JSON.stringify(text)}`);
+  }
+  if (max !== undefined && value > max) {
+    throw new PolyquantError(ERROR_CODES.USAGE, `${flag} ${text} is past ${max} (${max * 100}%), which the metric can never exceed`, {
+      hint: 'give a fraction from 0 to 1 or a percentage from 0% to 100%',
+    });
   }
   return value;
 }

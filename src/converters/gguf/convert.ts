@@ -6,17 +6,17 @@
  * (quant/policy.ts), same quantizers — and with the KVs ordered as llama-quantize leaves them, the whole
  * file does too.
  */
-import { readFile } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { expectedTensors, type NeoXConfig, type NeoXTensorRole } from '../../arch/gpt-neox.js';
 import { ERROR_CODES, PolyquantError } from '../../errors.js';
-import { pathExists } from '../../io/file.js';
+import { pathExists, readWholeFile } from '../../io/file.js';
+import { checkOutputFile, refuseOverwritingInputs } from '../../io/output.js';
 import { dequantizeRows } from '../../quant/api.js';
 import { GGML_TYPES, type GgmlTypeName } from '../../quant/ggml-types.js';
 import { createErrorStats, type ErrorStatsResult } from '../../quant/metrics.js';
 import { GGUF_FILE_TYPE_NAMES, GGUF_FILE_TYPES, type GgufFileType, isGgufFileType, tensorTypeFor } from '../../quant/policy.js';
 import { QuantPool, type RowChunk } from '../../quant/pool.js';
-import { type Checkpoint, readCheckpoint, type WeightsPreference } from '../../readers/checkpoint.js';
+import { type Checkpoint, MODEL_CARD_FILE, modelFolderFiles, readCheckpoint, type WeightsPreference } from '../../readers/checkpoint.js';
 import type { TensorRef } from '../../readers/tensor-ref.js';
 import { type GgufKV, type GgufTensorToWrite, planGguf, writeGguf } from './format.js';
 import { compareLlamaQuantizeOrder, ggufShape, ggufTensorName, type QkvLayout, reorderQkvRows } from './names.js';
@@ -64,6 +64,13 @@ export interface ConvertToGgufOptions {
   readonly sourceUrl?: string | undefined;
   /** Output bytes produced so far and in total. */
   readonly onProgress?: ((done: number, total: number) => void) | undefined;
+  /**
+   * Convert a checkpoint whose weights have more layers than config.json's num_hidden_layers, keeping
+   * only the configured ones. Without it such a checkpoint is refused (CONFIG), never silently truncated.
+   */
+  readonly dropExtraLayers?: boolean | undefined;
+  /** Other files the caller read for this conversion (the imatrix): the output may not overwrite them either. */
+  readonly inputFiles?: readonly string[] | undefined;
 }
 
 export interface GgufPlannedTensor {
@@ -114,7 +121,14 @@ export async function convertToGguf(modelDir: string, options: ConvertToGgufOpti
   if (!options.dryRun && (options.out === undefined || options.out === '')) {
     throw new PolyquantError(ERROR_CODES.USAGE, 'no output path given for the GGUF file', { hint: 'pass out, or dryRun to only plan' });
   }
-  const checkpoint = await readCheckpoint(modelDir, { weights: options.weights });
+  // The output location is checked before anything is read, and against every input before anything is
+  // written: a typo must not cost a whole conversion, and no output may replace a file it is made from.
+  const output = options.dryRun ? undefined : await checkOutputFile(options.out as string, '--out');
+  const checkpoint = await readCheckpoint(modelDir, { weights: options.weights, extraLayers: options.dropExtraLayers ? 'drop' : 'refuse' });
+  if (output !== undefined) {
+    const inputs = [...(await modelFolderFiles(checkpoint.dir)), ...checkpoint.weights.files.map((file) => file.path), ...(options.inputFiles ?? [])];
+    await refuseOverwritingInputs([output], inputs);
+  }
   const { config } = checkpoint;
   const configFile = join(checkpoint.dir, 'config.json');
   if (!config.attentionBias) {
@@ -338,10 +352,14 @@ async function generalMetadata(checkpoint: Checkpoint, options: ConvertToGgufOpt
 
 /** `license:` from README.md's YAML front matter (the HF model card), read as metadata.py does. */
 async function modelCardLicense(dir: string): Promise<string | undefined> {
-  const path = join(dir, 'README.md');
+  const path = join(dir, MODEL_CARD_FILE);
   if (!(await pathExists(path))) return undefined;
-  const bytes = await readFile(path).catch(() => undefined);
-  if (bytes === undefined || bytes.length > MAX_MODEL_CARD_BYTES) return undefined;
+  // Optional metadata: an unreadable or oversized card is skipped, but a FIFO or device is refused like any input.
+  const bytes = await readWholeFile(path, 'the model card', MAX_MODEL_CARD_BYTES).catch((error: unknown) => {
+    if (error instanceof PolyquantError && error.code === ERROR_CODES.USAGE) throw error;
+    return undefined;
+  });
+  if (bytes === undefined) return undefined;
   const text = new TextDecoder().decode(bytes);
   const front = /^---\r?\n([\s\S]*?)\r?\n---/.exec(text)?.[1];
   const license = front === undefined ? undefined : /^license:\s*["']?([^"'\r\n#]+?)["']?\s*$/m.exec(front)?.[1];

@@ -74,18 +74,26 @@ export interface GgufPlan {
 
 const pad = (value: number, alignment: number): number => Math.ceil(value / alignment) * alignment;
 
-/** Bytes of a tensor in its ggml type (`ggml_nbytes` for a contiguous tensor). */
-export function ggmlTensorBytes(name: string, type: GgmlTypeName, ne: readonly number[]): number {
+/**
+ * Bytes of a tensor in its ggml type (`ggml_nbytes` for a contiguous tensor). The size is computed in
+ * bigint and must be a safe integer (a hostile header can ask for 2^64 elements). `file` names the GGUF
+ * the dimensions came from, when they came from one.
+ */
+export function ggmlTensorBytes(name: string, type: GgmlTypeName, ne: readonly number[], file?: string): number {
   const info = GGML_TYPES[type];
   const [inner = 1, ...outer] = ne;
   if (inner % info.blockElements !== 0) {
     throw new PolyquantError(
       ERROR_CODES.LIMIT,
       `row length ${inner} is not a multiple of ${type}'s block size ${info.blockElements}`,
-      { tensor: name },
+      { file, tensor: name },
     );
   }
-  return (inner / info.blockElements) * info.blockBytes * outer.reduce((product, dim) => product * dim, 1);
+  const bytes = (BigInt(inner) / BigInt(info.blockElements)) * BigInt(info.blockBytes) * outer.reduce((product, dim) => product * BigInt(dim), 1n);
+  if (bytes > BigInt(Number.MAX_SAFE_INTEGER)) {
+    throw new PolyquantError(ERROR_CODES.LIMIT, `dimensions [${ne.join(', ')}] in ${type} come to ${bytes} bytes, past 2^53`, { file, tensor: name });
+  }
+  return Number(bytes);
 }
 
 /** Appends little-endian values to a growing byte list. */
@@ -266,6 +274,12 @@ async function writeTensorData(file: AtomicFile, tensor: GgufTensorToWrite, plan
   if (padding > 0) await file.write(new Uint8Array(padding));
 }
 
+/**
+ * ggml_type ids run from 0 to GGML_TYPE_COUNT − 1 (ggml.h, 40 in the ggml llama.cpp b6000+ ships); an id
+ * past that is not a ggml type at all, one below it that our table lacks is a type polyquant cannot size.
+ */
+const GGML_TYPE_COUNT = 40;
+
 /** Limits for reading GGUF headers: gguf.cpp's own (GGUF_MAX_STRING_LENGTH, GGUF_MAX_ARRAY_ELEMENTS). */
 const MAX_STRING_BYTES = 1 << 30;
 const MAX_ARRAY_ELEMENTS = 1 << 30;
@@ -277,6 +291,8 @@ export interface GgufHeader {
   readonly kvs: ReadonlyMap<string, { type: keyof typeof GGUF_VALUE_TYPES; value: GgufScalar | GgufScalar[] }>;
   readonly tensors: readonly (GgufPlanTensor & { readonly typeId: number })[];
   readonly dataStart: number;
+  /** `general.alignment`, or GGUF_ALIGNMENT when the file does not set it. */
+  readonly alignment: number;
 }
 
 /**
@@ -387,29 +403,59 @@ function parseGgufHeader(file: string, bytes: Uint8Array, fileSize: number, canG
         kvs.set(key, { type, value: scalar(type) });
       }
     }
+    // general.alignment as gguf.cpp reads it: a UINT32 (gguf_get_val_u32 asserts the type), non-zero,
+    // a power of two; without it, GGUF_DEFAULT_ALIGNMENT.
+    const alignmentKv = kvs.get('general.alignment');
+    let alignment = GGUF_ALIGNMENT;
+    if (alignmentKv !== undefined) {
+      const value = alignmentKv.value;
+      if (alignmentKv.type !== 'UINT32' || Array.isArray(value) || typeof value !== 'number') {
+        fail(`general.alignment is ${Array.isArray(value) ? 'an array of ' : ''}${alignmentKv.type}; GGUF requires a UINT32`);
+      }
+      const number = value as number;
+      if (number === 0 || (number & (number - 1)) !== 0) fail(`general.alignment ${number} is not a power of two`);
+      alignment = number;
+    }
     const tensors: (GgufPlanTensor & { typeId: number })[] = [];
     const names = new Set<string>();
+    // gguf.cpp: tensor data follow one another in header order, each at the running offset padded to the alignment.
+    let expectedOffset = 0;
     for (let i = 0; i < tensorCount; i += 1) {
-      const name = string(GGUF_MAX_NAME_BYTES);
+      const name = string(GGUF_MAX_NAME_BYTES - 1);
       if (names.has(name)) fail(`tensor ${name} appears twice`);
       names.add(name);
       const dims = u32();
-      if (dims < 1 || dims > GGUF_MAX_DIMS) fail(`tensor ${name} has ${dims} dimensions`);
+      if (dims < 1 || dims > GGUF_MAX_DIMS) fail(`tensor ${name} has ${dims} dimensions; GGUF allows 1 to ${GGUF_MAX_DIMS}`);
       const ne: number[] = [];
       for (let d = 0; d < dims; d += 1) ne.push(u64());
+      if (ne.some((dim) => dim === 0)) fail(`tensor ${name} has a zero dimension [${ne.join(', ')}]`);
+      const elements = ne.reduce((product, dim) => product * BigInt(dim), 1n);
+      if (elements > BigInt(Number.MAX_SAFE_INTEGER)) fail(`tensor ${name} has ${elements} elements [${ne.join(', ')}], past 2^53`);
       const typeId = u32();
       const type = GGML_TYPE_BY_ID.get(typeId);
+      if (type === undefined) {
+        const known = [...GGML_TYPE_BY_ID.values()].join(', ');
+        if (typeId >= GGML_TYPE_COUNT) fail(`tensor ${name} has ggml type id ${typeId}, which is not a ggml type (ids are below ${GGML_TYPE_COUNT})`);
+        throw new PolyquantError(ERROR_CODES.UNSUPPORTED, `tensor ${name} has ggml type id ${typeId}, which polyquant does not read`, {
+          file,
+          hint: `polyquant reads ${known}`,
+        });
+      }
       const offset = u64();
-      const bytes = type === undefined ? 0 : ggmlTensorBytes(name, type, ne);
-      tensors.push({ name, ne, type: (type ?? 'F32') as GgmlTypeName, typeId, offset, bytes });
+      const bytes = ggmlTensorBytes(name, type, ne, file);
+      if (offset % alignment !== 0) fail(`tensor ${name}'s data offset ${offset} is not a multiple of the alignment ${alignment}`);
+      if (offset < expectedOffset) fail(`tensor ${name}'s data at offset ${offset} overlaps the tensor before it, which ends at ${expectedOffset}`);
+      if (offset > expectedOffset) fail(`tensor ${name}'s data at offset ${offset} leaves a gap after the tensor before it (expected ${expectedOffset})`);
+      expectedOffset += pad(bytes, alignment);
+      tensors.push({ name, ne, type, typeId, offset, bytes });
     }
-    const alignment = kvs.get('general.alignment')?.value;
-    const align = typeof alignment === 'number' ? alignment : GGUF_ALIGNMENT;
-    const dataStart = pad(at, align);
+    const dataStart = pad(at, alignment);
     for (const tensor of tensors) {
-      if (dataStart + tensor.offset + tensor.bytes > fileSize) fail(`tensor ${tensor.name}'s data runs past the end of the file`);
+      if (dataStart + tensor.offset + tensor.bytes > fileSize) {
+        fail(`tensor ${tensor.name}'s data (${tensor.bytes} bytes at ${dataStart + tensor.offset}) runs past the end of the file (${fileSize} bytes)`);
+      }
     }
-    return { version, kvs, tensors, dataStart };
+    return { version, kvs, tensors, dataStart, alignment };
   } catch (error) {
     if (error instanceof NeedMore) return 'need-more';
     throw error;

@@ -141,6 +141,7 @@ export function ggufTokenizerMetadata(
   }
 
   const merges = mergeList(model['merges'], fail);
+  checkMergeCoverage(model['merges'] as unknown[], new Set(Object.keys(vocab)), fail);
   const specialIds = specialTokenIds(files, rawConfig, added, vocabSize);
   const { addBos, addEos } = addSpecialTokens(files, tokenizer, specialIds, tokens);
 
@@ -206,6 +207,28 @@ function mergeList(raw: unknown, fail: (detail: string) => never): string[] {
     }
     return fail(`merge ${index} ${JSON.stringify(merge)} is neither "left right" nor a pair of strings`);
   });
+}
+
+/**
+ * Both sides of every merge must be tokens of the vocabulary: the tokenizers library refuses such a file
+ * when it loads it (BPE `MergeTokenOutOfVocabulary`), so a vocabulary cut short (100 entries, 29,740
+ * merges) fails here, at convert time, naming the first bad merge, instead of in a later verify. (The
+ * merged token itself is not required: llama.cpp falls back to byte tokens when it is missing.)
+ */
+function checkMergeCoverage(raw: readonly unknown[], vocab: ReadonlySet<string>, fail: (detail: string) => never): void {
+  let bad = 0;
+  let first: string | undefined;
+  raw.forEach((merge, index) => {
+    const parts = typeof merge === 'string' ? [merge.slice(0, merge.indexOf(' ', 1)), merge.slice(merge.indexOf(' ', 1) + 1)] : (merge as string[]);
+    const [left = '', right = ''] = parts;
+    const missing = [left, right].find((token) => !vocab.has(token));
+    if (missing === undefined) return;
+    bad += 1;
+    first ??= `merge ${index} ${JSON.stringify(`${left} ${right}`)} needs token ${JSON.stringify(missing)}`;
+  });
+  if (bad > 0) {
+    fail(`${bad} of ${raw.length} merges use tokens that are not in model.vocab (${vocab.size} entries); the first: ${first}. The tokenizer cannot be loaded as it is`);
+  }
 }
 
 function tokenContent(value: unknown): string | undefined {

@@ -10,10 +10,9 @@
  * Every record is checked against the task table (tasks.ts) so that a bad file fails here, naming the
  * file, line and field, instead of as a KeyError deep in prompt building or a silently wrong label.
  */
-import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ERROR_CODES, malformed, PolyquantError } from '../../errors.js';
-import { fileSize, ioError, pathExists } from '../../io/file.js';
+import { pathExists, readWholeFile } from '../../io/file.js';
 import { isRecord } from '../../readers/json-file.js';
 import { isPandasMissing, parseTsv } from './tsv.js';
 import {
@@ -107,18 +106,7 @@ export async function loadKobestSplit<Name extends KobestTaskName>(
 }
 
 async function readTextFile(path: string): Promise<string> {
-  const size = await fileSize(path);
-  if (size > MAX_SPLIT_FILE_BYTES) {
-    throw new PolyquantError(ERROR_CODES.LIMIT, `file is ${size} bytes, over the ${MAX_SPLIT_FILE_BYTES}-byte limit for a KOBEST split`, {
-      file: path,
-    });
-  }
-  let bytes: Uint8Array;
-  try {
-    bytes = await readFile(path);
-  } catch (error) {
-    throw ioError(path, 'read the file', error);
-  }
+  const bytes = await readWholeFile(path, 'a KOBEST split file', MAX_SPLIT_FILE_BYTES);
   try {
     return new TextDecoder('utf-8', { fatal: true }).decode(bytes);
   } catch {
