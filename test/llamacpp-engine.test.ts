@@ -1,9 +1,10 @@
-import { copyFileSync, readFileSync, truncateSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, readFileSync, truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { convertToGguf } from '../src/converters/gguf/convert.js';
 import type { Engine, ScoreResult } from '../src/verify/engine.js';
-import { createLlamaCppEngine, type LlamaCppEngine } from '../src/verify/engines/llamacpp.js';
+import { createLlamaCppEngine, DEFAULT_SEQUENCES, type LlamaCppEngine } from '../src/verify/engines/llamacpp.js';
+import { NATIVE_ADDON_PATH } from '../src/verify/engines/llamacpp-native.js';
 import { createReferenceEngine, type ReferenceEngine } from '../src/verify/engines/reference.js';
 import { expectPolyquantError } from './helpers/errors.js';
 import { HAS_SHARED, POLYGLOT_TINY_DIR, REPO_ROOT, sharedPath } from './helpers/shared.js';
@@ -62,7 +63,7 @@ describe('the llamacpp engine on the bundled tiny GPT-NeoX (f32 GGUF)', () => {
     expect(engine.contextLength).toBe(128);
     expect(engine.trainContextLength).toBe(128);
     expect(engine.vocabSize).toBe(reference.vocabSize);
-    expect(engine.parallelism).toBe(1);
+    expect(engine.parallelism).toBe(engine.distributionPath === 'native' ? DEFAULT_SEQUENCES : 1);
   });
 
   it('tokenizes like tokenizer.json, adding no BOS or EOS, and parses special tokens in the text', () => {
@@ -245,19 +246,26 @@ describe.skipIf(!HAS_SHARED)('the llamacpp engine against the reference on polyg
   }
 });
 
-describe.skipIf(!HAS_SHARED)('the llamacpp engine reads distributions through the addon and the public path alike', () => {
-  it('gives identical log-probabilities, argmax and continuation sums on polyglot-ko-tiny f16', async () => {
+/** Opens the GGUF with POLYQUANT_LLAMACPP_PATH set to `path` (restored afterwards). */
+async function openOnPath(file: string, path: 'native' | 'addon' | 'public', options: Parameters<typeof createLlamaCppEngine>[1] = {}): Promise<LlamaCppEngine> {
+  const previous = process.env['POLYQUANT_LLAMACPP_PATH'];
+  process.env['POLYQUANT_LLAMACPP_PATH'] = path;
+  try {
+    return await createLlamaCppEngine(file, { device: 'cpu', contextLength: 128, ...options });
+  } finally {
+    if (previous === undefined) delete process.env['POLYQUANT_LLAMACPP_PATH'];
+    else process.env['POLYQUANT_LLAMACPP_PATH'] = previous;
+  }
+}
+
+describe.skipIf(!HAS_SHARED)('the llamacpp engine gives the same numbers on its native, addon and public paths', () => {
+  it('addon and public: identical log-probabilities, argmax and continuation sums on polyglot-ko-tiny f16', async () => {
     const dir = tempDir('polyquant-llamacpp-paths-');
     try {
       const file = join(dir.path, 'f16.gguf');
       await convertToGguf(POLYGLOT_TINY_DIR, { type: 'f16', out: file });
-      const fast = await createLlamaCppEngine(file, { device: 'cpu', contextLength: 128 });
-      const previous = process.env['POLYQUANT_LLAMACPP_PATH'];
-      process.env['POLYQUANT_LLAMACPP_PATH'] = 'public';
-      const slow = await createLlamaCppEngine(file, { device: 'cpu', contextLength: 128 }).finally(() => {
-        if (previous === undefined) delete process.env['POLYQUANT_LLAMACPP_PATH'];
-        else process.env['POLYQUANT_LLAMACPP_PATH'] = previous;
-      });
+      const fast = await openOnPath(file, 'addon');
+      const slow = await openOnPath(file, 'public');
       try {
         expect(fast.distributionPath).toBe('addon');
         expect(slow.distributionPath).toBe('public');
@@ -275,4 +283,63 @@ describe.skipIf(!HAS_SHARED)('the llamacpp engine reads distributions through th
       dir.remove();
     }
   });
+
+  it.skipIf(!existsSync(NATIVE_ADDON_PATH))(
+    'native and addon: the same logits (node-llama-cpp rows are the native rows up to its float32 softmax normaliser), the same argmax, tokens and sums',
+    async () => {
+      const dir = tempDir('polyquant-llamacpp-native-');
+      try {
+        const file = join(dir.path, 'f16.gguf');
+        await convertToGguf(POLYGLOT_TINY_DIR, { type: 'f16', out: file });
+        const native = await openOnPath(file, 'native');
+        const addon = await openOnPath(file, 'addon');
+        try {
+          expect(native.distributionPath).toBe('native');
+          const text = readFileSync(sharedPath('data', 'korean-text', 'valid.txt'), 'utf8').slice(0, 4000);
+          const tokens = native.tokenize(text).subarray(0, 128);
+          expect(Array.from(tokens)).toEqual(Array.from(addon.tokenize(text).subarray(0, 128)));
+          const [a, b] = [await native.score(tokens, { distributions: 'full' }), await addon.score(tokens, { distributions: 'full' })];
+          expect(Array.from(a.argmax)).toEqual(Array.from(b.argmax));
+          const vocab = native.vocabSize;
+          let worstRenormalised = 0;
+          let worstNormaliser = 0;
+          let worstNativeSum = 0;
+          for (let p = 0; p < a.argmax.length; p += 1) {
+            const nativeRow = a.full!.subarray(p * vocab, (p + 1) * vocab);
+            const addonRow = b.full!.subarray(p * vocab, (p + 1) * vocab);
+            // node-llama-cpp's sampler soft-maxes in float32: its probabilities sum to 1 only within ~1e-4.
+            const addonLogSum = Math.log(sum(Array.from(addonRow, Math.exp)));
+            worstNormaliser = Math.max(worstNormaliser, Math.abs(addonLogSum));
+            worstNativeSum = Math.max(worstNativeSum, Math.abs(sum(Array.from(nativeRow, Math.exp)) - 1));
+            for (let v = 0; v < vocab; v += 1) {
+              const theirs = addonRow[v] as number;
+              // Below ~e-30 node-llama-cpp's float32 probabilities lose digits (and underflow to its floor).
+              if (theirs < -30) continue;
+              worstRenormalised = Math.max(worstRenormalised, Math.abs((nativeRow[v] as number) - (theirs - addonLogSum)));
+            }
+            expect(a.tokenLogProbs[p]).toBe(nativeRow[tokens[p + 1] as number]);
+          }
+          console.log(
+            `native vs addon: node-llama-cpp normaliser off by ≤ ${worstNormaliser.toExponential(2)} nats; after renormalising, max |Δ log p| ${worstRenormalised.toExponential(2)}; native rows sum to 1 within ${worstNativeSum.toExponential(2)}`,
+          );
+          expect(worstRenormalised).toBeLessThan(1e-5);
+          expect(worstNormaliser).toBeLessThan(2e-3);
+          expect(worstNativeSum).toBeLessThan(1e-5);
+          const context = tokens.subarray(0, 40);
+          const continuations = [tokens.subarray(40, 44), tokens.subarray(44, 45), tokens.subarray(50, 70)];
+          const nativeSums = await native.scoreContinuations(context, continuations);
+          const addonSums = await addon.scoreContinuations(context, continuations);
+          // Each token of the addon's sums carries its row's normaliser error (≤ 2e-3 per token).
+          for (const [k, continuation] of continuations.entries()) {
+            expect(Math.abs((nativeSums[k] as number) - (addonSums[k] as number))).toBeLessThan(2e-3 * continuation.length);
+          }
+          expect(maxAbsDifference(nativeSums, await continuationsByScore(native, context, continuations))).toBeLessThan(1e-4);
+        } finally {
+          await Promise.all([native.close(), addon.close()]);
+        }
+      } finally {
+        dir.remove();
+      }
+    },
+  );
 });

@@ -106,9 +106,13 @@ export interface ScoreWindowsOptions {
   readonly concurrency?: number;
 }
 
-/** How many requests an engine computes at once, when it says (the reference engine does). */
+/**
+ * How many windows to keep in flight: the engine's `windowParallelism` when it has one (an engine that
+ * batches short requests but decodes a whole window alone says 1 there), else its `parallelism`.
+ */
 function engineParallelism(engine: Engine): number {
-  const value: unknown = (engine as Partial<{ parallelism: unknown }>).parallelism;
+  const declared = engine as Partial<{ parallelism: unknown; windowParallelism: unknown }>;
+  const value: unknown = declared.windowParallelism ?? declared.parallelism;
   return typeof value === 'number' && Number.isSafeInteger(value) && value >= 1 ? value : 1;
 }
 

@@ -52,7 +52,8 @@ import type { Llama, LlamaContext, LlamaContextSequence, LlamaModel, Token } fro
 import { type GgufHeader, readGgufHeader } from '../../converters/gguf/format.js';
 import { ERROR_CODES, PolyquantError } from '../../errors.js';
 import { ioError, withFile } from '../../io/file.js';
-import { allocateScoreResult, type DistributionMode, type Engine, resolveScoreOptions, type ScoreOptions, type ScoreResult, } from '../engine.js';
+import { allocateScoreResult, type Engine, resolveScoreOptions, type ScoreOptions, type ScoreResult } from '../engine.js';
+import { loadNativeAddon, NativeScorer } from './llamacpp-native.js';
 import { rowMaximum, topKOfRow } from './reference-math.js';
 
 export type LlamaCppDevice = 'auto' | 'cpu' | 'gpu';
@@ -66,21 +67,38 @@ export interface LlamaCppEngineOptions {
   readonly contextLength?: number;
   /** What llama.cpp may print to stderr while loading and running. Default `error`. */
   readonly logLevel?: 'error' | 'warn';
+  /** Native path: KOBEST documents (one sequence per continuation) decoded together, 1 … 32. Default 8. */
+  readonly sequences?: number;
 }
 
 export interface LlamaCppEngine extends Engine {
   readonly name: 'llamacpp';
   /** The GGUF file, absolute. */
   readonly path: string;
-  /** Requests computed at once: one sequence, one request at a time. */
-  readonly parallelism: 1;
+  /** Requests in flight at once: KOBEST documents the native path decodes together in one batch (1 on the others). */
+  readonly parallelism: number;
+  /** Perplexity windows in flight: 1 (a window fills a batch on its own). */
+  readonly windowParallelism: 1;
   /** llama.cpp's GPU backend (`cuda`, `vulkan`, `metal`) when the model runs on one, else undefined. */
   readonly gpu: string | undefined;
   /** The GGUF's `<arch>.context_length` (the length it was trained on), when it has one. */
   readonly trainContextLength: number | undefined;
-  /** How distributions are read: `addon` (the flat arrays, faster) or `public` (controlledEvaluate's Maps). */
-  readonly distributionPath: 'addon' | 'public';
+  /**
+   * How distributions are read: `native` (our addon: statistics computed in C++, typed arrays, fastest),
+   * `addon` (node-llama-cpp's internals: its flat probability arrays) or `public` (controlledEvaluate's Maps).
+   */
+  readonly distributionPath: DistributionPath;
+  /** Why the native path is not used, when it is not. */
+  readonly nativeUnavailable: string | undefined;
 }
+
+export type DistributionPath = 'native' | 'addon' | 'public';
+/** POLYQUANT_LLAMACPP_PATH's values: force one path (`native` fails when the addon is missing). */
+const DISTRIBUTION_PATHS: readonly DistributionPath[] = ['native', 'addon', 'public'];
+
+/** Default sequences per native batch: KOBEST documents decoded together (measured in BENCHMARKS.md). */
+export const DEFAULT_SEQUENCES = 8;
+const MAX_SEQUENCES = 32;
 
 /** log of float32's smallest subnormal (2⁻¹⁴⁹): what a probability the addon rounded to 0 is reported as. */
 export const LOG_PROB_FLOOR = Math.log(2 ** -149);
@@ -175,6 +193,14 @@ export async function createLlamaCppEngine(ggufPath: string, options: LlamaCppEn
   if (threads !== undefined && (!Number.isSafeInteger(threads) || threads < 1 || threads > MAX_THREADS)) {
     throw new PolyquantError(ERROR_CODES.USAGE, `threads is ${threads}; expected an integer from 1 to ${MAX_THREADS} for the llamacpp engine`);
   }
+  const sequences = options.sequences ?? DEFAULT_SEQUENCES;
+  if (!Number.isSafeInteger(sequences) || sequences < 1 || sequences > MAX_SEQUENCES) {
+    throw new PolyquantError(ERROR_CODES.USAGE, `sequences is ${sequences}; expected an integer from 1 to ${MAX_SEQUENCES}`);
+  }
+  const forced = process.env['POLYQUANT_LLAMACPP_PATH'];
+  if (forced !== undefined && forced !== '' && !(DISTRIBUTION_PATHS as readonly string[]).includes(forced)) {
+    throw new PolyquantError(ERROR_CODES.USAGE, `POLYQUANT_LLAMACPP_PATH is ${JSON.stringify(forced)}; expected ${DISTRIBUTION_PATHS.join(', ')}`);
+  }
   // Our reader first: a missing, truncated or foreign file becomes a PolyquantError naming it, and
   // llama.cpp only ever sees headers that parse.
   const facts = await readGgufFacts(file);
@@ -186,57 +212,79 @@ export async function createLlamaCppEngine(ggufPath: string, options: LlamaCppEn
     throw new PolyquantError(ERROR_CODES.USAGE, `contextLength is ${contextLength}; expected an integer from 2 to ${MAX_CONTEXT_LENGTH}`, { file });
   }
 
+  // node-llama-cpp finds and loads the right llama.cpp build (CPU, CUDA, Vulkan); the native addon binds to it.
   const llama = await sharedLlama(device === 'cpu' ? false : 'auto', options.logLevel ?? 'error');
   if (device === 'gpu' && llama.gpu === false) {
     throw new PolyquantError(ERROR_CODES.UNSUPPORTED, 'device gpu was asked for, but node-llama-cpp found no usable GPU backend (CUDA, Vulkan or Metal)', {
       file,
-      hint: 'install the matching @node-llama-cpp GPU prebuilt, or use --device cpu or auto',
+      hint: 'install the matching @node-llama-cpp GPU prebuilt (README: GPUs), or use --device cpu or auto',
     });
   }
-  let model: LlamaModel;
-  try {
-    model = await llama.loadModel({
-      modelPath: file,
-      gpuLayers: llama.gpu === false ? 0 : device === 'gpu' ? 'max' : 'auto',
-      defaultContextFlashAttention: false,
-    });
-  } catch (error) {
-    throw new PolyquantError(ERROR_CODES.UNSUPPORTED, `llama.cpp could not load the model: ${message(error)}`, {
-      file,
-      hint: `node-llama-cpp 3.21.1 bundles llama.cpp v0.4.0; the file's architecture is ${facts.architecture}`,
-      cause: error,
-    });
+  const mathThreads = threads ?? llama.cpuMathCores;
+  let nativeUnavailable: string | undefined;
+  if (forced !== 'addon' && forced !== 'public') {
+    const native = loadNativeAddon();
+    if ('addon' in native) {
+      const gpu = llama.gpu === false ? undefined : llama.gpu;
+      const scorer = await NativeScorer.open(native.addon, file, {
+        contextLength,
+        threads: mathThreads,
+        sequences,
+        cpuOnly: gpu === undefined,
+        gpuLayers: -1,
+      });
+      return new LlamaCppEngineImpl(file, new NativeBackend(scorer, gpu), contextLength, facts.vocabSize, facts.trainContextLength, undefined);
+    }
+    if (forced === 'native') {
+      throw new PolyquantError(ERROR_CODES.UNSUPPORTED, `POLYQUANT_LLAMACPP_PATH=native, but ${native.reason}`, { file });
+    }
+    nativeUnavailable = native.reason;
   }
-  let context: LlamaContext;
-  try {
-    context = await model.createContext({
-      contextSize: contextLength,
-      batchSize: contextLength,
-      sequences: 1,
-      flashAttention: false,
-      // Exactly this many threads. node-llama-cpp's own CPU default is max(4, math cores), which on a
-      // 2-core machine oversubscribes llama.cpp's per-op barriers: a 4-token decode then took 1–4 s instead of 4 ms.
-      threads: { ideal: threads ?? llama.cpuMathCores, min: threads ?? llama.cpuMathCores },
-    });
-  } catch (error) {
-    await model.dispose();
-    throw new PolyquantError(ERROR_CODES.LIMIT, `llama.cpp could not create a context of ${contextLength} tokens: ${message(error)}`, {
-      file,
-      hint: 'use a smaller context length (--ctx) or free memory',
-      cause: error,
-    });
+  const backend = await NodeLlamaCppBackend.open(llama, file, facts, contextLength, device, mathThreads, forced === 'public');
+  return new LlamaCppEngineImpl(file, backend, contextLength, facts.vocabSize, facts.trainContextLength, nativeUnavailable);
+}
+
+/** How one path scores: the engine above checks arguments and allocates results for all of them. */
+interface Backend {
+  readonly kind: DistributionPath;
+  /** Requests worth having in flight at once. */
+  readonly parallelism: number;
+  /** llama.cpp's GPU backend when the model runs on one. */
+  readonly gpu: string | undefined;
+  tokenize(text: string): Int32Array;
+  /** Target log-probabilities, argmax and (into `full`) the log-probability rows of a window (see NativeScorer.scoreWindow). */
+  scoreWindow(tokens: Int32Array, from: number, tokenLogProbs: Float64Array, argmax: Int32Array, full: Float32Array | undefined): Promise<void>;
+  scoreContinuations(context: Int32Array, continuations: readonly Int32Array[]): Promise<number[]>;
+  close(): Promise<void>;
+}
+
+/** The native path (llamacpp-native.ts). */
+class NativeBackend implements Backend {
+  readonly kind = 'native';
+  constructor(
+    private readonly scorer: NativeScorer,
+    readonly gpu: string | undefined,
+  ) {}
+
+  get parallelism(): number {
+    return this.scorer.sequences;
   }
-  // llama.cpp rounds the context up (to a multiple of 256); a window must fit without a context shift,
-  // which would silently drop its first tokens.
-  if (context.contextSize < contextLength) {
-    await context.dispose();
-    await model.dispose();
-    throw new PolyquantError(ERROR_CODES.LIMIT, `llama.cpp gave a context of ${context.contextSize} tokens for the ${contextLength} asked for`, { file });
+
+  tokenize(text: string): Int32Array {
+    return this.scorer.tokenize(text);
   }
-  const gpu = llama.gpu !== false && model.gpuLayers > 0 ? llama.gpu : undefined;
-  const sequence = context.getSequence();
-  const evaluator = createEvaluator(llama, model, context, sequence);
-  return new LlamaCppEngineImpl(file, model, context, sequence, evaluator, contextLength, facts.vocabSize, gpu, facts.trainContextLength);
+
+  scoreWindow(tokens: Int32Array, from: number, tokenLogProbs: Float64Array, argmax: Int32Array, full: Float32Array | undefined): Promise<void> {
+    return this.scorer.scoreWindow(tokens, from, tokenLogProbs, argmax, full);
+  }
+
+  scoreContinuations(context: Int32Array, continuations: readonly Int32Array[]): Promise<number[]> {
+    return this.scorer.scoreContinuations(context, continuations);
+  }
+
+  close(): Promise<void> {
+    return this.scorer.close();
+  }
 }
 
 type EvaluationInput = Parameters<LlamaContextSequence['controlledEvaluate']>[0];
@@ -342,75 +390,143 @@ function addonEvaluator(internals: AddonInternals): Evaluator {
   };
 }
 
-/** The addon path where node-llama-cpp's internals are as expected, unless POLYQUANT_LLAMACPP_PATH=public. */
-function createEvaluator(llama: Llama, model: LlamaModel, context: LlamaContext, sequence: LlamaContextSequence): Evaluator {
-  const internals = process.env['POLYQUANT_LLAMACPP_PATH'] === 'public' ? undefined : addonInternals(llama, model, context, sequence);
-  return internals === undefined ? publicEvaluator(sequence) : addonEvaluator(internals);
-}
 
-class LlamaCppEngineImpl implements LlamaCppEngine {
-  readonly name = 'llamacpp';
+/**
+ * node-llama-cpp's own paths (`addon`: its internals; `public`: controlledEvaluate): a whole distribution
+ * per scored position arrives as a JS array of 2 × vocabulary numbers. One sequence, one request at a time.
+ */
+class NodeLlamaCppBackend implements Backend {
   readonly parallelism = 1;
-  readonly device: 'cpu' | 'gpu';
   /** One request at a time on the sequence: each waits for the one before. */
   private queue: Promise<unknown> = Promise.resolve();
   private readonly row: Float32Array;
-  private keptScratch: Uint8Array | undefined;
-  private closed = false;
 
-  constructor(
-    readonly path: string,
+  private constructor(
+    private readonly path: string,
     private readonly model: LlamaModel,
     private readonly context: LlamaContext,
     private readonly sequence: LlamaContextSequence,
     private readonly evaluator: Evaluator,
-    readonly contextLength: number,
-    readonly vocabSize: number,
+    private readonly vocabSize: number,
     readonly gpu: string | undefined,
-    readonly trainContextLength: number | undefined,
   ) {
-    this.device = gpu === undefined ? 'cpu' : 'gpu';
     this.row = new Float32Array(vocabSize);
   }
 
+  static async open(
+    llama: Llama,
+    file: string,
+    facts: GgufFacts,
+    contextLength: number,
+    device: LlamaCppDevice,
+    threads: number,
+    publicPath: boolean,
+  ): Promise<NodeLlamaCppBackend> {
+    let model: LlamaModel;
+    try {
+      model = await llama.loadModel({
+        modelPath: file,
+        gpuLayers: llama.gpu === false ? 0 : device === 'gpu' ? 'max' : 'auto',
+        defaultContextFlashAttention: false,
+      });
+    } catch (error) {
+      throw new PolyquantError(ERROR_CODES.UNSUPPORTED, `llama.cpp could not load the model: ${message(error)}`, {
+        file,
+        hint: `node-llama-cpp 3.21.1 bundles llama.cpp v0.4.0; the file's architecture is ${facts.architecture}`,
+        cause: error,
+      });
+    }
+    let context: LlamaContext;
+    try {
+      context = await model.createContext({
+        contextSize: contextLength,
+        batchSize: contextLength,
+        sequences: 1,
+        flashAttention: false,
+        // Exactly this many threads. node-llama-cpp's own CPU default is max(4, math cores), which on a
+        // 2-core machine oversubscribes llama.cpp's per-op barriers: a 4-token decode then took 1–4 s instead of 4 ms.
+        threads: { ideal: threads, min: threads },
+      });
+    } catch (error) {
+      await model.dispose();
+      throw new PolyquantError(ERROR_CODES.LIMIT, `llama.cpp could not create a context of ${contextLength} tokens: ${message(error)}`, {
+        file,
+        hint: 'use a smaller context length (--ctx) or free memory',
+        cause: error,
+      });
+    }
+    // llama.cpp rounds the context up (to a multiple of 256); a window must fit without a context shift,
+    // which would silently drop its first tokens.
+    if (context.contextSize < contextLength) {
+      await context.dispose();
+      await model.dispose();
+      throw new PolyquantError(ERROR_CODES.LIMIT, `llama.cpp gave a context of ${context.contextSize} tokens for the ${contextLength} asked for`, { file });
+    }
+    const gpu = llama.gpu !== false && model.gpuLayers > 0 ? llama.gpu : undefined;
+    const sequence = context.getSequence();
+    const internals = publicPath ? undefined : addonInternals(llama, model, context, sequence);
+    const evaluator = internals === undefined ? publicEvaluator(sequence) : addonEvaluator(internals);
+    return new NodeLlamaCppBackend(file, model, context, sequence, evaluator, facts.vocabSize, gpu);
+  }
+
+  get kind(): DistributionPath {
+    return this.evaluator.kind;
+  }
+
   tokenize(text: string): Int32Array {
-    this.checkOpen();
     // specialTokens = true: the text's `<|endoftext|>` etc. become their ids, as tokenizer.json's added
     // tokens always do. llama.cpp adds no BOS/EOS here (common_tokenize with add_special = false).
     return Int32Array.from(this.model.tokenize(text, true));
   }
 
-  async score(tokens: Int32Array, options: ScoreOptions = {}): Promise<ScoreResult> {
-    this.checkOpen();
-    this.checkTokens(tokens, 'the window', this.contextLength);
-    const { from, distributions, topK } = resolveScoreOptions(options, tokens.length);
-    return this.enqueue(() => this.runScore(tokens, from, distributions, topK));
-  }
-
-  async scoreContinuations(context: Int32Array, continuations: readonly Int32Array[]): Promise<number[]> {
-    this.checkOpen();
-    this.checkTokens(context, 'the context', this.contextLength);
-    if (context.length === 0) {
-      throw new PolyquantError(ERROR_CODES.USAGE, 'the context is empty, so the first continuation token has nothing to be predicted from', {
-        hint: 'prepend a BOS/EOS token, as lm-evaluation-harness does for empty contexts',
-      });
-    }
-    continuations.forEach((continuation, index) => {
-      this.checkTokens(continuation, `continuation ${index}`, this.contextLength);
-      if (context.length + continuation.length > this.contextLength) {
-        throw new PolyquantError(
-          ERROR_CODES.USAGE,
-          `context (${context.length} tokens) + continuation ${index} (${continuation.length}) is longer than the context length ${this.contextLength}`,
-          { file: this.path },
-        );
+  scoreWindow(tokens: Int32Array, from: number, tokenLogProbs: Float64Array, argmax: Int32Array, full: Float32Array | undefined): Promise<void> {
+    return this.enqueue(async () => {
+      const vocab = this.vocabSize;
+      // Inputs are tokens 0 … n − 2 (the last token is only a target); distributions at from − 1 … n − 2.
+      const inputs = Array.from(tokens.subarray(0, -1), (id) => id as Token);
+      const output = await this.evaluateFresh(inputs, inputs.map((_, i) => i >= from - 1));
+      for (let index = 0; index < tokenLogProbs.length; index += 1) {
+        const row = full === undefined ? this.row : full.subarray(index * vocab, (index + 1) * vocab);
+        this.readDistribution(output, from - 1 + index, row);
+        tokenLogProbs[index] = row[tokens[from + index] as number] as number;
+        argmax[index] = rowMaximum(row, 0, vocab).argmax;
       }
     });
-    return this.enqueue(() => this.runContinuations(context, [...continuations]));
+  }
+
+  /**
+   * The context is decoded once, with the distribution after its last token; each continuation is then
+   * decoded on top of it (all but its last token), read, and erased from the KV cache again.
+   */
+  scoreContinuations(context: Int32Array, continuations: readonly Int32Array[]): Promise<number[]> {
+    return this.enqueue(async () => {
+      const inputs = Array.from(context, (id) => id as Token);
+      const first = await this.evaluateFresh(inputs, inputs.map((_, i) => i === context.length - 1));
+      this.readDistribution(first, context.length - 1, this.row);
+      const afterContext = Float32Array.from(this.row);
+      const sums: number[] = [];
+      for (const continuation of continuations) {
+        if (continuation.length === 0) {
+          sums.push(0);
+          continue;
+        }
+        let sum = afterContext[continuation[0] as number] as number;
+        if (continuation.length > 1) {
+          const steps = Array.from(continuation.subarray(0, -1), (id) => id as Token);
+          const output = await this.evaluate(steps, steps.map(() => true));
+          for (let i = 1; i < continuation.length; i += 1) {
+            this.readDistribution(output, i - 1, this.row);
+            sum += this.row[continuation[i] as number] as number;
+          }
+          await this.sequence.eraseContextTokenRanges([{ start: context.length, end: this.sequence.nextTokenIndex }]);
+        }
+        sums.push(sum);
+      }
+      return sums;
+    });
   }
 
   async close(): Promise<void> {
-    if (this.closed) return;
-    this.closed = true;
     await this.queue.catch(() => undefined);
     this.evaluator.dispose();
     await this.context.dispose();
@@ -421,58 +537,6 @@ class LlamaCppEngineImpl implements LlamaCppEngine {
     const result = this.queue.then(work);
     this.queue = result.catch(() => undefined);
     return result;
-  }
-
-  private async runScore(tokens: Int32Array, from: number, distributions: DistributionMode, topK: number): Promise<ScoreResult> {
-    const vocab = this.vocabSize;
-    const scored = tokens.length - from;
-    const result = allocateScoreResult(scored, vocab, distributions, topK);
-    const { tokenLogProbs, argmax, full, topk } = result;
-    if (scored === 0) return result;
-    // Inputs are tokens 0 … n − 2 (the last token is only a target); distributions at from − 1 … n − 2.
-    const inputs = Array.from(tokens.subarray(0, -1), (id) => id as Token);
-    const output = await this.evaluateFresh(inputs, inputs.map((_, i) => i >= from - 1));
-    for (let index = 0; index < scored; index += 1) {
-      const row = full === undefined ? this.row : full.subarray(index * vocab, (index + 1) * vocab);
-      this.readDistribution(output, from - 1 + index, row);
-      tokenLogProbs[index] = row[tokens[from + index] as number] as number;
-      argmax[index] = rowMaximum(row, 0, vocab).argmax;
-      if (topk !== undefined) {
-        this.keptScratch ??= new Uint8Array(vocab);
-        topk.restLogMass[index] = topKOfRow(row, 0, vocab, topk.k, 0, topk.ids, topk.logProbs, index * topk.k, this.keptScratch);
-      }
-    }
-    return { tokenLogProbs, argmax, ...(full && { full }), ...(topk && { topk }) };
-  }
-
-  /**
-   * The context is decoded once, with the distribution after its last token; each continuation is then
-   * decoded on top of it (all but its last token), read, and erased from the KV cache again.
-   */
-  private async runContinuations(context: Int32Array, continuations: Int32Array[]): Promise<number[]> {
-    const inputs = Array.from(context, (id) => id as Token);
-    const first = await this.evaluateFresh(inputs, inputs.map((_, i) => i === context.length - 1));
-    this.readDistribution(first, context.length - 1, this.row);
-    const afterContext = Float32Array.from(this.row);
-    const sums: number[] = [];
-    for (const continuation of continuations) {
-      if (continuation.length === 0) {
-        sums.push(0);
-        continue;
-      }
-      let sum = afterContext[continuation[0] as number] as number;
-      if (continuation.length > 1) {
-        const steps = Array.from(continuation.subarray(0, -1), (id) => id as Token);
-        const output = await this.evaluate(steps, steps.map(() => true));
-        for (let i = 1; i < continuation.length; i += 1) {
-          this.readDistribution(output, i - 1, this.row);
-          sum += this.row[continuation[i] as number] as number;
-        }
-        await this.sequence.eraseContextTokenRanges([{ start: context.length, end: this.sequence.nextTokenIndex }]);
-      }
-      sums.push(sum);
-    }
-    return sums;
   }
 
   private async evaluateFresh(tokens: readonly Token[], wanted: readonly boolean[]): Promise<(Distribution | undefined)[]> {
@@ -486,11 +550,6 @@ class LlamaCppEngineImpl implements LlamaCppEngine {
     } catch (error) {
       throw new PolyquantError(ERROR_CODES.IO, `llama.cpp failed to evaluate ${tokens.length} tokens: ${message(error)}`, { file: this.path, cause: error });
     }
-  }
-
-  /** The path distributions are read by (`addon`, or `public` where node-llama-cpp's internals differ). */
-  get distributionPath(): 'addon' | 'public' {
-    return this.evaluator.kind;
   }
 
   /** Log-probabilities of the distribution at `index` of `output` into `row` (vocabSize entries). */
@@ -511,6 +570,90 @@ class LlamaCppEngineImpl implements LlamaCppEngine {
       const probability = pairs[i + 1] as number;
       row[pairs[i] as number] = probability > 0 ? Math.log(probability) : LOG_PROB_FLOOR;
     }
+  }
+}
+
+/** Argument checks, result arrays and top-k for every path. */
+class LlamaCppEngineImpl implements LlamaCppEngine {
+  readonly name = 'llamacpp';
+  readonly windowParallelism = 1;
+  readonly device: 'cpu' | 'gpu';
+  readonly gpu: string | undefined;
+  private keptScratch: Uint8Array | undefined;
+  private closed = false;
+
+  constructor(
+    readonly path: string,
+    private readonly backend: Backend,
+    readonly contextLength: number,
+    readonly vocabSize: number,
+    readonly trainContextLength: number | undefined,
+    readonly nativeUnavailable: string | undefined,
+  ) {
+    this.gpu = backend.gpu;
+    this.device = backend.gpu === undefined ? 'cpu' : 'gpu';
+  }
+
+  get parallelism(): number {
+    return this.backend.parallelism;
+  }
+
+  /** The path distributions are read by (see LlamaCppEngine.distributionPath). */
+  get distributionPath(): DistributionPath {
+    return this.backend.kind;
+  }
+
+  tokenize(text: string): Int32Array {
+    this.checkOpen();
+    return this.backend.tokenize(text);
+  }
+
+  async score(tokens: Int32Array, options: ScoreOptions = {}): Promise<ScoreResult> {
+    this.checkOpen();
+    this.checkTokens(tokens, 'the window', this.contextLength);
+    const { from, distributions, topK } = resolveScoreOptions(options, tokens.length);
+    const vocab = this.vocabSize;
+    const scored = tokens.length - from;
+    const result = allocateScoreResult(scored, vocab, distributions, topK);
+    const { tokenLogProbs, argmax, full, topk } = result;
+    if (scored === 0) return result;
+    // top-k is taken from the full rows.
+    const rows = full ?? (topk !== undefined ? new Float32Array(scored * vocab) : undefined);
+    await this.backend.scoreWindow(tokens, from, tokenLogProbs, argmax, rows);
+    if (topk !== undefined && rows !== undefined) {
+      this.keptScratch ??= new Uint8Array(vocab);
+      for (let index = 0; index < scored; index += 1) {
+        topk.restLogMass[index] = topKOfRow(rows, index * vocab, vocab, topk.k, 0, topk.ids, topk.logProbs, index * topk.k, this.keptScratch);
+      }
+    }
+    return result;
+  }
+
+  async scoreContinuations(context: Int32Array, continuations: readonly Int32Array[]): Promise<number[]> {
+    this.checkOpen();
+    this.checkTokens(context, 'the context', this.contextLength);
+    if (context.length === 0) {
+      throw new PolyquantError(ERROR_CODES.USAGE, 'the context is empty, so the first continuation token has nothing to be predicted from', {
+        hint: 'prepend a BOS/EOS token, as lm-evaluation-harness does for empty contexts',
+      });
+    }
+    continuations.forEach((continuation, index) => {
+      this.checkTokens(continuation, `continuation ${index}`, this.contextLength);
+      if (context.length + continuation.length > this.contextLength) {
+        throw new PolyquantError(
+          ERROR_CODES.USAGE,
+          `context (${context.length} tokens) + continuation ${index} (${continuation.length}) is longer than the context length ${this.contextLength}`,
+          { file: this.path },
+        );
+      }
+    });
+    return this.backend.scoreContinuations(context, [...continuations]);
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.backend.close();
   }
 
   private checkOpen(): void {

@@ -1,0 +1,142 @@
+#!/usr/bin/env node
+// Builds polyquant's scoring addon (native/llama-scorer.cc → native/build/polyquant-llama.node) against
+// the llama.cpp that node-llama-cpp ships: its prebuilt shared libraries (linked by soname) and the
+// headers of its bundled source (node-llama-cpp/llama/gitRelease.bundle, read with git). Node-API headers
+// come from the node-api-headers package. Runs on install (npm's postinstall) and by hand:
+//
+//   node scripts/build-native.mjs [--strict] [--force] [--quiet]
+//
+// Plain JavaScript on purpose: it runs at install time, before (and without) the dev dependencies.
+// Where something is missing (no C++ compiler, no git, a platform without a prebuilt) it says so and exits
+// 0: the llamacpp engine then uses node-llama-cpp's own (slower) path. `--strict` exits 1 instead.
+import { execFileSync, spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join, resolve } from 'node:path';
+
+const root = resolve(import.meta.dirname, '..');
+const source = join(root, 'native', 'llama-scorer.cc');
+const outDir = join(root, 'native', 'build');
+const output = join(outDir, 'polyquant-llama.node');
+const infoFile = join(outDir, 'build-info.json');
+const strict = process.argv.includes('--strict');
+const force = process.argv.includes('--force');
+const quiet = process.argv.includes('--quiet');
+
+function say(message) {
+  if (!quiet) console.log(`polyquant native addon: ${message}`);
+}
+
+function giveUp(message) {
+  console.log(`polyquant native addon: not built: ${message}; the llamacpp engine will use node-llama-cpp's slower path`);
+  process.exit(strict ? 1 : 0);
+}
+
+if (process.env.POLYQUANT_SKIP_NATIVE === '1') giveUp('POLYQUANT_SKIP_NATIVE=1');
+if (process.platform !== 'linux') giveUp(`the build script supports Linux only (this is ${process.platform})`);
+
+const require = createRequire(join(root, 'package.json'));
+
+/** A package's root folder, found from its resolvable entry point (package.json is not always exported). */
+function packageRoot(name) {
+  let entry;
+  try {
+    entry = require.resolve(name);
+  } catch {
+    try {
+      entry = require.resolve(`${name}/package.json`);
+    } catch {
+      return undefined;
+    }
+  }
+  for (let folder = dirname(entry); folder !== dirname(folder); folder = dirname(folder)) {
+    const manifest = join(folder, 'package.json');
+    if (existsSync(manifest) && JSON.parse(readFileSync(manifest, 'utf8')).name === name) return folder;
+  }
+  return undefined;
+}
+
+const nodeLlamaCpp = packageRoot('node-llama-cpp');
+if (nodeLlamaCpp === undefined) giveUp('node-llama-cpp is not installed');
+const nodeLlamaCppVersion = JSON.parse(readFileSync(join(nodeLlamaCpp, 'package.json'), 'utf8')).version;
+const bundle = join(nodeLlamaCpp, 'llama', 'gitRelease.bundle');
+if (!existsSync(bundle)) giveUp(`node-llama-cpp ${nodeLlamaCppVersion} has no bundled llama.cpp source (${bundle})`);
+
+// The CPU prebuilt for this platform: the libraries we link against. At run time the addon binds to the
+// libllama node-llama-cpp has loaded (same soname), CPU or GPU build alike.
+const platformPackage = `@node-llama-cpp/${process.platform}-${process.arch}`;
+const prebuilt = packageRoot(platformPackage) ?? join(dirname(nodeLlamaCpp), ...platformPackage.split('/'));
+const binsRoot = join(prebuilt, 'bins');
+const bins = existsSync(binsRoot) ? readdirSync(binsRoot).map((name) => join(binsRoot, name)).find((folder) => readdirSync(folder).some((file) => /^libllama\.v.*\.so$/.test(file))) : undefined;
+if (bins === undefined) giveUp(`no prebuilt libllama in ${platformPackage}`);
+const libraries = readdirSync(bins);
+const linkName = (pattern) => libraries.find((file) => pattern.test(file));
+const libllama = linkName(/^libllama\.v.*\.so$/);
+const libggml = linkName(/^libggml\.v.*\.so$/) ?? linkName(/^libggml\.so$/);
+const libggmlBase = linkName(/^libggml-base.*\.so$/);
+if (libllama === undefined || libggml === undefined || libggmlBase === undefined) giveUp(`libllama/libggml/libggml-base not all found in ${bins}`);
+
+const napiHeaders = packageRoot('node-api-headers');
+if (napiHeaders === undefined) giveUp('the node-api-headers package is not installed');
+const compiler = process.env.CXX ?? 'c++';
+if (spawnSync(compiler, ['--version'], { stdio: 'ignore' }).status !== 0) giveUp(`no C++ compiler (${compiler}); set CXX to one`);
+if (spawnSync('git', ['--version'], { stdio: 'ignore' }).status !== 0) giveUp('git is needed to read llama.cpp headers from node-llama-cpp\'s source bundle');
+
+// Rebuild only when something that goes into the binary changed.
+const fingerprint = createHash('sha256')
+  .update(readFileSync(source))
+  .update(nodeLlamaCppVersion)
+  .update(bins)
+  .update(process.versions.napi ?? '')
+  .update(readFileSync(join(bins, libllama)).subarray(0, 1 << 16))
+  .digest('hex');
+if (!force && existsSync(output) && existsSync(infoFile)) {
+  try {
+    if (JSON.parse(readFileSync(infoFile, 'utf8')).fingerprint === fingerprint) {
+      say(`up to date (${output})`);
+      process.exit(0);
+    }
+  } catch {
+    // rebuild
+  }
+}
+
+mkdirSync(outDir, { recursive: true });
+const scratch = mkdtempSync(join(outDir, '.build-'));
+try {
+  const started = Date.now();
+  // llama.h and the ggml headers it includes, from the exact source node-llama-cpp's binaries were built from.
+  const git = join(scratch, 'bundle.git');
+  execFileSync('git', ['init', '--quiet', '--bare', git]);
+  execFileSync('git', ['-C', git, 'fetch', '--quiet', bundle, 'HEAD']);
+  const headers = join(scratch, 'llama.cpp');
+  mkdirSync(headers);
+  const archive = execFileSync('git', ['-C', git, 'archive', 'FETCH_HEAD', 'include', 'ggml/include'], { maxBuffer: 1 << 28 });
+  execFileSync('tar', ['-x', '-C', headers], { input: archive });
+
+  const temporary = join(scratch, 'polyquant-llama.node');
+  const args = [
+    '-O3', '-std=c++17', '-fPIC', '-shared', '-fvisibility=hidden', '-Wall', '-Wextra', '-Wno-unused-parameter',
+    '-DNAPI_VERSION=8',
+    '-I', join(napiHeaders, 'include'),
+    '-I', join(headers, 'include'),
+    '-I', join(headers, 'ggml', 'include'),
+    source,
+    '-o', temporary,
+    '-L', bins,
+    `-l:${libllama}`, `-l:${libggml}`, `-l:${libggmlBase}`,
+    // A fallback only: normally node-llama-cpp has already loaded the libllama it chose (CPU or GPU build).
+    `-Wl,-rpath,${bins}`,
+    '-pthread',
+  ];
+  const result = spawnSync(compiler, args, { encoding: 'utf8' });
+  if (result.status !== 0) giveUp(`${compiler} failed:\n${result.stderr}`);
+  renameSync(temporary, output);
+  writeFileSync(infoFile, `${JSON.stringify({ fingerprint, nodeLlamaCpp: nodeLlamaCppVersion, bins, compiler, built: new Date().toISOString() }, null, 2)}\n`);
+  say(`built ${output} in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+} catch (error) {
+  giveUp(error instanceof Error ? error.message : String(error));
+} finally {
+  rmSync(scratch, { recursive: true, force: true });
+}
