@@ -16,6 +16,13 @@ export interface PerplexityNumbers {
   readonly bits_per_byte: number;
   /** Mean NLL of each window, in window order. */
   readonly window_nll: readonly number[];
+  /**
+   * Scored positions whose output was not a probability distribution (NaN / infinite logits): when
+   * above 0, ppl, nll_sum and bits_per_byte are NaN (null in JSON) and every gate fails.
+   */
+  readonly non_finite_positions: number;
+  /** Text token index of the first such position, or null. */
+  readonly first_non_finite_token: number | null;
 }
 
 export interface PerplexitySection {
@@ -75,6 +82,9 @@ export function distributionSection(result: DistributionComparison, full: boolea
 }
 
 const fixed = (value: number, digits: number): string => (Number.isFinite(value) ? value.toFixed(digits) : String(value));
+/** A perplexity cell: the number, or where the model's output stopped being finite. */
+const pplCell = (numbers: PerplexityNumbers): string =>
+  numbers.non_finite_positions > 0 ? `non-finite (${numbers.non_finite_positions} positions, first at token ${numbers.first_non_finite_token})` : fixed(numbers.ppl, 3);
 const signed = (value: number, digits: number): string => `${value > 0 ? '+' : ''}${fixed(value, digits)}`;
 const interval = (ci: Interval, scale: number): string => `[${signed(ci.low * scale, 1)}, ${signed(ci.high * scale, 1)}]`;
 
@@ -82,8 +92,8 @@ function rows(report: VerifyReport): { perplexity: string[][]; kobest: string[][
   return {
     perplexity: report.perplexity.map((section) => [
       `${section.file} (${section.protocol}, ctx ${section.ctx})`,
-      fixed(section.baseline.ppl, 3),
-      fixed(section.candidate.ppl, 3),
+      pplCell(section.baseline),
+      pplCell(section.candidate),
       `${signed(section.comparison.delta_ppl_pct, 3)}%`,
       section.comparison.kld === null ? '–' : fixed(section.comparison.kld.mean, 6),
       section.comparison.kld === null ? '–' : fixed(section.comparison.kld.p99, 6),

@@ -34,9 +34,12 @@ const FILE_TYPE_FOR_GGML_TYPE: Partial<Record<GgmlTypeName, GgufFileType>> = {
   IQ4_XS: 'iq4_xs',
 };
 
+/** Any case is accepted: `q4_k`, `Q4_K` and `Q4_K_M` name what `Q4_K` and `q4_k_m` do. */
 export function simulationFileType(scheme: string): GgufFileType {
-  if (isGgufFileType(scheme)) return scheme;
-  const fileType = isGgmlTypeName(scheme) ? FILE_TYPE_FOR_GGML_TYPE[scheme] : undefined;
+  const lower = scheme.trim().toLowerCase();
+  if (isGgufFileType(lower)) return lower;
+  const upper = lower.toUpperCase();
+  const fileType = isGgmlTypeName(upper) ? FILE_TYPE_FOR_GGML_TYPE[upper] : undefined;
   if (fileType === undefined) {
     throw new PolyquantError(ERROR_CODES.USAGE, `--simulate ${JSON.stringify(scheme)} is not a ggml type or GGUF file type`, {
       hint: `use one of ${[...GGML_TYPE_NAMES, ...GGUF_FILE_TYPE_NAMES].join(', ')}`,

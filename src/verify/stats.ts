@@ -21,6 +21,42 @@ export function klDivergenceRow(baseLogProbs: Float32Array, candidateLogProbs: F
   return Math.max(0, kld);
 }
 
+/** Slack for rounding when a row's largest log-probability is checked against 0 and −log(vocab). */
+const LOG_PROB_SLACK = 1e-3;
+
+/**
+ * Positions of one scored window whose output is not a probability distribution: a NaN or +∞
+ * log-probability for the target token, or (with full rows) a NaN in the row or a largest
+ * log-probability outside [−log V, 0] — which a distribution over V tokens cannot have, and which is how
+ * non-finite logits look once an engine has turned NaN probabilities into a log floor. Returns the count
+ * and the first such position (an index into the window's scored positions, −1 when there is none).
+ */
+export function nonFinitePositions(
+  tokenLogProbs: ArrayLike<number>,
+  argmax: ArrayLike<number>,
+  full: Float32Array | undefined,
+  vocab: number,
+): { count: number; first: number } {
+  const lowest = -Math.log(vocab) - LOG_PROB_SLACK;
+  let count = 0;
+  let first = -1;
+  for (let position = 0; position < tokenLogProbs.length; position += 1) {
+    const target = tokenLogProbs[position] as number;
+    let bad = Number.isNaN(target) || target === Number.POSITIVE_INFINITY;
+    if (!bad && full !== undefined) {
+      const offset = position * vocab;
+      const top = full[offset + (argmax[position] as number)] as number;
+      bad = !(top <= LOG_PROB_SLACK && top >= lowest);
+      for (let i = offset; !bad && i < offset + vocab; i += 1) if (Number.isNaN(full[i] as number)) bad = true;
+    }
+    if (bad) {
+      count += 1;
+      if (first < 0) first = position;
+    }
+  }
+  return { count, first };
+}
+
 /** Percentile with linear interpolation between order statistics (numpy's default "linear" method). */
 export function percentile(sorted: ArrayLike<number>, fraction: number): number {
   if (sorted.length === 0) return Number.NaN;

@@ -20,7 +20,7 @@ export interface Thresholds {
 export interface Check {
   /** What was checked, e.g. `ppl valid.txt` or `kobest_copa 5-shot`. */
   readonly where: string;
-  readonly metric: 'ppl_increase_pct' | 'mean_kld' | 'top1_agreement' | 'acc_drop' | 'macro_f1_drop';
+  readonly metric: 'ppl_increase_pct' | 'mean_kld' | 'top1_agreement' | 'acc_drop' | 'macro_f1_drop' | 'non_finite_positions';
   readonly value: number;
   readonly limit: number;
   readonly passed: boolean;
@@ -75,6 +75,14 @@ export class CheckList {
     this.atMost(where, 'ppl_increase_pct', deltaPplPct, this.thresholds.maxPplIncreasePct);
     if (meanKld !== undefined) this.atMost(where, 'mean_kld', meanKld, this.thresholds.maxKld);
     if (top1 !== undefined) this.atLeast(where, 'top1_agreement', top1, this.thresholds.minTop1);
+  }
+
+  /**
+   * Output that is not finite fails whether or not any threshold is set: a NaN logit is a broken model,
+   * never a quality level. Added only when there are such positions.
+   */
+  finite(where: string, nonFinitePositions: number): void {
+    if (nonFinitePositions > 0) this.checks.push({ where, metric: 'non_finite_positions', value: nonFinitePositions, limit: 0, passed: false });
   }
 
   kobest(where: string, accDrop: number, f1Drop: number): void {

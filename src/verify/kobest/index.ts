@@ -26,11 +26,13 @@ export {
 export {
   type KobestDocumentResult,
   type KobestEngine,
+  type KobestInputs,
   type KobestProgress,
   type KobestReport,
   type KobestRunOptions,
   type KobestTaskResult,
   keptContextLength,
+  loadKobestInputs,
   runKobest,
   scoreKobestRequests,
   summarizeKobest,

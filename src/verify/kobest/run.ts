@@ -13,9 +13,9 @@
  */
 import { ERROR_CODES, PolyquantError } from '../../errors.js';
 import type { Engine } from '../engine.js';
-import { loadKobestSplit } from './load.js';
+import { type KobestSplitData, loadKobestSplit } from './load.js';
 import { accuracy, argmax, macroF1, meanStderr } from './metrics.js';
-import { buildKobestRequests, type KobestRequest } from './requests.js';
+import { buildKobestRequests, type KobestRequest, resolveLimit } from './requests.js';
 import {
   isKobestTaskName,
   KOBEST_TASK_NAMES,
@@ -51,6 +51,54 @@ export interface KobestRunOptions {
   /** The harness's `max_length` (model input tokens); default `engine.contextLength`. */
   readonly maxLength?: number;
   readonly onProgress?: (progress: KobestProgress) => void;
+  /** The splits already loaded and checked by `loadKobestInputs` (loaded here otherwise). */
+  readonly inputs?: KobestInputs;
+}
+
+/** Every split a run reads, by task: the evaluated split, and train when a shot count is above 0. */
+export type KobestInputs = ReadonlyMap<KobestTaskName, { readonly evaluated: KobestSplitData<KobestTaskName>; readonly train: KobestSplitData<KobestTaskName> | undefined }>;
+
+/**
+ * Loads and checks every input of a KOBEST run before any model scores anything: task names, shot counts,
+ * `--limit`, and each task's split files (a missing task or split is noticed now, not after the tasks
+ * before it ran), and that every task keeps at least one document — an empty evaluation would report NaN.
+ */
+export async function loadKobestInputs(options: Pick<KobestRunOptions, 'dir' | 'tasks' | 'shots' | 'split' | 'limit'>): Promise<KobestInputs> {
+  const tasks = options.tasks ?? KOBEST_TASK_NAMES;
+  for (const task of tasks) {
+    if (!isKobestTaskName(task)) {
+      throw new PolyquantError(ERROR_CODES.USAGE, `--tasks: unknown KOBEST task ${JSON.stringify(task)}`, {
+        hint: `choose from ${KOBEST_TASK_NAMES.join(', ')}`,
+      });
+    }
+  }
+  const shotCounts = options.shots ?? [0];
+  if (shotCounts.length === 0) throw new PolyquantError(ERROR_CODES.USAGE, '--shots is empty: give at least one shot count, e.g. 0');
+  for (const shots of shotCounts) {
+    if (!Number.isSafeInteger(shots) || shots < 0) {
+      throw new PolyquantError(ERROR_CODES.USAGE, `--shots: shot counts must be non-negative integers, got ${shots}`);
+    }
+  }
+  if (options.limit !== undefined && !(Number.isFinite(options.limit) && options.limit > 0)) {
+    throw new PolyquantError(ERROR_CODES.USAGE, `--limit ${options.limit} must be a document count ≥ 1 or a fraction in (0, 1)`);
+  }
+  const split = options.split ?? 'test';
+  const needsTrain = shotCounts.some((shots) => shots > 0);
+  const inputs = new Map<KobestTaskName, { evaluated: KobestSplitData<KobestTaskName>; train: KobestSplitData<KobestTaskName> | undefined }>();
+  for (const task of tasks) {
+    const evaluated = await loadKobestSplit(options.dir, task, split);
+    const kept = resolveLimit(options.limit, evaluated.documents.length);
+    if (kept === 0) {
+      throw new PolyquantError(
+        ERROR_CODES.USAGE,
+        `KOBEST ${task} ${split} keeps no documents: ${evaluated.documents.length} in the split${options.limit === undefined ? '' : `, --limit ${options.limit}`}`,
+        { file: evaluated.file, hint: 'a metric over no documents is undefined; raise --limit or check the split file' },
+      );
+    }
+    const train = needsTrain ? await loadKobestSplit(options.dir, task, 'train') : undefined;
+    inputs.set(task, { evaluated, train });
+  }
+  return inputs;
 }
 
 export interface KobestDocumentResult {
@@ -237,10 +285,11 @@ async function runTask<Name extends KobestTaskName>(
   shotCounts: readonly number[],
   maxLength: number,
 ): Promise<KobestTaskResult[]> {
-  const evaluated = await loadKobestSplit(options.dir, name, split);
+  const loaded = options.inputs?.get(name);
+  const evaluated = (loaded?.evaluated ?? (await loadKobestSplit(options.dir, name, split))) as KobestSplitData<Name>;
   const needsTrain = shotCounts.some((shots) => shots > 0);
   const train: readonly KobestDocuments[Name][] = needsTrain
-    ? (await loadKobestSplit(options.dir, name, 'train')).documents
+    ? ((loaded?.train ?? (await loadKobestSplit(options.dir, name, 'train'))) as KobestSplitData<Name>).documents
     : [];
   const results: KobestTaskResult[] = [];
   for (const shots of shotCounts) {
@@ -289,7 +338,9 @@ export async function runKobest(engine: KobestEngine, options: KobestRunOptions)
     throw new PolyquantError(ERROR_CODES.USAGE, `max_length must be a positive integer, got ${maxLength}`);
   }
   const split = options.split ?? 'test';
+  // Every split is loaded and checked before the first task runs.
+  const inputs = options.inputs ?? (await loadKobestInputs({ ...options, tasks, shots: shotCounts, split }));
   const results: KobestTaskResult[] = [];
-  for (const task of tasks) results.push(...(await runTask(engine, task, options, split, shotCounts, maxLength)));
+  for (const task of tasks) results.push(...(await runTask(engine, task, { ...options, inputs }, split, shotCounts, maxLength)));
   return { split, limit: options.limit, maxLength, results };
 }
