@@ -13,7 +13,7 @@ import { compareKobest } from './compare-kobest.js';
 import type { Engine } from './engine.js';
 import { createLlamaCppEngine } from './engines/llamacpp.js';
 import { createReferenceEngine } from './engines/reference.js';
-import { type KobestSplit, type KobestTaskName, runKobest } from './kobest/index.js';
+import { type KobestInputs, type KobestSplit, type KobestTaskName, runKobest } from './kobest/index.js';
 import { type PerplexityProtocol, planWindows, scoreWindows, type WindowScore } from './perplexity.js';
 import {
   distributionSection,
@@ -25,7 +25,8 @@ import {
   type VerifyReport,
 } from './report.js';
 import { planSimulation } from './simulate.js';
-import { DistributionComparer } from './stats.js';
+import { checkVerifySettings } from './settings.js';
+import { DistributionComparer, nonFinitePositions } from './stats.js';
 import { readTextFile } from './text.js';
 import { CheckList, type Thresholds } from './thresholds.js';
 
@@ -176,15 +177,25 @@ export function firstTokenMismatch(a: Int32Array, b: Int32Array): number {
   return a.length === b.length ? -1 : shorter;
 }
 
-function numbers(nllSum: number, scored: number, tokens: number, bytes: number, windowNll: number[]): PerplexityNumbers {
-  const mean = nllSum / scored;
+function numbers(
+  nllSum: number,
+  scored: number,
+  tokens: number,
+  bytes: number,
+  windowNll: number[],
+  nonFinite: { count: number; firstToken: number | null },
+): PerplexityNumbers {
+  // Non-finite output has no perplexity: NaN (null in JSON), never a huge number that reads as a measurement.
+  const mean = nonFinite.count > 0 ? Number.NaN : nllSum / scored;
   return {
     ppl: Math.exp(mean),
-    nll_sum: nllSum,
+    nll_sum: nonFinite.count > 0 ? Number.NaN : nllSum,
     scored_tokens: scored,
     bytes,
     bits_per_byte: (mean * tokens) / bytes / Math.LN2,
     window_nll: windowNll,
+    non_finite_positions: nonFinite.count,
+    first_non_finite_token: nonFinite.firstToken,
   };
 }
 
@@ -219,6 +230,7 @@ async function comparePerplexity(baseline: Engine, candidate: Engine, file: stri
   const candStream = scoreWindows(candidate, tokens, windows, scoreOptions)[Symbol.asyncIterator]();
   const comparer = new DistributionComparer();
   const totals = { base: 0, cand: 0, scored: 0, baseWindows: [] as number[], candWindows: [] as number[] };
+  const nonFinite = { base: { count: 0, firstToken: null as number | null }, cand: { count: 0, firstToken: null as number | null } };
   try {
     for (let done = 0; done < windows.length; done += 1) {
       const [a, b] = await Promise.all([baseStream.next(), candStream.next()]);
@@ -228,6 +240,11 @@ async function comparePerplexity(baseline: Engine, candidate: Engine, file: stri
         comparer.addWindow(base.score.full, cand.score.full, baseline.vocabSize, base.score.argmax, cand.score.argmax);
       } else {
         comparer.addArgmax(base.score.argmax, cand.score.argmax);
+      }
+      for (const [side, result, engine] of [[nonFinite.base, base, baseline], [nonFinite.cand, cand, candidate]] as const) {
+        const found = nonFinitePositions(result.score.tokenLogProbs, result.score.argmax, result.score.full, engine.vocabSize);
+        side.count += found.count;
+        if (found.first >= 0) side.firstToken ??= result.window.start + result.window.from + found.first;
       }
       const scored = base.score.tokenLogProbs.length;
       totals.base += base.nll;
@@ -240,9 +257,14 @@ async function comparePerplexity(baseline: Engine, candidate: Engine, file: stri
   } finally {
     await Promise.allSettled([baseStream.return?.(undefined), candStream.return?.(undefined)]);
   }
-  const baseNumbers = numbers(totals.base, totals.scored, tokens.length, text.bytes, totals.baseWindows);
-  const candNumbers = numbers(totals.cand, totals.scored, tokens.length, text.bytes, totals.candWindows);
-  const distribution = comparer.result(totals.scored);
+  const baseNumbers = numbers(totals.base, totals.scored, tokens.length, text.bytes, totals.baseWindows, nonFinite.base);
+  const candNumbers = numbers(totals.cand, totals.scored, tokens.length, text.bytes, totals.candWindows, nonFinite.cand);
+  const broken = nonFinite.base.count > 0 || nonFinite.cand.count > 0;
+  const measured = comparer.result(totals.scored);
+  // With either side non-finite nothing compares: every comparison is NaN, so every gate fails.
+  const distribution = broken
+    ? { ...measured, meanKld: Number.NaN, medianKld: Number.NaN, p99Kld: Number.NaN, maxKld: Number.NaN, top1Agreement: Number.NaN }
+    : measured;
   return {
     file: text.file,
     protocol,
@@ -260,11 +282,12 @@ async function comparePerplexity(baseline: Engine, candidate: Engine, file: stri
   };
 }
 
-async function compareKobestRuns(baseline: Engine, candidate: Engine, options: VerifyOptions): Promise<KobestSection[]> {
+async function compareKobestRuns(baseline: Engine, candidate: Engine, options: VerifyOptions, inputs: KobestInputs | undefined): Promise<KobestSection[]> {
   const dir = options.kobestDir as string;
   const run = (engine: Engine, model: 'baseline' | 'candidate') =>
     runKobest(engine, {
       dir,
+      ...(inputs !== undefined && { inputs }),
       ...(options.tasks !== undefined && { tasks: options.tasks }),
       shots: options.shots ?? [0],
       ...(options.split !== undefined && { split: options.split }),
@@ -297,6 +320,8 @@ export async function verify(options: VerifyOptions): Promise<VerifyReport> {
   if (options.device !== undefined && !(DEVICE_NAMES as readonly string[]).includes(options.device)) {
     throw new PolyquantError(ERROR_CODES.USAGE, `device ${JSON.stringify(options.device)} is not one of ${DEVICE_NAMES.join(', ')}`);
   }
+  // Every setting and input (texts, KOBEST splits) before any model is loaded.
+  const kobestInputs = await checkVerifySettings(options);
   const baselinePlan = await planModel(options.baseline, 'baseline', options, undefined);
   const candidatePlan = await planModel(options.candidate, 'candidate', options, options.simulate);
   if (options.device === 'gpu' && baselinePlan.engine !== 'llamacpp' && candidatePlan.engine !== 'llamacpp') {
@@ -314,6 +339,8 @@ export async function verify(options: VerifyOptions): Promise<VerifyReport> {
     for (const file of pplFiles) {
       const section = await comparePerplexity(baseline.engine, candidate.engine, file, options);
       perplexity.push(section);
+      checks.finite(`ppl ${file} baseline`, section.baseline.non_finite_positions);
+      checks.finite(`ppl ${file} candidate`, section.candidate.non_finite_positions);
       checks.perplexity(
         `ppl ${file}`,
         section.comparison.delta_ppl_pct,
@@ -321,7 +348,7 @@ export async function verify(options: VerifyOptions): Promise<VerifyReport> {
         section.comparison.top1_agreement,
       );
     }
-    const kobest = options.kobestDir === undefined ? [] : await compareKobestRuns(baseline.engine, candidate.engine, options);
+    const kobest = options.kobestDir === undefined ? [] : await compareKobestRuns(baseline.engine, candidate.engine, options, kobestInputs);
     for (const section of kobest) {
       checks.kobest(`${section.task} ${section.shots}-shot`, -section.comparison.delta_acc, -section.comparison.delta_macro_f1);
     }
