@@ -123,12 +123,12 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoResult> {
     if (!isGgufFileType(type)) throw new PolyquantError(ERROR_CODES.USAGE, `unknown GGUF type ${JSON.stringify(type)}`, { hint: 'see polyquant convert --help' });
   }
   const say = options.onProgress ?? (() => undefined);
+  // Scratch folders of demos that were killed before they could clean up: ours by name, process gone.
+  await removeStaleTemps(tmpdir(), DEMO_SCRATCH_PATTERN);
   // Every input is checked before the first conversion starts: a missing model or text fails at once.
   for (const model of models) await readCheckpoint(model);
   if (options.text !== undefined) await readTextFile(options.text);
   const keptDir = options.outDir === undefined ? undefined : await checkOutputFolder(options.outDir, '--out');
-  // Scratch folders of demos that were killed before they could clean up: ours by name, process gone.
-  await removeStaleTemps(tmpdir(), DEMO_SCRATCH_PATTERN);
   const scratch = await mkdtemp(join(tmpdir(), `${DEMO_SCRATCH_PREFIX}${process.pid}-`));
   const untrack = trackTemp(scratch);
   const outDir = keptDir ?? scratch;
