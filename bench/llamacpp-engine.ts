@@ -1,16 +1,17 @@
 /**
  * Throughput of verify-style scoring (full next-token distributions at every scored position) on one GGUF:
- * the llamacpp engine (node-llama-cpp) vs llama.cpp's own `llama-perplexity` on the same file vs the
- * reference engine on the HF folder. By default the GGUF is polyglot-ko-tiny converted to f16 in a temp
- * folder by our converter. Scoring only the target token (distributions none) costs the same in the
- * llamacpp engine — the whole distribution is read either way (see the header of
- * src/verify/engines/llamacpp.ts) — so it is also timed, with the plain decode as the floor.
+ * the llamacpp engine on each of its paths (native addon, node-llama-cpp internals, public API) vs
+ * llama.cpp's own `llama-perplexity` on the same file, same threads, same windows, in one run; the reference
+ * engine on the HF folder; and KOBEST scoring throughput (documents/s) per path. By default the GGUF is
+ * polyglot-ko-tiny converted to f16 in a temp folder by our converter.
  *
  *   npx tsx bench/llamacpp-engine.ts [--gguf FILE] [--model DIR] [--text FILE] [--ctx 512] [--windows 2] [--threads 2]
+ *                                    [--paths native,addon] [--kobest-limit 100] [--kobest-tasks copa,boolq] [--no-reference]
  *
  * llama-perplexity is vendor-build/llama.cpp/build/bin/llama-perplexity (bench/build-llama.sh); it is
- * skipped with a message when absent. It scores llama.cpp's protocol (second half of each chunk) and
- * batches several chunks per decode, so compare its tokens/s as "tokens through the model per second".
+ * skipped with a message when absent. It runs with `-b CTX` (one window per decode, as the engine) and its
+ * throughput is taken from its own timing of the evaluation (`prompt eval time`, load excluded); it scores
+ * llama.cpp's protocol (log-softmax over the second half of each window), we score every position.
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
@@ -20,6 +21,7 @@ import { convertToGguf } from '../src/converters/gguf/convert.js';
 import type { Engine } from '../src/verify/engine.js';
 import { createLlamaCppEngine } from '../src/verify/engines/llamacpp.js';
 import { createReferenceEngine } from '../src/verify/engines/reference.js';
+import { type KobestTaskName, runKobest } from '../src/verify/kobest/index.js';
 import { perplexityOfFile } from '../src/verify/perplexity.js';
 
 function argument(name: string, fallback: string): string {
@@ -34,6 +36,11 @@ const text = argument('text', resolve(shared, 'data', 'korean-text', 'valid.txt'
 const ctx = Number(argument('ctx', '512'));
 const windows = Number(argument('windows', '2'));
 const threads = Number(argument('threads', '2'));
+const paths = argument('paths', 'native,addon').split(',') as ('native' | 'addon' | 'public')[];
+const kobestLimit = Number(argument('kobest-limit', '100'));
+const kobestTasks = argument('kobest-tasks', 'copa,boolq').split(',') as KobestTaskName[];
+const kobestDir = resolve(shared, 'data', 'kobest');
+const withReference = !process.argv.includes('--no-reference');
 const perplexityBinary = resolve(root, 'vendor-build', 'llama.cpp', 'build', 'bin', 'llama-perplexity');
 
 let scratch: string | undefined;
@@ -55,7 +62,7 @@ function cpuSeconds(since: NodeJS.CpuUsage): number {
   return (used.user + used.system) / 1e6;
 }
 
-async function timeEngine(label: string, engine: Engine, distributions: 'full' | 'none'): Promise<void> {
+async function timeEngine(label: string, engine: Engine, distributions: 'full' | 'none'): Promise<number> {
   const cpu = process.cpuUsage();
   const begin = performance.now();
   const report = await perplexityOfFile(engine, text, { ctx, maxWindows: windows, distributions });
@@ -64,20 +71,37 @@ async function timeEngine(label: string, engine: Engine, distributions: 'full' |
   console.log(
     `${label.padEnd(34)} ${(tokens / seconds).toFixed(1).padStart(8)} tokens/s  (${report.windows.length} × ${ctx} tokens in ${seconds.toFixed(2)} s, ${(tokens / cpuSeconds(cpu)).toFixed(1)} per CPU-second, ppl ${report.ppl.toFixed(3)})`,
   );
+  return tokens / seconds;
 }
 
+/** Sets POLYQUANT_LLAMACPP_PATH for the engines created inside `work`. */
+async function onPath<T>(path: string, work: () => Promise<T>): Promise<T> {
+  const previous = process.env['POLYQUANT_LLAMACPP_PATH'];
+  process.env['POLYQUANT_LLAMACPP_PATH'] = path;
+  try {
+    return await work();
+  } finally {
+    if (previous === undefined) delete process.env['POLYQUANT_LLAMACPP_PATH'];
+    else process.env['POLYQUANT_LLAMACPP_PATH'] = previous;
+  }
+}
+
+const engineRates = new Map<string, number>();
+
 try {
-  {
-    const started = performance.now();
-    const engine = await createLlamaCppEngine(gguf, { device: 'cpu', threads, contextLength: ctx });
-    console.log(`llamacpp engine ready in ${((performance.now() - started) / 1000).toFixed(2)} s (${engine.device})`);
-    try {
-      await engine.score(engine.tokenize('워밍업 문장입니다.'), { distributions: 'full' });
-      await timeEngine('llamacpp, full distributions', engine, 'full');
-      await timeEngine('llamacpp, target only', engine, 'none');
-    } finally {
-      await engine.close();
-    }
+  for (const path of paths) {
+    await onPath(path, async () => {
+      const started = performance.now();
+      const engine = await createLlamaCppEngine(gguf, { device: 'cpu', threads, contextLength: ctx });
+      console.log(`llamacpp engine (${engine.distributionPath} path) ready in ${((performance.now() - started) / 1000).toFixed(2)} s (${engine.device})`);
+      try {
+        await engine.score(engine.tokenize('워밍업 문장입니다.'), { distributions: 'full' });
+        engineRates.set(path, await timeEngine(`llamacpp ${engine.distributionPath}, full distributions`, engine, 'full'));
+        await timeEngine(`llamacpp ${engine.distributionPath}, target only`, engine, 'none');
+      } finally {
+        await engine.close();
+      }
+    });
   }
 
   if (existsSync(perplexityBinary)) {
@@ -95,16 +119,37 @@ try {
     if (run.status !== 0 || perPass === null || sequences === null) {
       console.log(`llama-perplexity failed (exit ${run.status}):\n${output.slice(-2000)}`);
     } else {
-      const tokensPerSecond = (Number(sequences[1]) * ctx) / Number(perPass[1]);
+      // Its own timing of all evaluation (load excluded): "prompt eval time = X ms / N tokens".
+      const evaluation = /prompt eval time =\s*([\d.]+) ms \/\s*(\d+) tokens/.exec(output);
+      const tokensPerSecond = evaluation !== null ? Number(evaluation[2]) / (Number(evaluation[1]) / 1000) : (Number(sequences[1]) * ctx) / Number(perPass[1]);
       console.log(
-        `${'llama-perplexity (all logits)'.padEnd(34)} ${tokensPerSecond.toFixed(1).padStart(8)} tokens/s  (${perPass[1]} s per pass of ${sequences[1]} × ${ctx}; process ${seconds.toFixed(2)} s, ppl ${estimate?.[1] ?? '?'} on its own protocol)`,
+        `${'llama-perplexity (all logits)'.padEnd(34)} ${tokensPerSecond.toFixed(1).padStart(8)} tokens/s  (${evaluation?.[2] ?? '?'} tokens in ${evaluation?.[1] ?? '?'} ms; first pass ${perPass[1]} s of ${sequences[1]} × ${ctx}; process ${seconds.toFixed(2)} s, ppl ${estimate?.[1] ?? '?'} on its own protocol)`,
       );
+      for (const [path, rate] of engineRates) console.log(`ratio llamacpp ${path} / llama-perplexity: ${((rate / tokensPerSecond) * 100).toFixed(1)} %`);
     }
   } else {
     console.log(`llama-perplexity skipped: ${perplexityBinary} not found (bash bench/build-llama.sh builds it)`);
   }
 
-  try {
+  if (existsSync(kobestDir) && kobestLimit > 0) {
+    for (const path of paths) {
+      await onPath(path, async () => {
+        const engine = await createLlamaCppEngine(gguf, { device: 'cpu', threads });
+        try {
+          const begin = performance.now();
+          const report = await runKobest(engine, { dir: kobestDir, tasks: kobestTasks, shots: [0], split: 'validation', limit: kobestLimit });
+          const seconds = (performance.now() - begin) / 1000;
+          const documents = report.results.reduce((total, result) => total + result.n, 0);
+          const accuracy = report.results.map((result) => `${result.task} acc ${result.acc.toFixed(3)}`).join(', ');
+          console.log(`KOBEST ${kobestTasks.join('+')} 0-shot validation, ${engine.distributionPath} path (parallelism ${engine.parallelism}): ${(documents / seconds).toFixed(1)} documents/s (${documents} in ${seconds.toFixed(2)} s; ${accuracy})`);
+        } finally {
+          await engine.close();
+        }
+      });
+    }
+  }
+
+  if (withReference) try {
     const engine = await createReferenceEngine(model, { threads, contextLength: ctx });
     try {
       await engine.score(engine.tokenize('워밍업 문장입니다.'), { distributions: 'full' });

@@ -13,7 +13,8 @@
 //   loadModel(path, gpuLayers, cpuOnly) → Promise<model>        freeModel(model)
 //   modelInfo(model) → { vocab, ctxTrain, layers, params, gpuLayers, devices }
 //   tokenize(model, text, parseSpecial) → Int32Array
-//   createContext(model, nCtx, nBatch, nSeqMax, threads, cpuOnly) → context   freeContext(context)
+//   createContext(model, nCtx, nBatch, nSeqMax, threads, cpuOnly, flashAttention) → context   freeContext(context)
+//   contextInfo(context) → { nCtx, nBatch, nSeqMax, threads }
 //   decode(context, tokens, positions, seqMasks, logits, outIndex, outTarget, outLogProb, outArgmax,
 //          outFullRow, full) → Promise<void>
 //   seqRemove(context, seq, p0, p1) → boolean                   memoryClear(context)
@@ -22,6 +23,9 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -341,16 +345,16 @@ napi_value Tokenize(napi_env env, napi_callback_info info) {
 // ---- contexts ------------------------------------------------------------------------------------------
 
 napi_value CreateContext(napi_env env, napi_callback_info info) {
-  napi_value argv[6];
-  if (!getArgs(env, info, 6, argv)) return nullptr;
+  napi_value argv[7];
+  if (!getArgs(env, info, 7, argv)) return nullptr;
   Model *model = getModel(env, argv[0]);
   if (model == nullptr) return nullptr;
   int64_t nCtx = 0, nBatch = 0, nSeqMax = 0, threads = 0;
-  bool cpuOnly = true;
+  bool cpuOnly = true, flashAttention = true;
   if (!getInt(env, argv[1], &nCtx) || !getInt(env, argv[2], &nBatch) || !getInt(env, argv[3], &nSeqMax) ||
-      !getInt(env, argv[4], &threads) || !getBool(env, argv[5], &cpuOnly) || nCtx < 1 || nBatch < 1 ||
-      nSeqMax < 1 || nSeqMax > 32 || threads < 1) {
-    return throwError(env, "polyquant-llama: createContext(model, nCtx, nBatch, nSeqMax 1..32, threads, cpuOnly)");
+      !getInt(env, argv[4], &threads) || !getBool(env, argv[5], &cpuOnly) || !getBool(env, argv[6], &flashAttention) ||
+      nCtx < 1 || nBatch < 1 || nSeqMax < 1 || nSeqMax > 32 || threads < 1) {
+    return throwError(env, "polyquant-llama: createContext(model, nCtx, nBatch, nSeqMax 1..32, threads, cpuOnly, flashAttention)");
   }
   llama_context_params params = llama_context_default_params();
   params.n_ctx = static_cast<uint32_t>(nCtx);
@@ -359,7 +363,8 @@ napi_value CreateContext(napi_env env, napi_callback_info info) {
   params.n_seq_max = static_cast<uint32_t>(nSeqMax);
   params.n_threads = static_cast<int32_t>(threads);
   params.n_threads_batch = static_cast<int32_t>(threads);
-  params.flash_attn_type = LLAMA_FLASH_ATTN_TYPE_DISABLED;
+  // auto: llama.cpp's own default (its tools run with it), on wherever the backend supports it.
+  params.flash_attn_type = flashAttention ? LLAMA_FLASH_ATTN_TYPE_AUTO : LLAMA_FLASH_ATTN_TYPE_DISABLED;
   params.no_perf = true;
   // One KV buffer for every sequence: a KOBEST context is decoded once, tagged with the sequence of each
   // of its continuations, which llama.cpp allows only with a unified cache.
@@ -439,39 +444,110 @@ napi_value MemoryClear(napi_env env, napi_callback_info info) {
 
 // ---- per-position statistics ------------------------------------------------------------------------
 
+// Eight floats (or ints, or four doubles) at a time with GCC's vector extensions: the same operations in the
+// same order on every target (SSE2 lowers them in halves, AVX2 at full width; target_clones picks at load
+// time), and -ffp-contract=off keeps FMA out, so the numbers do not depend on the machine.
+typedef float v8sf __attribute__((vector_size(32)));
+typedef int32_t v8si __attribute__((vector_size(32)));
+typedef float v4sf __attribute__((vector_size(16)));
+typedef double v4df __attribute__((vector_size(32)));
+
 /**
- * log-softmax of one logits row, the way llama-perplexity computes it (max, Σ expf(x − max) in double,
- * log): the target's log-probability, the argmax (first on ties), and optionally the whole row of
- * log-probabilities as float32. A non-finite logit makes the results NaN, never a number that looks fine.
+ * e^x for x ≤ 0 (Cephes' expf: x = k·ln 2 + r, a degree-6 polynomial in r, 2^k from the exponent bits);
+ * relative error below 1e-7 against exp in double over [−87, 0] (checked in the tests through the sums).
+ * Below −87 it returns e^−87 ≈ 1.6e−38: a term that can never move a sum that holds e^0 = 1.
+ */
+__attribute__((always_inline)) inline v8sf expNonPositive(v8sf x) {
+  const v8sf low = {-87.f, -87.f, -87.f, -87.f, -87.f, -87.f, -87.f, -87.f};
+  x = x < low ? low : x;
+  const v8sf fx = x * 1.44269504088896341f + 0.5f;
+  v8sf kf = __builtin_convertvector(__builtin_convertvector(fx, v8si), v8sf);
+  kf = kf > fx ? kf - 1.0f : kf;  // floor, as truncation rounds negative values up
+  const v8sf r = x - kf * 0.693359375f - kf * -2.12194440e-4f;
+  v8sf p = r * 1.9875691500e-4f + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  const v8si bits = (__builtin_convertvector(kf, v8si) + 127) << 23;
+  v8sf scale;
+  std::memcpy(&scale, &bits, sizeof scale);
+  return p * scale;
+}
+
+/** Loads 8 floats from x[i …], padding past n with `fill`. */
+__attribute__((always_inline)) inline v8sf load8(const float *x, int32_t i, int32_t n, float fill) {
+  v8sf v;
+  if (i + 8 <= n) {
+    std::memcpy(&v, x + i, sizeof v);
+  } else {
+    for (int32_t j = 0; j < 8; j += 1) v[j] = i + j < n ? x[i + j] : fill;
+  }
+  return v;
+}
+
+/** max of a row; NaN entries are skipped here (the sum below turns them into NaN). */
+__attribute__((target_clones("avx2", "default"))) float rowMax(const float *x, int32_t n) {
+  v8sf best = load8(x, 0, n, -INFINITY);
+  for (int32_t i = 8; i < n; i += 8) {
+    const v8sf v = load8(x, i, n, -INFINITY);
+    best = v > best ? v : best;
+  }
+  float m = best[0];
+  for (int32_t j = 1; j < 8; j += 1) m = best[j] > m ? best[j] : m;
+  return m;
+}
+
+/** Σ e^(x − m) in double (two four-lane accumulators, a fixed order). */
+__attribute__((target_clones("avx2", "default"))) double sumExp(const float *x, int32_t n, float m) {
+  v4df low = {0, 0, 0, 0};
+  v4df high = {0, 0, 0, 0};
+  for (int32_t i = 0; i < n; i += 8) {
+    const v8sf e = expNonPositive(load8(x, i, n, -INFINITY) - m);
+    low += __builtin_convertvector(__builtin_shufflevector(e, e, 0, 1, 2, 3), v4df);
+    high += __builtin_convertvector(__builtin_shufflevector(e, e, 4, 5, 6, 7), v4df);
+  }
+  return ((low[0] + high[0]) + (low[1] + high[1])) + ((low[2] + high[2]) + (low[3] + high[3]));
+}
+
+/** out[i] = (x[i] − m) − logSum, computed in double, stored as float. */
+__attribute__((target_clones("avx2", "default"))) void writeLogProbs(const float *x, int32_t n, float m, double logSum, float *out) {
+  int32_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    v8sf v;
+    std::memcpy(&v, x + i, sizeof v);
+    const v8sf d = v - m;
+    const v4sf low = __builtin_convertvector(__builtin_convertvector(__builtin_shufflevector(d, d, 0, 1, 2, 3), v4df) - logSum, v4sf);
+    const v4sf high = __builtin_convertvector(__builtin_convertvector(__builtin_shufflevector(d, d, 4, 5, 6, 7), v4df) - logSum, v4sf);
+    std::memcpy(out + i, &low, sizeof low);
+    std::memcpy(out + i + 4, &high, sizeof high);
+  }
+  for (; i < n; i += 1) out[i] = static_cast<float>(static_cast<double>(x[i] - m) - logSum);
+}
+
+/**
+ * log-softmax of one logits row as llama-perplexity computes it (the max, Σ e^(x − max) in double, its
+ * log), vectorised: the target's log-probability, the argmax (first on ties, as torch.argmax), and
+ * optionally the whole row of log-probabilities as float32. A non-finite logit makes the results NaN,
+ * never a number that looks fine.
  */
 void rowStatistics(const float *logits, int32_t vocab, int32_t target, double *logProb, int32_t *argmax, float *fullRow) {
-  float maximum = logits[0];
+  const float maximum = rowMax(logits, vocab);
   int32_t best = 0;
-  bool finite = std::isfinite(logits[0]);
-  for (int32_t i = 1; i < vocab; i += 1) {
-    const float value = logits[i];
-    if (value > maximum) {
-      maximum = value;
-      best = i;
-    }
-    finite = finite && std::isfinite(value);
-  }
-  if (!finite) {
+  while (best < vocab - 1 && !(logits[best] == maximum)) best += 1;
+  *argmax = best;
+  const double sum = std::isfinite(maximum) ? sumExp(logits, vocab, maximum) : NAN;
+  if (!std::isfinite(sum)) {
     *logProb = NAN;
-    *argmax = best;
     if (fullRow != nullptr) std::fill(fullRow, fullRow + vocab, NAN);
     return;
   }
-  double sum = 0;
-  for (int32_t i = 0; i < vocab; i += 1) sum += expf(logits[i] - maximum);
   const double logSum = std::log(sum);
-  *argmax = best;
   // Rounded to float32 like the full row, so a target's log-probability is the same number whether or not
   // the row is asked for (and the row's entry at the target equals it).
   *logProb = target >= 0 ? static_cast<double>(static_cast<float>(static_cast<double>(logits[target] - maximum) - logSum)) : 0;
-  if (fullRow != nullptr) {
-    for (int32_t i = 0; i < vocab; i += 1) fullRow[i] = static_cast<float>(static_cast<double>(logits[i] - maximum) - logSum);
-  }
+  if (fullRow != nullptr) writeLogProbs(logits, vocab, maximum, logSum, fullRow);
 }
 
 /** Runs body(i) for i in [0, count) on `threads` threads (the calling one included). */
@@ -533,7 +609,9 @@ void decodeExecute(napi_env, void *data) {
     batch.n_seq_id[i] = n;
     batch.logits[i] = static_cast<int8_t>(work->logits[i] != 0);
   }
+  const auto started = std::chrono::steady_clock::now();
   work->status = llama_decode(context->ctx, batch);
+  const auto decoded = std::chrono::steady_clock::now();
   if (work->status != 0) {
     work->error = work->status == 1 ? "llama_decode found no KV slot for the batch"
                                     : "llama_decode failed with status " + std::to_string(work->status);
@@ -552,6 +630,12 @@ void decodeExecute(napi_env, void *data) {
     rowStatistics(row, vocab, work->outTarget[j], work->outLogProb + j, work->outArgmax + j, destination);
   });
   if (missing) work->error = "llama.cpp kept no logits for a requested position";
+  if (std::getenv("POLYQUANT_NATIVE_TIMING") != nullptr) {
+    const auto done = std::chrono::steady_clock::now();
+    std::fprintf(stderr, "polyquant-llama: decode %d tokens %.1f ms, %d outputs %.1f ms\n", work->nTokens,
+                 std::chrono::duration<double, std::milli>(decoded - started).count(), work->nOut,
+                 std::chrono::duration<double, std::milli>(done - decoded).count());
+  }
 }
 
 void decodeComplete(napi_env env, napi_status, void *data) {

@@ -117,7 +117,7 @@ try {
 
   const temporary = join(scratch, 'polyquant-llama.node');
   const args = [
-    '-O3', '-std=c++17', '-fPIC', '-shared', '-fvisibility=hidden', '-Wall', '-Wextra', '-Wno-unused-parameter',
+    '-O3', '-ffp-contract=off', '-std=c++17', '-fPIC', '-shared', '-fvisibility=hidden', '-Wall', '-Wextra', '-Wno-unused-parameter', '-Wno-psabi',
     '-DNAPI_VERSION=8',
     '-I', join(napiHeaders, 'include'),
     '-I', join(headers, 'include'),

@@ -192,8 +192,11 @@ export async function main(argv: readonly string[], io: CliIO = processIO): Prom
           .option('engine', {
             choices: ENGINE_NAMES,
             default: 'auto' as EngineName,
-            describe: 'auto: reference for HF folders, llamacpp (node-llama-cpp) for .gguf files',
+            describe:
+              'auto: reference for HF folders it can hold (≈ 1 B parameters), llamacpp (node-llama-cpp) for .gguf files and, on their cached f16 GGUF, for larger HF folders',
           })
+          .option('cache-dir', { type: 'string', describe: 'where HF folders run by llama.cpp are converted to (default $POLYQUANT_CACHE_DIR or ~/.cache/polyquant)' })
+          .option('baseline-type', { choices: ['f16', 'bf16', 'f32'] as const, default: 'f16' as const, describe: 'GGUF type an HF folder run by llama.cpp is converted to' })
           .option('device', { choices: DEVICE_NAMES, default: 'auto' as DeviceName, describe: 'where the llamacpp engine runs (gpu: fail without one)' })
           .option('threads', {
             type: 'string',
@@ -247,6 +250,8 @@ export async function main(argv: readonly string[], io: CliIO = processIO): Prom
           engine: args.engine,
           device: args.device,
           ...(threads !== undefined && { threads }),
+          ...(args['cache-dir'] !== undefined && { cacheDir: args['cache-dir'] }),
+          baselineType: args['baseline-type'],
           thresholds: Object.fromEntries(Object.entries(thresholds).filter(([, value]) => value !== undefined)),
           onProgress: (event) => progress.report(event),
         });

@@ -82,12 +82,23 @@ export function createCountProgress(stream: NodeJS.WriteStream = process.stderr)
   };
   return {
     report(event) {
-      const key = event.stage === 'load' ? `load ${event.path}` : event.stage === 'perplexity' ? `ppl ${event.file}` : `kobest ${event.model} ${event.task} ${event.shots}`;
+      const key =
+        event.stage === 'load'
+          ? `load ${event.path}`
+          : event.stage === 'cache'
+            ? `cache ${event.model} ${event.step}`
+            : event.stage === 'perplexity'
+              ? `ppl ${event.file}`
+              : `kobest ${event.model} ${event.task} ${event.shots}`;
       if (key !== stageKey) {
         stageKey = key;
         stageStarted = Date.now();
       }
       if (event.stage === 'load') show(`loading ${event.model} ${event.path}`);
+      else if (event.stage === 'cache') {
+        const verb = event.step === 'hash' ? 'hashing the checkpoint for the GGUF cache' : 'converting to GGUF for llama.cpp (once; cached)';
+        show(`${event.model}: ${verb} ${((event.done / Math.max(1, event.total)) * 100).toFixed(0)}% of ${(event.total / 1e9).toFixed(2)} GB${eta(event.done, event.total)}`);
+      }
       else if (event.stage === 'perplexity') {
         const seconds = Math.max(1e-3, (Date.now() - stageStarted) / 1000);
         show(`perplexity ${event.file}: window ${event.done}/${event.windows}, ${Math.round(event.tokens / seconds)} tokens/s (each model)${eta(event.done, event.windows)}`);

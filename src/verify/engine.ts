@@ -20,6 +20,13 @@ export interface ScoreOptions {
   readonly distributions?: DistributionMode;
   /** k for `topk` (default 32). */
   readonly topK?: number;
+  /**
+   * With `full`: a buffer of at least (n − from) × vocabSize floats the engine may fill and return as
+   * `full` instead of allocating one (callers that drop a window's rows pass an earlier window's back: a
+   * fresh 60 MB array per window costs more in page faults than llama.cpp takes to compute it on a small
+   * model). An engine that cannot write into it returns a new array; either way the result says where.
+   */
+  readonly into?: Float32Array;
 }
 
 export interface TopKDistributions {
@@ -68,6 +75,7 @@ export interface ResolvedScoreOptions {
   readonly from: number;
   readonly distributions: DistributionMode;
   readonly topK: number;
+  readonly into: Float32Array | undefined;
 }
 
 /** Checks `score`'s options against a window of `length` tokens and fills in the defaults (every engine). */
@@ -86,14 +94,28 @@ export function resolveScoreOptions(options: ScoreOptions, length: number): Reso
   if (!Number.isSafeInteger(topK) || topK < 1) {
     throw new PolyquantError(ERROR_CODES.USAGE, `topK is ${topK}; expected a positive integer`);
   }
-  return { from, distributions, topK };
+  const into = options.into;
+  if (into !== undefined && !(into instanceof Float32Array)) {
+    throw new PolyquantError(ERROR_CODES.USAGE, 'into must be a Float32Array');
+  }
+  return { from, distributions, topK, into };
 }
 
-/** A ScoreResult's arrays for `scored` positions over `vocab` tokens, zeroed, for an engine to fill. */
-export function allocateScoreResult(scored: number, vocab: number, distributions: DistributionMode, topK: number): ScoreResult & { full?: Float32Array; topk?: TopKDistributions } {
+/**
+ * A ScoreResult's arrays for `scored` positions over `vocab` tokens, for an engine to fill: zeroed, except
+ * that `full` is the front of `into` when that is given and large enough (its old contents left in place).
+ */
+export function allocateScoreResult(
+  scored: number,
+  vocab: number,
+  distributions: DistributionMode,
+  topK: number,
+  into?: Float32Array,
+): ScoreResult & { full?: Float32Array; topk?: TopKDistributions } {
   const tokenLogProbs = new Float64Array(scored);
   const argmax = new Int32Array(scored);
-  const full = distributions === 'full' ? new Float32Array(scored * vocab) : undefined;
+  const size = scored * vocab;
+  const full = distributions !== 'full' ? undefined : into !== undefined && into.length >= size ? into.subarray(0, size) : new Float32Array(size);
   const k = Math.min(topK, vocab);
   const topk: TopKDistributions | undefined =
     distributions === 'topk'

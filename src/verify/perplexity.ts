@@ -104,6 +104,12 @@ export interface ScoreWindowsOptions {
   readonly topK?: number;
   /** Windows in flight at once. Default: the engine's `parallelism` if it has one, else 1. */
   readonly concurrency?: number;
+  /**
+   * With `full` distributions: reuse the rows' buffers. A yielded window's `score.full` is then valid only
+   * until the loop asks for the next window (its buffer goes to a later window: the engine may write into
+   * it, see ScoreOptions.into). For consumers that reduce each window's rows at once, as verify does.
+   */
+  readonly recycle?: boolean;
 }
 
 /**
@@ -135,13 +141,16 @@ export async function* scoreWindows(
     ...(options.topK !== undefined && { topK: options.topK }),
   };
   const pending: Promise<WindowScore>[] = [];
+  /** Row buffers of windows the consumer is done with (recycle). */
+  const spare: Float32Array[] = [];
   let next = 0;
   const launch = (): void => {
     const window = windows[next] as WindowPlan;
     next += 1;
     // A compact copy: a subarray would carry (and a worker would clone) the whole text's buffer.
     const slice = tokens.slice(window.start, window.start + window.length);
-    const promise = engine.score(slice, { ...scoreOptions, from: window.from }).then((score) => {
+    const into = options.recycle === true ? spare.pop() : undefined;
+    const promise = engine.score(slice, { ...scoreOptions, from: window.from, ...(into !== undefined && { into }) }).then((score) => {
       let logLikelihood = 0;
       for (const value of score.tokenLogProbs) logLikelihood += value;
       return { window, tokens: slice, score, nll: -logLikelihood };
@@ -152,8 +161,12 @@ export async function* scoreWindows(
   };
   try {
     while (next < windows.length && pending.length < concurrency) launch();
+    let previous: Float32Array | undefined;
     while (pending.length > 0) {
       const result = await (pending.shift() as Promise<WindowScore>);
+      // The consumer has finished with the window yielded before this one: its rows may be reused.
+      if (previous !== undefined) spare.push(previous);
+      previous = options.recycle === true ? result.score.full : undefined;
       // Refill before yielding, so the engine works while the consumer does.
       if (next < windows.length) launch();
       yield result;

@@ -63,6 +63,16 @@ export interface ModelDescription {
   readonly device: string;
   /** The ggml type applied by --simulate, if any. */
   readonly simulate?: string;
+  /**
+   * When an HF folder was run by llama.cpp: the GGUF it was converted to (baseline-cache.ts), its type,
+   * whether it was already in the cache, and the seconds hashing/converting took in this run.
+   */
+  readonly artifact?: { readonly file: string; readonly type: string; readonly cached: boolean; readonly seconds: number };
+}
+
+/** ` on f16 GGUF FILE` when the model ran from a converted file, else nothing. */
+function artifactNote(model: ModelDescription): string {
+  return model.artifact === undefined ? '' : ` on its ${model.artifact.type} GGUF ${model.artifact.file}${model.artifact.cached ? ', cached' : ''}`;
 }
 
 export interface VerifyReport {
@@ -128,7 +138,7 @@ export function renderText(report: VerifyReport, table: (header: readonly string
   const r = rows(report);
   const lines = [
     `candidate  ${report.candidate.path} (${report.candidate.engine}${report.candidate.simulate ? `, simulated ${report.candidate.simulate}` : ''}, ${report.candidate.device})`,
-    `baseline   ${report.baseline.path} (${report.baseline.engine}, ${report.baseline.device})`,
+    `baseline   ${report.baseline.path} (${report.baseline.engine}${artifactNote(report.baseline)}, ${report.baseline.device})`,
   ];
   if (r.perplexity.length > 0) lines.push('', table(PPL_HEADER, r.perplexity));
   if (r.kobest.length > 0) lines.push('', table(KOBEST_HEADER, r.kobest));
@@ -151,7 +161,7 @@ export function renderMarkdown(report: VerifyReport): string {
     `## polyquant verify: ${report.verdict === 'pass' ? 'PASS' : 'FAIL'}`,
     '',
     `- candidate: \`${report.candidate.path}\` (${report.candidate.engine}${report.candidate.simulate ? `, simulated ${report.candidate.simulate}` : ''})`,
-    `- baseline: \`${report.baseline.path}\` (${report.baseline.engine})`,
+    `- baseline: \`${report.baseline.path}\` (${report.baseline.engine}${artifactNote(report.baseline)})`,
   ];
   if (r.perplexity.length > 0) parts.push('', md(PPL_HEADER, r.perplexity));
   if (r.kobest.length > 0) parts.push('', md(KOBEST_HEADER, r.kobest));

@@ -9,10 +9,11 @@ import { extname, resolve } from 'node:path';
 import { ERROR_CODES, PolyquantError } from '../errors.js';
 import { ioError, withFile } from '../io/file.js';
 import { readCheckpoint } from '../readers/checkpoint.js';
+import { type BaselineGgufType, cachedBaselineGguf } from './baseline-cache.js';
 import { compareKobest } from './compare-kobest.js';
 import type { Engine } from './engine.js';
 import { createLlamaCppEngine } from './engines/llamacpp.js';
-import { createReferenceEngine } from './engines/reference.js';
+import { createReferenceEngine, referenceEngineFits } from './engines/reference.js';
 import { type KobestInputs, type KobestSplit, type KobestTaskName, runKobest } from './kobest/index.js';
 import { type PerplexityProtocol, planWindows, scoreWindows, type WindowScore } from './perplexity.js';
 import {
@@ -30,7 +31,10 @@ import { DistributionComparer, nonFinitePositions } from './stats.js';
 import { readTextFile } from './text.js';
 import { CheckList, type Thresholds } from './thresholds.js';
 
-/** The `--engine` choices: `auto` picks reference for an HF folder and llamacpp for a GGUF file. */
+/**
+ * The `--engine` choices: `auto` picks reference for an HF folder the reference engine can hold, llamacpp
+ * for a GGUF file, and llamacpp on a cached f16 GGUF for a larger HF folder (baseline-cache.ts).
+ */
 export const ENGINE_NAMES = ['auto', 'reference', 'llamacpp'] as const;
 export type EngineName = (typeof ENGINE_NAMES)[number];
 /** The `--device` choices; only the llamacpp engine can use a GPU. */
@@ -61,12 +65,17 @@ export interface VerifyOptions {
   readonly device?: DeviceName;
   /** Reference engine: worker threads (0 = inline). llamacpp engine: llama.cpp compute threads. Default: each engine's own. */
   readonly threads?: number;
+  /** Where HF folders run by llama.cpp are converted to (default: baseline-cache.ts defaultCacheDir). */
+  readonly cacheDir?: string;
+  /** GGUF type an HF folder run by llama.cpp is converted to (default f16). */
+  readonly baselineType?: BaselineGgufType;
   readonly thresholds?: Thresholds;
   readonly onProgress?: (event: VerifyProgress) => void;
 }
 
 export type VerifyProgress =
   | { readonly stage: 'load'; readonly model: 'baseline' | 'candidate'; readonly path: string }
+  | { readonly stage: 'cache'; readonly model: 'baseline' | 'candidate'; readonly step: 'hash' | 'convert'; readonly done: number; readonly total: number }
   | { readonly stage: 'perplexity'; readonly file: string; readonly windows: number; readonly done: number; readonly tokens: number }
   | { readonly stage: 'kobest'; readonly model: 'baseline' | 'candidate'; readonly task: string; readonly shots: number; readonly done: number; readonly total: number };
 
@@ -97,6 +106,8 @@ interface ModelPlan {
   readonly role: 'baseline' | 'candidate';
   readonly path: string;
   readonly engine: 'reference' | 'llamacpp';
+  /** An HF folder for llama.cpp: converted to a cached GGUF first. */
+  readonly convert: boolean;
 }
 
 /** Which engine runs `path`, refusing combinations that cannot work before anything is loaded. */
@@ -113,17 +124,27 @@ async function planModel(path: string, role: 'baseline' | 'candidate', options: 
   if (!(ENGINE_NAMES as readonly string[]).includes(requested)) {
     throw new PolyquantError(ERROR_CODES.USAGE, `engine ${JSON.stringify(requested)} is not one of ${ENGINE_NAMES.join(', ')}`);
   }
-  const engine = requested === 'auto' ? (kind === 'folder' ? 'reference' : 'llamacpp') : requested;
+  let engine: 'reference' | 'llamacpp';
+  if (requested !== 'auto') {
+    engine = requested;
+  } else if (kind === 'gguf') {
+    engine = 'llamacpp';
+  } else {
+    // The reference engine is the oracle where it fits (≈ 1 B parameters); beyond, the folder's f16 GGUF in llama.cpp.
+    const { config } = await readCheckpoint(absolute);
+    const fits = referenceEngineFits(config, { ...(options.threads !== undefined && { threads: options.threads }) });
+    engine = fits || simulate !== undefined ? 'reference' : 'llamacpp';
+  }
   if (engine === 'reference' && kind !== 'folder') {
     throw new PolyquantError(ERROR_CODES.USAGE, `the reference engine runs Hugging Face folders; the ${role} is a GGUF file`, {
       file: absolute,
       hint: 'use --engine auto or llamacpp',
     });
   }
-  if (engine === 'llamacpp' && kind !== 'gguf') {
-    throw new PolyquantError(ERROR_CODES.USAGE, `the llamacpp engine runs GGUF files; the ${role} is a Hugging Face folder`, {
+  if (engine === 'llamacpp' && simulate !== undefined) {
+    throw new PolyquantError(ERROR_CODES.USAGE, '--simulate runs in the reference engine; it cannot be combined with --engine llamacpp', {
       file: absolute,
-      hint: 'convert it first (polyquant convert), or use --engine auto to run folders with the reference engine',
+      hint: 'convert the folder to the type instead (polyquant convert --type …) and verify the GGUF file',
     });
   }
   if (simulate !== undefined && kind !== 'folder') {
@@ -132,14 +153,22 @@ async function planModel(path: string, role: 'baseline' | 'candidate', options: 
       hint: 'a GGUF file is already quantized: verify it directly, without --simulate',
     });
   }
-  return { role, path: absolute, engine };
+  return { role, path: absolute, engine, convert: engine === 'llamacpp' && kind === 'folder' };
 }
 
 async function loadModel(plan: ModelPlan, options: VerifyOptions, simulate: string | undefined): Promise<LoadedModel> {
   const { role, path } = plan;
   options.onProgress?.({ stage: 'load', model: role, path });
   if (plan.engine === 'llamacpp') {
-    const engine = await createLlamaCppEngine(path, {
+    // An HF folder becomes its GGUF (f16 by default) once, cached by content; the report names the file.
+    const cached = plan.convert
+      ? await cachedBaselineGguf(path, {
+          ...(options.cacheDir !== undefined && { dir: options.cacheDir }),
+          ...(options.baselineType !== undefined && { type: options.baselineType }),
+          onProgress: (event) => options.onProgress?.({ stage: 'cache', model: role, step: event.stage, done: event.done, total: event.total }),
+        })
+      : undefined;
+    const engine = await createLlamaCppEngine(cached?.file ?? path, {
       ...(options.device !== undefined && { device: options.device }),
       ...(options.threads !== undefined && { threads: options.threads }),
       // Perplexity alone needs windows of ctx; KOBEST uses the model's whole context, as the reference does.
@@ -150,7 +179,15 @@ async function loadModel(plan: ModelPlan, options: VerifyOptions, simulate: stri
       await engine.close();
       throw new PolyquantError(ERROR_CODES.USAGE, `--ctx ${ctx} is longer than the model's context length ${engine.trainContextLength}`, { file: path });
     }
-    return { engine, description: { path, engine: engine.name, device: engine.device } };
+    return {
+      engine,
+      description: {
+        path,
+        engine: engine.name,
+        device: engine.device,
+        ...(cached !== undefined && { artifact: { file: cached.file, type: cached.type, cached: cached.hit, seconds: cached.seconds } }),
+      },
+    };
   }
   // The reference engine always runs on the CPU; --device applies to the llamacpp model beside it.
   const checkpoint = await readCheckpoint(path);
@@ -225,7 +262,8 @@ async function comparePerplexity(baseline: Engine, candidate: Engine, file: stri
   let windows = planWindows(tokens.length, { protocol, ctx, ...(options.stride !== undefined && { stride: options.stride }), source: text.file });
   if (options.maxWindows !== undefined) windows = windows.slice(0, options.maxWindows);
   const full = options.kld ?? true;
-  const scoreOptions = { distributions: full ? ('full' as const) : ('none' as const) };
+  // recycle: the comparer reduces each window's rows before the next is asked for.
+  const scoreOptions = { distributions: full ? ('full' as const) : ('none' as const), recycle: true };
   const baseStream = scoreWindows(baseline, tokens, windows, scoreOptions)[Symbol.asyncIterator]();
   const candStream = scoreWindows(candidate, tokens, windows, scoreOptions)[Symbol.asyncIterator]();
   const comparer = new DistributionComparer();

@@ -9,9 +9,12 @@
  * queued; each decode takes as many queued requests as fit in one batch (`contextLength` tokens, one
  * sequence each, a KOBEST document one sequence per continuation: its context is decoded once, tagged
  * with every continuation's sequence, and the continuations beside it in the same batch). A perplexity
- * window with full distributions is decoded alone (its rows go to its own array). Nothing survives a
- * decode in the KV cache: it is cleared before each batch. A document too long to share one batch runs
- * alone, context first, then each continuation on top of it, as the other paths do.
+ * window is decoded alone, so its numbers never depend on what else is queued. KOBEST documents do: a
+ * document's log-likelihoods move by ~1e-5 per token with its batch neighbours (the matrix kernels'
+ * blocking depends on the batch size, the KV cells' order on the packing), as with any batched evaluator;
+ * the same run gives the same batches. Nothing
+ * survives a decode in the KV cache: it is cleared before each batch. A document too long to share one
+ * batch runs alone, context first, then each continuation on top of it, as the other paths do.
  *
  * Decodes of every native context in the process are serialised: two llama.cpp thread pools on the same
  * cores make each op barrier wait on a descheduled thread (the 25× slowdown in llamacpp.ts's notes).
@@ -40,7 +43,7 @@ export interface NativeAddon {
   freeModel(model: Handle): void;
   modelInfo(model: Handle): NativeModelInfo;
   tokenize(model: Handle, text: string, parseSpecial: boolean): Int32Array;
-  createContext(model: Handle, nCtx: number, nBatch: number, nSeqMax: number, threads: number, cpuOnly: boolean): Handle;
+  createContext(model: Handle, nCtx: number, nBatch: number, nSeqMax: number, threads: number, cpuOnly: boolean, flashAttention: boolean): Handle;
   freeContext(context: Handle): void;
   contextInfo(context: Handle): { nCtx: number; nBatch: number; nSeqMax: number; threads: number };
   seqRemove(context: Handle, seq: number, p0: number, p1: number): boolean;
@@ -200,6 +203,8 @@ export interface NativeScorerOptions {
   readonly cpuOnly: boolean;
   /** Layers on the GPU (−1 all) when not cpuOnly. */
   readonly gpuLayers: number;
+  /** llama.cpp's flash attention where the backend has it (its tools' default, `auto`), or never. */
+  readonly flashAttention: boolean;
 }
 
 /** A GGUF loaded by the addon, with one context and its request queue. */
@@ -234,7 +239,7 @@ export class NativeScorer {
     }
     let context: Handle;
     try {
-      context = addon.createContext(model, options.contextLength, options.contextLength, options.sequences, options.threads, options.cpuOnly);
+      context = addon.createContext(model, options.contextLength, options.contextLength, options.sequences, options.threads, options.cpuOnly, options.flashAttention);
     } catch (error) {
       addon.freeModel(model);
       throw new PolyquantError(ERROR_CODES.LIMIT, `llama.cpp could not create a context of ${options.contextLength} tokens: ${error instanceof Error ? error.message : String(error)}`, {
@@ -266,7 +271,9 @@ export class NativeScorer {
     return this.submit<void>((resolve, reject) => ({
       tokens: inputs,
       sequences: 1,
-      alone: full !== undefined,
+      // Alone, so a window's numbers never depend on what else was queued (matrix kernels differ in the
+      // last bits with the batch size); a window fills most of a batch anyway.
+      alone: true,
       reject,
       fill: (batch, sequence) => {
         const mask = 1 << sequence;

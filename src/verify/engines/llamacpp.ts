@@ -69,6 +69,13 @@ export interface LlamaCppEngineOptions {
   readonly logLevel?: 'error' | 'warn';
   /** Native path: KOBEST documents (one sequence per continuation) decoded together, 1 … 32. Default 8. */
   readonly sequences?: number;
+  /**
+   * llama.cpp's flash attention (`auto`: on where the backend supports it, as llama.cpp's own tools run by
+   * default). Default false: on the CPU its f16 accumulation moves log-probabilities by up to ~2e-4 with
+   * the layout of the batch (a KOBEST document scored beside others vs alone), against ~1e-6 without it —
+   * noise of the size of the KL divergences verify measures for q8_0. True is faster on long windows.
+   */
+  readonly flashAttention?: boolean;
 }
 
 export interface LlamaCppEngine extends Engine {
@@ -102,6 +109,12 @@ const MAX_SEQUENCES = 32;
 
 /** log of float32's smallest subnormal (2⁻¹⁴⁹): what a probability the addon rounded to 0 is reported as. */
 export const LOG_PROB_FLOOR = Math.log(2 ** -149);
+/** log p of a probability node-llama-cpp returned: NaN stays NaN (a broken model), 0 becomes the floor. */
+function logProbability(probability: number): number {
+  if (Number.isNaN(probability)) return Number.NaN;
+  return probability > 0 ? Math.log(probability) : LOG_PROB_FLOOR;
+}
+
 /** The full, untruncated distribution at temperature 1 (specs/runtimes.md §2). */
 const FULL_DISTRIBUTION = { temperature: 1, topK: 0, topP: 1, minP: 0 } as const;
 const MAX_THREADS = 256;
@@ -232,6 +245,7 @@ export async function createLlamaCppEngine(ggufPath: string, options: LlamaCppEn
         sequences,
         cpuOnly: gpu === undefined,
         gpuLayers: -1,
+        flashAttention: options.flashAttention ?? false,
       });
       return new LlamaCppEngineImpl(file, new NativeBackend(scorer, gpu), contextLength, facts.vocabSize, facts.trainContextLength, undefined);
     }
@@ -240,7 +254,7 @@ export async function createLlamaCppEngine(ggufPath: string, options: LlamaCppEn
     }
     nativeUnavailable = native.reason;
   }
-  const backend = await NodeLlamaCppBackend.open(llama, file, facts, contextLength, device, mathThreads, forced === 'public');
+  const backend = await NodeLlamaCppBackend.open(llama, file, facts, contextLength, device, mathThreads, options.flashAttention ?? false, forced === 'public');
   return new LlamaCppEngineImpl(file, backend, contextLength, facts.vocabSize, facts.trainContextLength, nativeUnavailable);
 }
 
@@ -420,6 +434,7 @@ class NodeLlamaCppBackend implements Backend {
     contextLength: number,
     device: LlamaCppDevice,
     threads: number,
+    flashAttention: boolean,
     publicPath: boolean,
   ): Promise<NodeLlamaCppBackend> {
     let model: LlamaModel;
@@ -427,7 +442,7 @@ class NodeLlamaCppBackend implements Backend {
       model = await llama.loadModel({
         modelPath: file,
         gpuLayers: llama.gpu === false ? 0 : device === 'gpu' ? 'max' : 'auto',
-        defaultContextFlashAttention: false,
+        defaultContextFlashAttention: flashAttention,
       });
     } catch (error) {
       throw new PolyquantError(ERROR_CODES.UNSUPPORTED, `llama.cpp could not load the model: ${message(error)}`, {
@@ -442,7 +457,7 @@ class NodeLlamaCppBackend implements Backend {
         contextSize: contextLength,
         batchSize: contextLength,
         sequences: 1,
-        flashAttention: false,
+        flashAttention,
         // Exactly this many threads. node-llama-cpp's own CPU default is max(4, math cores), which on a
         // 2-core machine oversubscribes llama.cpp's per-op barriers: a 4-token decode then took 1–4 s instead of 4 ms.
         threads: { ideal: threads, min: threads },
@@ -562,13 +577,13 @@ class NodeLlamaCppBackend implements Backend {
       );
     }
     if (distribution instanceof Map) {
-      for (const [id, probability] of distribution) row[id] = probability > 0 ? Math.log(probability) : LOG_PROB_FLOOR;
+      for (const [id, probability] of distribution) row[id] = logProbability(probability);
       return;
     }
     const pairs = distribution as readonly number[];
     for (let i = 0; i < pairs.length; i += 2) {
       const probability = pairs[i + 1] as number;
-      row[pairs[i] as number] = probability > 0 ? Math.log(probability) : LOG_PROB_FLOOR;
+      row[pairs[i] as number] = logProbability(probability);
     }
   }
 }
@@ -611,10 +626,10 @@ class LlamaCppEngineImpl implements LlamaCppEngine {
   async score(tokens: Int32Array, options: ScoreOptions = {}): Promise<ScoreResult> {
     this.checkOpen();
     this.checkTokens(tokens, 'the window', this.contextLength);
-    const { from, distributions, topK } = resolveScoreOptions(options, tokens.length);
+    const { from, distributions, topK, into } = resolveScoreOptions(options, tokens.length);
     const vocab = this.vocabSize;
     const scored = tokens.length - from;
-    const result = allocateScoreResult(scored, vocab, distributions, topK);
+    const result = allocateScoreResult(scored, vocab, distributions, topK, into);
     const { tokenLogProbs, argmax, full, topk } = result;
     if (scored === 0) return result;
     // top-k is taken from the full rows.

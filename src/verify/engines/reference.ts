@@ -25,7 +25,7 @@ import { loadTokenizer, type TextTokenizer } from '../../readers/tokenizer.js';
 import { type Engine, resolveScoreOptions, type ScoreOptions, type ScoreResult } from '../engine.js';
 import { allocateMemory, loadWeights, type ModelLayout, planLayout, type WeightTransform } from './reference-layout.js';
 import { ReferenceRunner } from './reference-runner.js';
-import type { WasmMemory } from './reference-wasm.js';
+import { WASM_MAX_PAGES, WASM_PAGE_BYTES, type WasmMemory } from './reference-wasm.js';
 import { handleRequest, WORKER_MARK, type WorkerInit, type WorkerRequest, type WorkerResponse } from './reference-worker.js';
 
 export type { WeightTransform } from './reference-layout.js';
@@ -67,6 +67,17 @@ const MAX_CONTEXT_LENGTH = 1 << 16;
 const HERE = import.meta.url;
 const FROM_SOURCE = HERE.endsWith('.ts');
 const WORKER_FILE = fileURLToPath(new URL(`./reference-worker.${FROM_SOURCE ? 'ts' : 'js'}`, HERE));
+
+/**
+ * Whether the reference engine can hold `config` with these options (threads and context as
+ * createReferenceEngine defaults them): its float32 weights, KV caches and workspaces must fit one 4 GiB
+ * WebAssembly memory. `verify --engine auto` sends larger HF folders to llama.cpp instead.
+ */
+export function referenceEngineFits(config: NeoXConfig, options: Pick<ReferenceEngineOptions, 'threads' | 'contextLength'> = {}): boolean {
+  const threads = options.threads ?? Math.min(availableParallelism(), DEFAULT_MAX_THREADS);
+  const layout = planLayout(config, options.contextLength ?? config.maxPositionEmbeddings, Math.max(1, threads));
+  return Math.ceil(layout.totalBytes / WASM_PAGE_BYTES) <= WASM_MAX_PAGES;
+}
 
 export async function createReferenceEngine(source: string | Checkpoint, options: ReferenceEngineOptions = {}): Promise<ReferenceEngine> {
   const checkpoint = typeof source === 'string' ? await readCheckpoint(source) : source;
