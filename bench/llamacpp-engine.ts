@@ -7,14 +7,17 @@
  *
  *   npx tsx bench/llamacpp-engine.ts [--gguf FILE] [--model DIR] [--text FILE] [--ctx 512] [--windows 2] [--threads 2]
  *                                    [--paths native,addon] [--kobest-limit 100] [--kobest-tasks copa,boolq] [--no-reference]
+ *                                    [--device cpu|gpu|auto] [--perplexity FILE] [--flash-attention] [--protocol windows|llamacpp]
  *
  * llama-perplexity is vendor-build/llama.cpp/build/bin/llama-perplexity (bench/build-llama.sh); it is
- * skipped with a message when absent. It runs with `-b CTX` (one window per decode, as the engine) and its
- * throughput is taken from its own timing of the evaluation (`prompt eval time`, load excluded); it scores
- * llama.cpp's protocol (log-softmax over the second half of each window), we score every position.
+ * skipped with a message when absent. It runs with `-b CTX` (one window per decode, as the engine), with
+ * flash attention off (the engine's computation) and auto (its default); its throughput is taken from its
+ * log's own clock over windows 2 … N (load, tokenization and the first window's warm-up excluded; the
+ * engine is warmed up with one untimed window likewise). It scores llama.cpp's protocol
+ * (log-softmax over the second half of each window); the engine scores every position.
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { availableParallelism, cpus, loadavg, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { convertToGguf } from '../src/converters/gguf/convert.js';
@@ -22,7 +25,7 @@ import type { Engine } from '../src/verify/engine.js';
 import { createLlamaCppEngine } from '../src/verify/engines/llamacpp.js';
 import { createReferenceEngine } from '../src/verify/engines/reference.js';
 import { type KobestTaskName, runKobest } from '../src/verify/kobest/index.js';
-import { perplexityOfFile } from '../src/verify/perplexity.js';
+import { perplexityOfTokens } from '../src/verify/perplexity.js';
 
 function argument(name: string, fallback: string): string {
   const index = process.argv.indexOf(`--${name}`);
@@ -41,7 +44,18 @@ const kobestLimit = Number(argument('kobest-limit', '100'));
 const kobestTasks = argument('kobest-tasks', 'copa,boolq').split(',') as KobestTaskName[];
 const kobestDir = resolve(shared, 'data', 'kobest');
 const withReference = !process.argv.includes('--no-reference');
-const perplexityBinary = resolve(root, 'vendor-build', 'llama.cpp', 'build', 'bin', 'llama-perplexity');
+const device = argument('device', 'cpu') as 'cpu' | 'gpu' | 'auto';
+/** --flash-attention: the engine with llama.cpp's flash attention (compare with llama-perplexity -fa auto). */
+const flashAttention = process.argv.includes('--flash-attention');
+/** --protocol llamacpp scores what llama-perplexity scores (the second half of each window); default windows (all but the first token). */
+const protocol = argument('protocol', 'windows') as 'windows' | 'llamacpp';
+// llama-perplexity: --perplexity FILE, else the one built beside the addon (build-native --tools), else bench/build-llama.sh's.
+const perplexityBinary = argument(
+  'perplexity',
+  [resolve(root, 'native', 'build', 'llama.cpp', 'build', 'bin', 'llama-perplexity'), resolve(root, 'vendor-build', 'llama.cpp', 'build', 'bin', 'llama-perplexity')].find((file) =>
+    existsSync(file),
+  ) ?? resolve(root, 'vendor-build', 'llama.cpp', 'build', 'bin', 'llama-perplexity'),
+);
 
 let scratch: string | undefined;
 let gguf = argument('gguf', '');
@@ -54,7 +68,7 @@ if (gguf === '') {
 }
 
 console.log(`${cpus()[0]?.model ?? 'cpu'} × ${availableParallelism()}, load average ${loadavg().map((value) => value.toFixed(1)).join(' ')}`);
-console.log(`ctx ${ctx}, ${windows} windows, ${threads} threads, text ${text}`);
+console.log(`ctx ${ctx}, ${windows} windows (${protocol} protocol), ${threads} threads, text ${text}`);
 
 /** Process CPU time (all threads, workers included) since `since`, in seconds. */
 function cpuSeconds(since: NodeJS.CpuUsage): number {
@@ -62,10 +76,17 @@ function cpuSeconds(since: NodeJS.CpuUsage): number {
   return (used.user + used.system) / 1e6;
 }
 
+const textBytes = readFileSync(text);
+
+/**
+ * Scoring throughput as verify scores: windows of ctx, rows reused between windows (verify reduces each
+ * window's rows before the next), tokenization outside the timed part (as llama-perplexity's clock).
+ */
 async function timeEngine(label: string, engine: Engine, distributions: 'full' | 'none'): Promise<number> {
+  const tokenized = engine.tokenize(textBytes.toString('utf8'));
   const cpu = process.cpuUsage();
   const begin = performance.now();
-  const report = await perplexityOfFile(engine, text, { ctx, maxWindows: windows, distributions });
+  const report = await perplexityOfTokens(engine, tokenized, textBytes.length, { ctx, protocol, maxWindows: windows, distributions, recycle: true });
   const seconds = (performance.now() - begin) / 1000;
   const tokens = report.windows.length * ctx;
   console.log(
@@ -92,10 +113,12 @@ try {
   for (const path of paths) {
     await onPath(path, async () => {
       const started = performance.now();
-      const engine = await createLlamaCppEngine(gguf, { device: 'cpu', threads, contextLength: ctx });
+      const engine = await createLlamaCppEngine(gguf, { device, threads, contextLength: ctx, flashAttention });
       console.log(`llamacpp engine (${engine.distributionPath} path) ready in ${((performance.now() - started) / 1000).toFixed(2)} s (${engine.device})`);
       try {
-        await engine.score(engine.tokenize('워밍업 문장입니다.'), { distributions: 'full' });
+        // Warm-up with a whole window, untimed (first touch of model pages and compute buffers), as
+        // llama-perplexity's first window is left out of its rate below.
+        await engine.score(engine.tokenize(textBytes.toString('utf8')).subarray(0, ctx), { distributions: 'full' });
         engineRates.set(path, await timeEngine(`llamacpp ${engine.distributionPath}, full distributions`, engine, 'full'));
         await timeEngine(`llamacpp ${engine.distributionPath}, target only`, engine, 'none');
       } finally {
@@ -105,27 +128,37 @@ try {
   }
 
   if (existsSync(perplexityBinary)) {
-    const begin = performance.now();
-    // One chunk per batch (-b ctx) so "seconds per pass" is one window's time, as the engine's windows are.
-    const run = spawnSync(perplexityBinary, ['-m', gguf, '-f', text, '-c', String(ctx), '-b', String(ctx), '-t', String(threads), '--chunks', String(windows)], {
-      encoding: 'utf8',
-      maxBuffer: 64 << 20,
-    });
-    const seconds = (performance.now() - begin) / 1000;
-    const output = `${run.stdout}${run.stderr}`;
-    const perPass = /([\d.]+) seconds per pass/.exec(output);
-    const sequences = /n_seq=(\d+)/.exec(output);
-    const estimate = /Final estimate: PPL = ([\d.]+)/.exec(output);
-    if (run.status !== 0 || perPass === null || sequences === null) {
-      console.log(`llama-perplexity failed (exit ${run.status}):\n${output.slice(-2000)}`);
-    } else {
-      // Its own timing of all evaluation (load excluded): "prompt eval time = X ms / N tokens".
-      const evaluation = /prompt eval time =\s*([\d.]+) ms \/\s*(\d+) tokens/.exec(output);
-      const tokensPerSecond = evaluation !== null ? Number(evaluation[2]) / (Number(evaluation[1]) / 1000) : (Number(sequences[1]) * ctx) / Number(perPass[1]);
-      console.log(
-        `${'llama-perplexity (all logits)'.padEnd(34)} ${tokensPerSecond.toFixed(1).padStart(8)} tokens/s  (${evaluation?.[2] ?? '?'} tokens in ${evaluation?.[1] ?? '?'} ms; first pass ${perPass[1]} s of ${sequences[1]} × ${ctx}; process ${seconds.toFixed(2)} s, ppl ${estimate?.[1] ?? '?'} on its own protocol)`,
+    // Flash attention off is the engine's computation (its default); llama-perplexity's own default is auto (on).
+    for (const flash of ['off', 'auto']) {
+      const begin = performance.now();
+      // One chunk per batch (-b ctx), one window per decode, as the engine scores windows.
+      const run = spawnSync(
+        perplexityBinary,
+        ['-m', gguf, '-f', text, '-c', String(ctx), '-b', String(ctx), '-t', String(threads), '--chunks', String(windows), '-fa', flash, '-ngl', device === 'cpu' ? '0' : '999'],
+        { encoding: 'utf8', maxBuffer: 64 << 20 },
       );
-      for (const [path, rate] of engineRates) console.log(`ratio llamacpp ${path} / llama-perplexity: ${((rate / tokensPerSecond) * 100).toFixed(1)} %`);
+      const seconds = (performance.now() - begin) / 1000;
+      const output = `${run.stdout}${run.stderr}`;
+      const sequences = /n_seq=(\d+)/.exec(output);
+      const estimate = /Final estimate: PPL = ([\d.]+)/.exec(output);
+      // Its log's own clock (M.SS.mmm.uuu): from "calculating perplexity" to the final estimate is every
+      // window's evaluation and log-softmax, with model load and tokenization excluded.
+      const clock = (pattern: RegExp): number | undefined => {
+        const match = pattern.exec(output);
+        return match === null ? undefined : Number(match[1]) * 60 + Number(match[2]) + Number(match[3]) / 1e3 + Number(match[4]) / 1e6;
+      };
+      // Steady state: from the end of its first window (the "seconds per pass" line) to the final estimate.
+      const start = clock(/(\d+)\.(\d+)\.(\d+)\.(\d+) I perplexity: [\d.]+ seconds per pass/);
+      const end = clock(/(\d+)\.(\d+)\.(\d+)\.(\d+) I Final estimate/);
+      if (run.status !== 0 || sequences === null || start === undefined || end === undefined || windows < 2) {
+        console.log(`llama-perplexity failed (exit ${run.status}; needs --windows ≥ 2):\n${output.slice(-2000)}`);
+        continue;
+      }
+      const tokensPerSecond = ((windows - 1) * ctx) / (end - start);
+      console.log(
+        `${`llama-perplexity -fa ${flash}`.padEnd(34)} ${tokensPerSecond.toFixed(1).padStart(8)} tokens/s  (windows 2-${windows} × ${ctx} tokens in ${(end - start).toFixed(2)} s; process ${seconds.toFixed(2)} s, ppl ${estimate?.[1] ?? '?'} on its own protocol)`,
+      );
+      for (const [path, rate] of engineRates) console.log(`ratio llamacpp ${path} / llama-perplexity -fa ${flash}: ${((rate / tokensPerSecond) * 100).toFixed(1)} %`);
     }
   } else {
     console.log(`llama-perplexity skipped: ${perplexityBinary} not found (bash bench/build-llama.sh builds it)`);
@@ -134,7 +167,7 @@ try {
   if (existsSync(kobestDir) && kobestLimit > 0) {
     for (const path of paths) {
       await onPath(path, async () => {
-        const engine = await createLlamaCppEngine(gguf, { device: 'cpu', threads });
+        const engine = await createLlamaCppEngine(gguf, { device, threads });
         try {
           const begin = performance.now();
           const report = await runKobest(engine, { dir: kobestDir, tasks: kobestTasks, shots: [0], split: 'validation', limit: kobestLimit });

@@ -5,11 +5,15 @@
 // the target's log-probability, argmax, and the full log-probability row when it is wanted — run on a
 // worker thread, written straight into typed arrays the caller owns. Per position, JS sees a few numbers.
 //
-// The library is not linked by path at run time: node-llama-cpp's getLlama() has already loaded the
-// libllama it chose (CPU, CUDA or Vulkan build), and the dynamic loader resolves our NEEDED
-// libllama.v0.4.0.so to that loaded copy by its soname; the build's RUNPATH is only a fallback.
+// Two builds (scripts/build-native.mjs). By default the addon links node-llama-cpp's prebuilt libraries by
+// soname: node-llama-cpp's getLlama() has already loaded the libllama it chose (CPU, CUDA or Vulkan
+// build), and the dynamic loader resolves our NEEDED libllama.v0.4.0.so to that loaded copy; the RUNPATH
+// is only a fallback. With --from-source it links a llama.cpp built from node-llama-cpp's bundled source
+// for this machine (GGML_NATIVE, optionally CUDA/Vulkan), found through its RUNPATH, and node-llama-cpp
+// is not loaded at all.
 //
 // Interface (all from src/verify/engines/llamacpp-native.ts, which checks every argument first):
+//   devices() → [{ name, description, type }]      quietLogs(level)      allocateRows(floats) → Float32Array
 //   loadModel(path, gpuLayers, cpuOnly) → Promise<model>        freeModel(model)
 //   modelInfo(model) → { vocab, ctxTrain, layers, params, gpuLayers, devices }
 //   tokenize(model, text, parseSpecial) → Int32Array
@@ -29,6 +33,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <sys/mman.h>
 #include <memory>
 #include <string>
 #include <thread>
@@ -151,32 +156,28 @@ void finalizeContext(napi_env env, void *data, void *) {
   delete context;
 }
 
-Model *getModel(napi_env env, napi_value value) {
+/** The handle behind a napi external, or a thrown JS error when it is not one or its object was freed. */
+template <typename Handle>
+Handle *getHandle(napi_env env, napi_value value, const char *what, bool (*live)(const Handle *)) {
   void *data = nullptr;
   if (napi_get_value_external(env, value, &data) != napi_ok || data == nullptr) {
-    napi_throw_type_error(env, nullptr, "polyquant-llama: expected a model handle");
+    napi_throw_type_error(env, nullptr, (std::string("polyquant-llama: expected a ") + what + " handle").c_str());
     return nullptr;
   }
-  auto *model = static_cast<Model *>(data);
-  if (model->model == nullptr) {
-    napi_throw_error(env, nullptr, "polyquant-llama: the model was freed");
+  auto *handle = static_cast<Handle *>(data);
+  if (!live(handle)) {
+    napi_throw_error(env, nullptr, (std::string("polyquant-llama: the ") + what + " was freed").c_str());
     return nullptr;
   }
-  return model;
+  return handle;
+}
+
+Model *getModel(napi_env env, napi_value value) {
+  return getHandle<Model>(env, value, "model", [](const Model *model) { return model->model != nullptr; });
 }
 
 Context *getContext(napi_env env, napi_value value) {
-  void *data = nullptr;
-  if (napi_get_value_external(env, value, &data) != napi_ok || data == nullptr) {
-    napi_throw_type_error(env, nullptr, "polyquant-llama: expected a context handle");
-    return nullptr;
-  }
-  auto *context = static_cast<Context *>(data);
-  if (context->ctx == nullptr) {
-    napi_throw_error(env, nullptr, "polyquant-llama: the context was freed");
-    return nullptr;
-  }
-  return context;
+  return getHandle<Context>(env, value, "context", [](const Context *context) { return context->ctx != nullptr; });
 }
 
 /** The CPU device alone, NULL-terminated: what `cpuOnly` models and contexts are restricted to. */
@@ -821,8 +822,103 @@ napi_value KlDivergence(napi_env env, napi_callback_info info) {
   return promise;
 }
 
+// ---- row buffers -------------------------------------------------------------------------------------
+
+void freeRows(napi_env env, void *data, void *hint) {
+  const auto bytes = reinterpret_cast<size_t>(hint);
+  munmap(data, bytes);
+  int64_t adjusted = 0;
+  napi_adjust_external_memory(env, -static_cast<int64_t>(bytes), &adjusted);
+}
+
+/**
+ * allocateRows(floats) → Float32Array: zeroed memory for full log-probability rows, mapped with
+ * transparent huge pages where the kernel allows (madvise). A window's rows are tens of MB written once:
+ * in 4 KiB pages their first touch cost as much as the tiny model's whole decode.
+ */
+napi_value AllocateRows(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (!getArgs(env, info, 1, argv)) return nullptr;
+  int64_t floats = 0;
+  if (!getInt(env, argv[0], &floats) || floats < 1 || floats > (int64_t{1} << 40)) {
+    return throwError(env, "polyquant-llama: allocateRows(floats)");
+  }
+  const size_t bytes = static_cast<size_t>(floats) * sizeof(float);
+  void *data = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (data == MAP_FAILED) return throwError(env, "polyquant-llama: out of memory for " + std::to_string(bytes) + " bytes of rows");
+#ifdef MADV_HUGEPAGE
+  madvise(data, bytes, MADV_HUGEPAGE);
+#endif
+  napi_value buffer, array;
+  if (napi_create_external_arraybuffer(env, data, bytes, freeRows, reinterpret_cast<void *>(bytes), &buffer) != napi_ok) {
+    munmap(data, bytes);
+    return throwError(env, "polyquant-llama: could not wrap the row buffer");
+  }
+  int64_t adjusted = 0;
+  napi_adjust_external_memory(env, static_cast<int64_t>(bytes), &adjusted);
+  NAPI_CALL(env, napi_create_typedarray(env, napi_float32_array, static_cast<size_t>(floats), buffer, 0, &array));
+  return array;
+}
+
+/** The least severe llama.cpp log level still printed (to stderr) once quietLogs has been called (ggml.h's levels: 3 warn, 4 error). */
+std::atomic<int> minimumLogLevel{GGML_LOG_LEVEL_ERROR};
+
+void logToStderr(enum ggml_log_level level, const char *text, void *) {
+  // A continuation line has the level of the message it continues.
+  thread_local int last = GGML_LOG_LEVEL_INFO;
+  if (level != GGML_LOG_LEVEL_CONT) last = level;
+  if (last >= minimumLogLevel.load()) std::fputs(text, stderr);
+}
+
+/**
+ * quietLogs(level): llama.cpp prints only messages at `level` (3 warn, 4 error) or above. Only for a
+ * llama.cpp built for this addon: with node-llama-cpp's prebuilt, node-llama-cpp owns the log callback.
+ */
+napi_value QuietLogs(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (!getArgs(env, info, 1, argv)) return nullptr;
+  int64_t level = GGML_LOG_LEVEL_ERROR;
+  if (!getInt(env, argv[0], &level)) return throwError(env, "polyquant-llama: quietLogs(level)");
+  minimumLogLevel = static_cast<int>(level);
+  llama_log_set(logToStderr, nullptr);
+  return nullptr;
+}
+
+/** llama.cpp's registered devices: [{ name, description, type: cpu | gpu | igpu | accel | meta }]. */
+napi_value Devices(napi_env env, napi_callback_info) {
+  napi_value devices;
+  NAPI_CALL(env, napi_create_array(env, &devices));
+  for (size_t i = 0; i < ggml_backend_dev_count(); i += 1) {
+    ggml_backend_dev_t device = ggml_backend_dev_get(i);
+    const char *type = "cpu";
+    switch (ggml_backend_dev_type(device)) {
+      case GGML_BACKEND_DEVICE_TYPE_GPU: type = "gpu"; break;
+      case GGML_BACKEND_DEVICE_TYPE_IGPU: type = "igpu"; break;
+      case GGML_BACKEND_DEVICE_TYPE_ACCEL: type = "accel"; break;
+      case GGML_BACKEND_DEVICE_TYPE_CPU: type = "cpu"; break;
+      default: type = "other"; break;
+    }
+    napi_value entry, name, description, kind;
+    NAPI_CALL(env, napi_create_object(env, &entry));
+    NAPI_CALL(env, napi_create_string_utf8(env, ggml_backend_dev_name(device), NAPI_AUTO_LENGTH, &name));
+    NAPI_CALL(env, napi_create_string_utf8(env, ggml_backend_dev_description(device), NAPI_AUTO_LENGTH, &description));
+    NAPI_CALL(env, napi_create_string_utf8(env, type, NAPI_AUTO_LENGTH, &kind));
+    NAPI_CALL(env, napi_set_named_property(env, entry, "name", name));
+    NAPI_CALL(env, napi_set_named_property(env, entry, "description", description));
+    NAPI_CALL(env, napi_set_named_property(env, entry, "type", kind));
+    NAPI_CALL(env, napi_set_element(env, devices, static_cast<uint32_t>(i), entry));
+  }
+  return devices;
+}
+
 napi_value Init(napi_env env, napi_value exports) {
+  // Idempotent: where node-llama-cpp has loaded the library it has run it already; a llama.cpp built
+  // from source for this addon (scripts/build-native.mjs --from-source) needs it here.
+  llama_backend_init();
   const napi_property_descriptor properties[] = {
+      {"devices", nullptr, Devices, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"quietLogs", nullptr, QuietLogs, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"allocateRows", nullptr, AllocateRows, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"loadModel", nullptr, LoadModel, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"freeModel", nullptr, FreeModel, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"modelInfo", nullptr, ModelInfo, nullptr, nullptr, nullptr, napi_default, nullptr},

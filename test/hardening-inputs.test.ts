@@ -4,7 +4,7 @@
  * whose merges the vocabulary cannot cover is refused at convert time.
  */
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readGgufHeader } from '../src/converters/gguf/format.js';
@@ -16,13 +16,7 @@ import { makeTinyModel, tempDir } from './helpers/tiny-model.js';
 const scratch = tempDir('polyquant-inputs-');
 afterAll(() => scratch.remove());
 
-let counter = 0;
-function freshDir(): string {
-  counter += 1;
-  const dir = join(scratch.path, `case-${counter}`);
-  mkdirSync(dir);
-  return dir;
-}
+const freshDir = (): string => scratch.fresh();
 const mkfifo = (path: string): void => {
   expect(spawnSync('mkfifo', [path]).status).toBe(0);
 };

@@ -21,13 +21,7 @@ afterAll(() => scratch.remove());
 /** A pid no process can have: above Linux's largest pid_max (2^22). */
 const DEAD_PID = 4_194_400;
 
-let counter = 0;
-function freshDir(): string {
-  counter += 1;
-  const dir = join(scratch.path, `case-${counter}`);
-  mkdirSync(dir);
-  return dir;
-}
+const freshDir = (): string => scratch.fresh();
 
 /** Runs the real CLI entry point (with its signal handlers) in a child process. */
 function spawnCli(args: readonly string[], env: NodeJS.ProcessEnv = {}): { child: ChildProcess; exited: Promise<{ code: number | null; stderr: string }> } {

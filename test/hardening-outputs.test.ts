@@ -19,13 +19,7 @@ import { makeTinyModel, tempDir } from './helpers/tiny-model.js';
 const scratch = tempDir('polyquant-outputs-');
 afterAll(() => scratch.remove());
 
-let counter = 0;
-function freshDir(): string {
-  counter += 1;
-  const dir = join(scratch.path, `case-${counter}`);
-  mkdirSync(dir);
-  return dir;
-}
+const freshDir = (): string => scratch.fresh();
 
 const sha = (path: string): string => createHash('sha256').update(readFileSync(path)).digest('hex');
 const mkfifo = (path: string): void => {

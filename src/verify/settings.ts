@@ -4,28 +4,21 @@
  * is missing (a text, a KOBEST task's split) are refused at once with exit 2, instead of after hours of
  * evaluation or as a NaN in the report. Messages name the flag.
  */
+import type { VerifyOptions } from './verify.js';
 import { ERROR_CODES, PolyquantError } from '../errors.js';
 import { withFile } from '../io/file.js';
-import { type KobestInputs, type KobestSplit, type KobestTaskName, loadKobestInputs } from './kobest/index.js';
+import { type KobestInputs, loadKobestInputs } from './kobest/index.js';
 import { PERPLEXITY_PROTOCOLS } from './perplexity.js';
 import { simulationFileType } from './simulate.js';
 
 /** The longest window any engine takes (both engines' MAX_CONTEXT_LENGTH). */
 const MAX_CTX = 1 << 16;
 
-export interface VerifySettings {
-  readonly pplFiles?: readonly string[];
-  readonly ctx?: number;
-  readonly protocol?: string;
-  readonly stride?: number;
-  readonly maxWindows?: number;
-  readonly kobestDir?: string;
-  readonly tasks?: readonly KobestTaskName[];
-  readonly shots?: readonly number[];
-  readonly split?: KobestSplit;
-  readonly limit?: number;
-  readonly simulate?: string;
-}
+/** The settings checked before any model loads: a view of verify's options. */
+export type VerifySettings = Pick<
+  VerifyOptions,
+  'pplFiles' | 'ctx' | 'protocol' | 'stride' | 'maxWindows' | 'kobestDir' | 'tasks' | 'shots' | 'split' | 'limit' | 'simulate'
+>;
 
 function integer(flag: string, value: number | undefined, min: number, max: number): void {
   if (value === undefined) return;

@@ -179,15 +179,7 @@ async function loadModel(plan: ModelPlan, options: VerifyOptions, simulate: stri
       await engine.close();
       throw new PolyquantError(ERROR_CODES.USAGE, `--ctx ${ctx} is longer than the model's context length ${engine.trainContextLength}`, { file: path });
     }
-    return {
-      engine,
-      description: {
-        path,
-        engine: engine.name,
-        device: engine.device,
-        ...(cached !== undefined && { artifact: { file: cached.file, type: cached.type, cached: cached.hit, seconds: cached.seconds } }),
-      },
-    };
+    return loaded(path, engine, cached === undefined ? {} : { artifact: { file: cached.file, type: cached.type, cached: cached.hit, seconds: cached.seconds } });
   }
   // The reference engine always runs on the CPU; --device applies to the llamacpp model beside it.
   const checkpoint = await readCheckpoint(path);
@@ -196,15 +188,12 @@ async function loadModel(plan: ModelPlan, options: VerifyOptions, simulate: stri
     ...(simulation !== undefined && { weightTransform: simulation.transform }),
     ...(options.threads !== undefined && { threads: options.threads }),
   });
-  return {
-    engine,
-    description: {
-      path,
-      engine: engine.name,
-      device: engine.device,
-      ...(simulation !== undefined && { simulate: simulation.fileType }),
-    },
-  };
+  return loaded(path, engine, simulation === undefined ? {} : { simulate: simulation.fileType });
+}
+
+/** A loaded model and its description in the report. */
+function loaded(path: string, engine: Engine, extra: Pick<ModelDescription, 'simulate' | 'artifact'>): LoadedModel {
+  return { engine, description: { path, engine: engine.name, device: engine.device, ...extra } };
 }
 
 /** The first index where two token lists differ, or −1 when they are identical. */
@@ -267,6 +256,8 @@ async function comparePerplexity(baseline: Engine, candidate: Engine, file: stri
   const baseStream = scoreWindows(baseline, tokens, windows, scoreOptions)[Symbol.asyncIterator]();
   const candStream = scoreWindows(candidate, tokens, windows, scoreOptions)[Symbol.asyncIterator]();
   const comparer = new DistributionComparer();
+  // Done 0 first: the progress clock starts before the first window, not at its end.
+  options.onProgress?.({ stage: 'perplexity', file: text.file, windows: windows.length, done: 0, tokens: 0 });
   const totals = { base: 0, cand: 0, scored: 0, baseWindows: [] as number[], candWindows: [] as number[] };
   const nonFinite = { base: { count: 0, firstToken: null as number | null }, cand: { count: 0, firstToken: null as number | null } };
   try {

@@ -1,13 +1,24 @@
 /** Tiny GPT-NeoX checkpoints in temp folders, made by the project's own generator. */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { SYNTH_PRESETS } from '../../src/synth/presets.js';
 import { type SynthOptions, synthCheckpoint } from '../../src/synth/synth.js';
 
-export function tempDir(prefix = 'polyquant-test-'): { path: string; remove: () => void } {
+/** A temp folder for a test file: `fresh()` makes a new empty case folder inside it, `remove()` deletes it all. */
+export function tempDir(prefix = 'polyquant-test-'): { path: string; remove: () => void; fresh: () => string } {
   const path = mkdtempSync(join(tmpdir(), prefix));
-  return { path, remove: () => rmSync(path, { recursive: true, force: true }) };
+  let cases = 0;
+  return {
+    path,
+    remove: () => rmSync(path, { recursive: true, force: true }),
+    fresh: () => {
+      cases += 1;
+      const dir = join(path, `case-${cases}`);
+      mkdirSync(dir);
+      return dir;
+    },
+  };
 }
 
 export async function makeTinyModel(

@@ -19,8 +19,9 @@
  * Decodes of every native context in the process are serialised: two llama.cpp thread pools on the same
  * cores make each op barrier wait on a descheduled thread (the 25× slowdown in llamacpp.ts's notes).
  */
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ERROR_CODES, PolyquantError } from '../../errors.js';
 
@@ -37,8 +38,20 @@ export interface NativeModelInfo {
   readonly devices: readonly string[];
 }
 
+/** A device llama.cpp registered. */
+export interface NativeDevice {
+  readonly name: string;
+  readonly description: string;
+  readonly type: 'cpu' | 'gpu' | 'igpu' | 'accel' | 'other';
+}
+
 /** The addon's functions (native/llama-scorer.cc); every argument is checked here before it is called. */
 export interface NativeAddon {
+  devices(): NativeDevice[];
+  /** Only messages at this ggml log level or above reach stderr (ggml.h: 2 info, 3 warn, 4 error). */
+  quietLogs(level: number): void;
+  /** Zeroed memory for `floats` row values on transparent huge pages (fewer first-touch faults). */
+  allocateRows(floats: number): Float32Array;
   loadModel(path: string, gpuLayers: number, cpuOnly: boolean): Promise<Handle>;
   freeModel(model: Handle): void;
   modelInfo(model: Handle): NativeModelInfo;
@@ -67,11 +80,31 @@ export interface NativeAddon {
 /** Where the build script puts the addon (src/… and dist/… sit at the same depth below the package root). */
 export const NATIVE_ADDON_PATH = fileURLToPath(new URL('../../../native/build/polyquant-llama.node', import.meta.url));
 
+/**
+ * Which llama.cpp the addon was linked to (native/build/build-info.json, written by the build script):
+ * node-llama-cpp's prebuilt libraries, which node-llama-cpp must load first, or llama.cpp built from
+ * source for this machine, which is found through the addon's RUNPATH and must be the only one loaded.
+ */
+export type NativeLlamaBuild = 'node-llama-cpp' | 'source';
+
+export function nativeAddonBuild(path = process.env['POLYQUANT_NATIVE_ADDON'] ?? NATIVE_ADDON_PATH): NativeLlamaBuild | undefined {
+  if (!existsSync(path)) return undefined;
+  try {
+    const info: unknown = JSON.parse(readFileSync(join(dirname(path), 'build-info.json'), 'utf8'));
+    return typeof info === 'object' && info !== null && (info as { llama?: unknown }).llama === 'source' ? 'source' : 'node-llama-cpp';
+  } catch {
+    return 'node-llama-cpp';
+  }
+}
+
 let addonState: { addon: NativeAddon } | { reason: string } | undefined;
+/** ggml.h's GGML_LOG_LEVEL_ERROR. */
+const GGML_LOG_LEVEL_ERROR = 4;
 
 /**
- * The addon, or why it is not available (not built, or it failed to load). It must be loaded after
- * node-llama-cpp's getLlama(): its libllama dependency resolves to the library node-llama-cpp loaded.
+ * The addon, or why it is not available (not built, or it failed to load). Linked to node-llama-cpp's
+ * prebuilt (nativeAddonBuild), it must be loaded after node-llama-cpp's getLlama(): its libllama
+ * dependency resolves to the library node-llama-cpp loaded.
  */
 export function loadNativeAddon(): { addon: NativeAddon } | { reason: string } {
   if (addonState !== undefined) return addonState;
@@ -83,6 +116,8 @@ export function loadNativeAddon(): { addon: NativeAddon } | { reason: string } {
   try {
     const addon = createRequire(import.meta.url)(path) as NativeAddon;
     addonState = typeof addon.decode === 'function' ? { addon } : { reason: `${path} is not polyquant's addon` };
+    // A llama.cpp built for the addon logs everything unless told; node-llama-cpp's prebuilt is quieted by node-llama-cpp.
+    if ('addon' in addonState && nativeAddonBuild(path) === 'source') addon.quietLogs(GGML_LOG_LEVEL_ERROR);
   } catch (error) {
     addonState = { reason: `the native addon failed to load: ${error instanceof Error ? error.message : String(error)}` };
   }
@@ -255,6 +290,11 @@ export class NativeScorer {
       throw new PolyquantError(ERROR_CODES.LIMIT, `llama.cpp gave a context of ${info.nCtx} tokens (batch ${info.nBatch}) for the ${options.contextLength} asked for`, { file });
     }
     return new NativeScorer(addon, model, context, options.contextLength, options.threads);
+  }
+
+  /** A zeroed buffer for `floats` row values (huge pages where the kernel allows). */
+  allocateRows(floats: number): Float32Array {
+    return this.addon.allocateRows(floats);
   }
 
   tokenize(text: string): Int32Array {

@@ -47,13 +47,15 @@
  * node-llama-cpp is imported lazily (the import takes ~1.3 s and loads a native addon), and one `Llama`
  * per GPU choice is shared by every engine in the process.
  */
+import { readFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import { resolve } from 'node:path';
 import type { Llama, LlamaContext, LlamaContextSequence, LlamaModel, Token } from 'node-llama-cpp';
 import { type GgufHeader, readGgufHeader } from '../../converters/gguf/format.js';
 import { ERROR_CODES, PolyquantError } from '../../errors.js';
 import { ioError, withFile } from '../../io/file.js';
 import { allocateScoreResult, type Engine, resolveScoreOptions, type ScoreOptions, type ScoreResult } from '../engine.js';
-import { loadNativeAddon, NativeScorer } from './llamacpp-native.js';
+import { loadNativeAddon, NativeScorer, nativeAddonBuild } from './llamacpp-native.js';
 import { rowMaximum, topKOfRow } from './reference-math.js';
 
 export type LlamaCppDevice = 'auto' | 'cpu' | 'gpu';
@@ -225,23 +227,21 @@ export async function createLlamaCppEngine(ggufPath: string, options: LlamaCppEn
     throw new PolyquantError(ERROR_CODES.USAGE, `contextLength is ${contextLength}; expected an integer from 2 to ${MAX_CONTEXT_LENGTH}`, { file });
   }
 
-  // node-llama-cpp finds and loads the right llama.cpp build (CPU, CUDA, Vulkan); the native addon binds to it.
-  const llama = await sharedLlama(device === 'cpu' ? false : 'auto', options.logLevel ?? 'error');
-  if (device === 'gpu' && llama.gpu === false) {
-    throw new PolyquantError(ERROR_CODES.UNSUPPORTED, 'device gpu was asked for, but node-llama-cpp found no usable GPU backend (CUDA, Vulkan or Metal)', {
-      file,
-      hint: 'install the matching @node-llama-cpp GPU prebuilt (README: GPUs), or use --device cpu or auto',
-    });
-  }
-  const mathThreads = threads ?? llama.cpuMathCores;
+  const logLevel = options.logLevel ?? 'error';
   let nativeUnavailable: string | undefined;
   if (forced !== 'addon' && forced !== 'public') {
+    const build = nativeAddonBuild();
+    // Linked to node-llama-cpp's prebuilt: node-llama-cpp finds and loads the right build (CPU, CUDA,
+    // Vulkan) first and the addon binds to it. Built from source: the addon brings its own llama.cpp.
+    const llama = build === 'node-llama-cpp' ? await sharedLlama(device === 'cpu' ? false : 'auto', logLevel) : undefined;
     const native = loadNativeAddon();
     if ('addon' in native) {
-      const gpu = llama.gpu === false ? undefined : llama.gpu;
+      const gpus = llama !== undefined ? (llama.gpu === false ? [] : [llama.gpu]) : native.addon.devices().filter((found) => found.type === 'gpu' || found.type === 'igpu').map((found) => found.name);
+      if (device === 'gpu' && gpus.length === 0) throw noGpu(file);
+      const gpu = device === 'cpu' ? undefined : gpus[0];
       const scorer = await NativeScorer.open(native.addon, file, {
         contextLength,
-        threads: mathThreads,
+        threads: threads ?? (llama?.cpuMathCores ?? defaultMathThreads()),
         sequences,
         cpuOnly: gpu === undefined,
         gpuLayers: -1,
@@ -254,8 +254,38 @@ export async function createLlamaCppEngine(ggufPath: string, options: LlamaCppEn
     }
     nativeUnavailable = native.reason;
   }
+  const llama = await sharedLlama(device === 'cpu' ? false : 'auto', logLevel);
+  if (device === 'gpu' && llama.gpu === false) throw noGpu(file);
+  const mathThreads = threads ?? llama.cpuMathCores;
   const backend = await NodeLlamaCppBackend.open(llama, file, facts, contextLength, device, mathThreads, options.flashAttention ?? false, forced === 'public');
   return new LlamaCppEngineImpl(file, backend, contextLength, facts.vocabSize, facts.trainContextLength, nativeUnavailable);
+}
+
+function noGpu(file: string): PolyquantError {
+  return new PolyquantError(ERROR_CODES.UNSUPPORTED, 'device gpu was asked for, but llama.cpp found no usable GPU backend (CUDA, Vulkan or Metal)', {
+    file,
+    hint: 'install the matching @node-llama-cpp GPU prebuilt or build the addon with --gpu cuda|vulkan (README: GPUs), or use --device cpu or auto',
+  });
+}
+
+/**
+ * Physical cores, as llama.cpp's common_cpu_get_num_math counts them (hyperthreads share the vector units):
+ * distinct (physical id, core id) pairs of /proc/cpuinfo, capped at what this process may use; the
+ * logical count where that cannot be read.
+ */
+function defaultMathThreads(): number {
+  const logical = availableParallelism();
+  try {
+    const cores = new Set<string>();
+    for (const block of readFileSync('/proc/cpuinfo', 'utf8').split(/\n\s*\n/)) {
+      const physical = /^physical id\s*:\s*(\d+)/m.exec(block)?.[1];
+      const core = /^core id\s*:\s*(\d+)/m.exec(block)?.[1];
+      if (physical !== undefined && core !== undefined) cores.add(`${physical}:${core}`);
+    }
+    return cores.size > 0 ? Math.min(cores.size, logical) : logical;
+  } catch {
+    return logical;
+  }
 }
 
 /** How one path scores: the engine above checks arguments and allocates results for all of them. */
@@ -266,6 +296,8 @@ interface Backend {
   /** llama.cpp's GPU backend when the model runs on one. */
   readonly gpu: string | undefined;
   tokenize(text: string): Int32Array;
+  /** A buffer for full rows, when the path has a faster one than a fresh Float32Array. */
+  allocateRows?(floats: number): Float32Array;
   /** Target log-probabilities, argmax and (into `full`) the log-probability rows of a window (see NativeScorer.scoreWindow). */
   scoreWindow(tokens: Int32Array, from: number, tokenLogProbs: Float64Array, argmax: Int32Array, full: Float32Array | undefined): Promise<void>;
   scoreContinuations(context: Int32Array, continuations: readonly Int32Array[]): Promise<number[]>;
@@ -282,6 +314,10 @@ class NativeBackend implements Backend {
 
   get parallelism(): number {
     return this.scorer.sequences;
+  }
+
+  allocateRows(floats: number): Float32Array {
+    return this.scorer.allocateRows(floats);
   }
 
   tokenize(text: string): Int32Array {
@@ -629,7 +665,8 @@ class LlamaCppEngineImpl implements LlamaCppEngine {
     const { from, distributions, topK, into } = resolveScoreOptions(options, tokens.length);
     const vocab = this.vocabSize;
     const scored = tokens.length - from;
-    const result = allocateScoreResult(scored, vocab, distributions, topK, into);
+    const rowsWanted = distributions === 'full' && scored > 0 && (into === undefined || into.length < scored * vocab);
+    const result = allocateScoreResult(scored, vocab, distributions, topK, rowsWanted ? this.backend.allocateRows?.(scored * vocab) : into);
     const { tokenLogProbs, argmax, full, topk } = result;
     if (scored === 0) return result;
     // top-k is taken from the full rows.
