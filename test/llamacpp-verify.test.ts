@@ -96,7 +96,13 @@ describe('verify with GGUF files on the bundled tiny GPT-NeoX', () => {
     const text = sampleText();
     const base = { pplFiles: [text], ctx: 64 } as const;
     await expectPolyquantError(verify({ ...base, candidate: f16, baseline: TINY_NEOX, engine: 'reference' }), 'usage', 'the reference engine runs Hugging Face folders', f16);
-    await expectPolyquantError(verify({ ...base, candidate: f16, baseline: TINY_NEOX, engine: 'llamacpp' }), 'usage', 'the llamacpp engine runs GGUF files', TINY_NEOX);
+    // llamacpp runs an HF folder on its cached GGUF (test/baseline-cache.test.ts), but not a simulated quantization.
+    await expectPolyquantError(
+      verify({ ...base, candidate: TINY_NEOX, baseline: f16, engine: 'llamacpp', simulate: 'Q4_0' }),
+      'usage',
+      '--simulate runs in the reference engine',
+      TINY_NEOX,
+    );
     await expectPolyquantError(verify({ ...base, candidate: f16, baseline: TINY_NEOX, simulate: 'Q4_0' }), 'usage', '--simulate quantizes the weights of a Hugging Face folder', f16);
     await expectPolyquantError(verify({ ...base, candidate: TINY_NEOX, baseline: TINY_NEOX, device: 'gpu' }), 'usage', 'the reference engine runs on the CPU only');
     await expectPolyquantError(verify({ ...base, candidate: f16, baseline: TINY_NEOX, ctx: 256 }), 'usage', "--ctx 256 is longer than the model's context length 128");

@@ -141,16 +141,16 @@ async function planModel(path: string, role: 'baseline' | 'candidate', options: 
       hint: 'use --engine auto or llamacpp',
     });
   }
-  if (engine === 'llamacpp' && simulate !== undefined) {
-    throw new PolyquantError(ERROR_CODES.USAGE, '--simulate runs in the reference engine; it cannot be combined with --engine llamacpp', {
-      file: absolute,
-      hint: 'convert the folder to the type instead (polyquant convert --type …) and verify the GGUF file',
-    });
-  }
   if (simulate !== undefined && kind !== 'folder') {
     throw new PolyquantError(ERROR_CODES.USAGE, `--simulate quantizes the weights of a Hugging Face folder; the ${role} is a GGUF file`, {
       file: absolute,
       hint: 'a GGUF file is already quantized: verify it directly, without --simulate',
+    });
+  }
+  if (engine === 'llamacpp' && simulate !== undefined) {
+    throw new PolyquantError(ERROR_CODES.USAGE, '--simulate runs in the reference engine; it cannot be combined with --engine llamacpp', {
+      file: absolute,
+      hint: 'convert the folder to the type instead (polyquant convert --type …) and verify the GGUF file',
     });
   }
   return { role, path: absolute, engine, convert: engine === 'llamacpp' && kind === 'folder' };
