@@ -43,11 +43,25 @@ if $pack; then
   mkdir -p .device
   grep -qx '/.device/' .git/info/exclude 2>/dev/null || echo '/.device/' >> .git/info/exclude
   xz -T0 -c "$(command -v node)" > .device/node.xz
-  # Runtime packages only: no linters, compilers, test runners or node-llama-cpp's CPU binaries.
+  # Runtime packages only: no linters, compilers, test runners, nor node-llama-cpp (on the device the addon is
+  # linked to a llama.cpp built there, --gpu cuda, and node-llama-cpp is never loaded).
   tar -C node_modules -cJf .device/node_modules.tar.xz \
     --exclude='./@biomejs' --exclude='./binaryen' --exclude='./assemblyscript' --exclude='./typescript' \
     --exclude='./@rolldown' --exclude='./rolldown' --exclude='./lightningcss*' --exclude='./vitest' \
-    --exclude='./@vitest' --exclude='./vite' --exclude='./@node-llama-cpp' --exclude='./@types' .
+    --exclude='./@vitest' --exclude='./vite' --exclude='./@node-llama-cpp' --exclude='./@types' \
+    --exclude='./node-llama-cpp' --exclude='./@huggingface/gguf' --exclude='./cmake-js' --exclude='./octokit' \
+    --exclude='./@octokit' .
+  # llama.cpp's source, as node-llama-cpp bundles it (its 35 MB git bundle does not fit beside Node), without
+  # documentation, tests, examples and vocabulary files: the device builds the CUDA backend from it.
+  bundle=node_modules/node-llama-cpp/llama/gitRelease.bundle
+  scratch=$(mktemp -d)
+  git init -q --bare "$scratch/g" && git -C "$scratch/g" fetch -q "$PWD/$bundle" HEAD
+  git -C "$scratch/g" archive --format=tar FETCH_HEAD | tar -x -C "$scratch" --exclude='docs' --exclude='examples' \
+    --exclude='models/*.gguf*' --exclude='gguf-py' --exclude='tests' --exclude='media' --exclude='tools/server' \
+    --exclude='.github' 2>/dev/null || true
+  rm -rf "$scratch/g"
+  tar -C "$scratch" -cJf .device/llama.cpp.tar.xz .
+  rm -rf "$scratch"
   du -sh .device/*
   exit 0
 fi
@@ -57,6 +71,9 @@ if ! command -v node >/dev/null && [ -f .device/node.xz ]; then
   xz -dc .device/node.xz > /tmp/polyquant-node/bin/node && chmod +x /tmp/polyquant-node/bin/node
   export PATH="/tmp/polyquant-node/bin:$PATH"
   [ -d node_modules ] || { mkdir -p node_modules && tar -C node_modules -xJf .device/node_modules.tar.xz; }
+fi
+if [ ! -f native/build/llama.cpp/CMakeLists.txt ] && [ -f .device/llama.cpp.tar.xz ]; then
+  mkdir -p native/build/llama.cpp && tar -C native/build/llama.cpp -xJf .device/llama.cpp.tar.xz
 fi
 command -v node >/dev/null || { echo "bench/device.sh: no node (run --pack on a machine with one and carry .device)" >&2; exit 2; }
 
@@ -103,7 +120,7 @@ for size in ${sizes//,/ }; do
     [ "$mode" = cpu ] && paths=native,addon
     extra=()
     [ "$size" = tiny ] || extra+=(--no-reference --kobest-limit 0)
-    [ "$type" = q4_k_m ] && extra+=(--kobest-limit 0)
+    [ "$type" = q4_k_m ] && extra+=(--kobest-limit 0 --no-reference)
     device_flag=()
     [ "$mode" = cpu ] && device_flag+=(--device cpu) || device_flag+=(--device gpu)
     tsx bench/llamacpp-engine.ts --gguf "$gguf" --model "$model" --ctx "$ctx" --windows "$windows" --threads "$threads" --paths "$paths" "${device_flag[@]}" "${extra[@]}" 2>&1 \
@@ -113,11 +130,20 @@ done
 
 say ""
 say "total $(( $(date +%s) - started )) s"
-# The table: the lines with rates, as Markdown.
-{
-  echo "| file | measurement | tokens/s or documents/s |"
-  echo "|---|---|---|"
-  awk '/^## /{file=substr($0,4)} /tokens\/s|documents\/s|^ratio/{line=$0; gsub(/\|/,"/",line); print "| " file " | " line " |  |"}' "$log"
-} > "$out/device.md"
-sed -i '1i '"$(head -4 "$log" | tr '\n' ' ')"'\n' "$out/device.md"
+# The table: one row per measured rate, as Markdown, under the machine lines.
+node - "$log" "$out/device.md" <<'JS'
+const [log, md] = process.argv.slice(2);
+const lines = require('fs').readFileSync(log, 'utf8').split('\n');
+const rows = [];
+let file = '';
+for (const line of lines) {
+  if (line.startsWith('## ')) file = line.slice(3);
+  let m = /^(.+?)\s+([\d.]+) (tokens\/s|documents\/s)/.exec(line) ?? /^(KOBEST .+?): ([\d.]+) (documents\/s)/.exec(line);
+  if (m) rows.push(`| ${file} | ${m[1].trim()} | ${m[2]} ${m[3]} |`);
+  m = /^ratio (.+): ([\d.]+ %)$/.exec(line);
+  if (m) rows.push(`| ${file} | ratio ${m[1]} | ${m[2]} |`);
+}
+const head = lines.filter((line) => line.startsWith('# ') || line.startsWith('- ')).join('\n');
+require('fs').writeFileSync(md, `${head}\n\n| file | measurement | rate |\n|---|---|---|\n${rows.join('\n')}\n`);
+JS
 say "wrote $out/device.md"

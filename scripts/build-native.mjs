@@ -76,39 +76,48 @@ function packageRoot(name) {
   return undefined;
 }
 
+// From source with a checkout already in native/build/llama.cpp (carried to a machine without
+// node-llama-cpp, say), nothing of node-llama-cpp is needed; otherwise its bundled source is.
+const haveSource = fromSource && existsSync(join(sourceDir, 'CMakeLists.txt'));
 const nodeLlamaCpp = packageRoot('node-llama-cpp');
-if (nodeLlamaCpp === undefined) giveUp('node-llama-cpp is not installed');
-const nodeLlamaCppVersion = JSON.parse(readFileSync(join(nodeLlamaCpp, 'package.json'), 'utf8')).version;
-const bundle = join(nodeLlamaCpp, 'llama', 'gitRelease.bundle');
-if (!existsSync(bundle)) giveUp(`node-llama-cpp ${nodeLlamaCppVersion} has no bundled llama.cpp source (${bundle})`);
+if (nodeLlamaCpp === undefined && !haveSource) giveUp('node-llama-cpp is not installed');
+const nodeLlamaCppVersion = nodeLlamaCpp === undefined ? 'none' : JSON.parse(readFileSync(join(nodeLlamaCpp, 'package.json'), 'utf8')).version;
+const bundle = nodeLlamaCpp === undefined ? '' : join(nodeLlamaCpp, 'llama', 'gitRelease.bundle');
+if (!haveSource && !existsSync(bundle)) giveUp(`node-llama-cpp ${nodeLlamaCppVersion} has no bundled llama.cpp source (${bundle})`);
 
-// The CPU prebuilt for this platform: the libraries we link against. At run time the addon binds to the
-// libllama node-llama-cpp has loaded (same soname), CPU or GPU build alike.
-const platformPackage = `@node-llama-cpp/${process.platform}-${process.arch}`;
-const prebuilt = packageRoot(platformPackage) ?? join(dirname(nodeLlamaCpp), ...platformPackage.split('/'));
-const binsRoot = join(prebuilt, 'bins');
-const bins = existsSync(binsRoot) ? readdirSync(binsRoot).map((name) => join(binsRoot, name)).find((folder) => readdirSync(folder).some((file) => /^libllama\.v.*\.so$/.test(file))) : undefined;
-if (bins === undefined) giveUp(`no prebuilt libllama in ${platformPackage}`);
-const libraries = readdirSync(bins);
-const linkName = (pattern) => libraries.find((file) => pattern.test(file));
-const libllama = linkName(/^libllama\.v.*\.so$/);
-const libggml = linkName(/^libggml\.v.*\.so$/) ?? linkName(/^libggml\.so$/);
-const libggmlBase = linkName(/^libggml-base.*\.so$/);
-if (libllama === undefined || libggml === undefined || libggmlBase === undefined) giveUp(`libllama/libggml/libggml-base not all found in ${bins}`);
+/**
+ * node-llama-cpp's CPU prebuilt for this platform: the libraries the default build links against. At run
+ * time the addon binds to the libllama node-llama-cpp has loaded (same soname), CPU or GPU build alike.
+ */
+function prebuiltLibraries() {
+  const platformPackage = `@node-llama-cpp/${process.platform}-${process.arch}`;
+  const prebuilt = packageRoot(platformPackage) ?? join(dirname(nodeLlamaCpp), ...platformPackage.split('/'));
+  const binsRoot = join(prebuilt, 'bins');
+  const bins = existsSync(binsRoot) ? readdirSync(binsRoot).map((name) => join(binsRoot, name)).find((folder) => readdirSync(folder).some((file) => /^libllama\.v.*\.so$/.test(file))) : undefined;
+  if (bins === undefined) giveUp(`no prebuilt libllama in ${platformPackage}`);
+  const libraries = readdirSync(bins);
+  const linkName = (pattern) => libraries.find((file) => pattern.test(file));
+  const libllama = linkName(/^libllama\.v.*\.so$/);
+  const libggml = linkName(/^libggml\.v.*\.so$/) ?? linkName(/^libggml\.so$/);
+  const libggmlBase = linkName(/^libggml-base.*\.so$/);
+  if (libllama === undefined || libggml === undefined || libggmlBase === undefined) giveUp(`libllama/libggml/libggml-base not all found in ${bins}`);
+  return { dir: bins, link: [`-l:${libllama}`, `-l:${libggml}`, `-l:${libggmlBase}`], stamp: readFileSync(join(bins, libllama)).subarray(0, 1 << 16) };
+}
+const prebuilt = fromSource ? undefined : prebuiltLibraries();
 
 const napiHeaders = packageRoot('node-api-headers');
 if (napiHeaders === undefined) giveUp('the node-api-headers package is not installed');
 const compiler = process.env.CXX ?? 'c++';
 if (spawnSync(compiler, ['--version'], { stdio: 'ignore' }).status !== 0) giveUp(`no C++ compiler (${compiler}); set CXX to one`);
-if (spawnSync('git', ['--version'], { stdio: 'ignore' }).status !== 0) giveUp('git is needed to read llama.cpp headers from node-llama-cpp\'s source bundle');
+if (!haveSource && spawnSync('git', ['--version'], { stdio: 'ignore' }).status !== 0) giveUp('git is needed to read llama.cpp from node-llama-cpp\'s source bundle');
 
 // Rebuild only when something that goes into the binary changed.
 const fingerprint = createHash('sha256')
   .update(readFileSync(source))
   .update(nodeLlamaCppVersion)
-  .update(fromSource ? `source:${gpu ?? 'cpu'}` : bins)
+  .update(fromSource ? `source:${gpu ?? 'cpu'}` : prebuilt.dir)
   .update(process.versions.napi ?? '')
-  .update(readFileSync(join(bins, libllama)).subarray(0, 1 << 16))
+  .update(prebuilt?.stamp ?? '')
   .digest('hex');
 if (!force && existsSync(output) && existsSync(infoFile)) {
   try {
@@ -125,22 +134,26 @@ mkdirSync(outDir, { recursive: true });
 const scratch = mkdtempSync(join(outDir, '.build-'));
 try {
   const started = Date.now();
-  // llama.h and the ggml headers it includes, from the exact source node-llama-cpp's binaries were built from.
-  const git = join(scratch, 'bundle.git');
-  execFileSync('git', ['init', '--quiet', '--bare', git]);
-  execFileSync('git', ['-C', git, 'fetch', '--quiet', bundle, 'HEAD']);
-  const headers = join(scratch, 'llama.cpp');
-  mkdirSync(headers);
-  const archive = execFileSync('git', ['-C', git, 'archive', 'FETCH_HEAD', 'include', 'ggml/include'], { maxBuffer: 1 << 28 });
-  execFileSync('tar', ['-x', '-C', headers], { input: archive });
-
-  // The libraries to link: node-llama-cpp's prebuilt ones, or llama.cpp built here from the same source.
-  let libDir = bins;
-  let linkLibraries = [`-l:${libllama}`, `-l:${libggml}`, `-l:${libggmlBase}`];
+  // The libraries to link — node-llama-cpp's prebuilt ones, or llama.cpp built here from the same source —
+  // and the headers (llama.h and the ggml headers it includes) of exactly that source.
+  let libDir;
+  let linkLibraries;
+  let headers;
   if (fromSource) {
     buildLlamaFromSource();
     libDir = join(sourceBuild, 'bin');
     linkLibraries = ['-lllama', '-lggml', '-lggml-base'];
+    headers = sourceDir;
+  } else {
+    libDir = prebuilt.dir;
+    linkLibraries = prebuilt.link;
+    const git = join(scratch, 'bundle.git');
+    execFileSync('git', ['init', '--quiet', '--bare', git]);
+    execFileSync('git', ['-C', git, 'fetch', '--quiet', bundle, 'HEAD']);
+    headers = join(scratch, 'llama.cpp');
+    mkdirSync(headers);
+    const archive = execFileSync('git', ['-C', git, 'archive', 'FETCH_HEAD', 'include', 'ggml/include'], { maxBuffer: 1 << 28 });
+    execFileSync('tar', ['-x', '-C', headers], { input: archive });
   }
   const temporary = join(scratch, 'polyquant-llama.node');
   const args = [
