@@ -4,7 +4,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { convertToGguf } from '../src/converters/gguf/convert.js';
 import type { Engine } from '../src/verify/engine.js';
 import { createLlamaCppEngine, type LlamaCppEngine } from '../src/verify/engines/llamacpp.js';
-import { NATIVE_ADDON_PATH } from '../src/verify/engines/llamacpp-native.js';
+import { NATIVE_ADDON_PATH, nativeKlDivergence } from '../src/verify/engines/llamacpp-native.js';
+import { klDivergenceRow } from '../src/verify/stats.js';
 import { REPO_ROOT } from './helpers/shared.js';
 import { tempDir } from './helpers/tiny-model.js';
 
@@ -126,6 +127,23 @@ describe.skipIf(!HAS_ADDON)('the llamacpp engine on its native path (bundled tin
     const [a, b] = await Promise.all([packed.score(tokens, { distributions: 'full' }), single.score(tokens, { distributions: 'full' })]);
     expect(Buffer.from(a.full!.buffer).equals(Buffer.from((await single.score(tokens, { distributions: 'full' })).full!.buffer))).toBe(true);
     expect(Array.from(a.argmax)).toEqual(Array.from(b.argmax));
+  });
+
+  it('computes KL divergences in C++ as klDivergenceRow does in JS', async () => {
+    const tokens = packed.tokenize(SAMPLE);
+    const a = await packed.score(tokens.subarray(0, 40), { distributions: 'full' });
+    const b = await packed.score(tokens.subarray(1, 41), { distributions: 'full' });
+    const vocab = packed.vocabSize;
+    const rows = a.argmax.length;
+    const native = await nativeKlDivergence(a.full!, b.full!, vocab, rows, 2);
+    expect(native).toBeInstanceOf(Float64Array);
+    for (let r = 0; r < rows; r += 1) {
+      const js = klDivergenceRow(a.full!, b.full!, r * vocab, vocab);
+      expect(js).toBeGreaterThan(0);
+      expect(Math.abs((native![r] as number) - js)).toBeLessThanOrEqual(1e-12 * js);
+    }
+    // Identical rows: exactly 0, never a negative rounding residue.
+    expect(Array.from((await nativeKlDivergence(a.full!, a.full!, vocab, rows, 1))!)).toEqual(new Array(rows).fill(0));
   });
 
   it('reports log-probabilities that sum to one at every position, the target equal to its row entry', async () => {

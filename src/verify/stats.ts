@@ -36,6 +36,7 @@ export function nonFinitePositions(
   argmax: ArrayLike<number>,
   full: Float32Array | undefined,
   vocab: number,
+  klds?: ArrayLike<number>,
 ): { count: number; first: number } {
   const lowest = -Math.log(vocab) - LOG_PROB_SLACK;
   let count = 0;
@@ -47,7 +48,11 @@ export function nonFinitePositions(
       const offset = position * vocab;
       const top = full[offset + (argmax[position] as number)] as number;
       bad = !(top <= LOG_PROB_SLACK && top >= lowest);
-      for (let i = offset; !bad && i < offset + vocab; i += 1) if (Number.isNaN(full[i] as number)) bad = true;
+      // A finite KL divergence against the other model's row has already summed over every entry of this
+      // one (all but those where the baseline's log-probability is −∞, which no engine here produces): a NaN
+      // anywhere would have made it NaN, so the row need not be scanned again.
+      const scanned = klds !== undefined && Number.isFinite(klds[position] as number);
+      for (let i = offset; !bad && !scanned && i < offset + vocab; i += 1) if (Number.isNaN(full[i] as number)) bad = true;
     }
     if (bad) {
       count += 1;
@@ -55,6 +60,18 @@ export function nonFinitePositions(
     }
   }
   return { count, first };
+}
+
+/** A CONFIG error unless both windows hold `positions` rows of `vocab` log-probabilities. */
+export function checkWindowShapes(base: Float32Array, candidate: Float32Array, vocab: number, baseArgmax: Int32Array, candidateArgmax: Int32Array): void {
+  const positions = baseArgmax.length;
+  if (candidateArgmax.length !== positions || base.length !== positions * vocab || candidate.length !== positions * vocab) {
+    throw new PolyquantError(
+      ERROR_CODES.CONFIG,
+      `baseline and candidate distributions differ in shape (${base.length} vs ${candidate.length} values for ${positions} positions × ${vocab})`,
+      { hint: 'the two models must share a vocabulary size to be compared' },
+    );
+  }
 }
 
 /** Percentile with linear interpolation between order statistics (numpy's default "linear" method). */
@@ -87,16 +104,17 @@ export class DistributionComparer {
    * argmax of each row.
    */
   addWindow(base: Float32Array, candidate: Float32Array, vocab: number, baseArgmax: Int32Array, candidateArgmax: Int32Array): void {
-    const positions = baseArgmax.length;
-    if (candidateArgmax.length !== positions || base.length !== positions * vocab || candidate.length !== positions * vocab) {
-      throw new PolyquantError(
-        ERROR_CODES.CONFIG,
-        `baseline and candidate distributions differ in shape (${base.length} vs ${candidate.length} values for ${positions} positions × ${vocab})`,
-        { hint: 'the two models must share a vocabulary size to be compared' },
-      );
-    }
-    for (let p = 0; p < positions; p += 1) {
+    checkWindowShapes(base, candidate, vocab, baseArgmax, candidateArgmax);
+    for (let p = 0; p < baseArgmax.length; p += 1) {
       this.klds.push(klDivergenceRow(base, candidate, p * vocab, vocab));
+      if (baseArgmax[p] === candidateArgmax[p]) this.agree += 1;
+    }
+  }
+
+  /** Adds one window whose per-position KL divergences were computed elsewhere (klDivergenceRow's formula, natively). */
+  addKlds(klds: ArrayLike<number>, baseArgmax: Int32Array, candidateArgmax: Int32Array): void {
+    for (let p = 0; p < baseArgmax.length; p += 1) {
+      this.klds.push(klds[p] as number);
       if (baseArgmax[p] === candidateArgmax[p]) this.agree += 1;
     }
   }

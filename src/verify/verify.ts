@@ -5,6 +5,7 @@
  * matrix of the whole text is ever held.
  */
 import { stat } from 'node:fs/promises';
+import { availableParallelism } from 'node:os';
 import { extname, resolve } from 'node:path';
 import { ERROR_CODES, PolyquantError } from '../errors.js';
 import { ioError, withFile } from '../io/file.js';
@@ -13,6 +14,7 @@ import { type BaselineGgufType, cachedBaselineGguf } from './baseline-cache.js';
 import { compareKobest } from './compare-kobest.js';
 import type { Engine } from './engine.js';
 import { createLlamaCppEngine } from './engines/llamacpp.js';
+import { nativeKlDivergence } from './engines/llamacpp-native.js';
 import { createReferenceEngine, referenceEngineFits } from './engines/reference.js';
 import { type KobestInputs, type KobestSplit, type KobestTaskName, runKobest } from './kobest/index.js';
 import { type PerplexityProtocol, planWindows, scoreWindows, type WindowScore } from './perplexity.js';
@@ -27,7 +29,7 @@ import {
 } from './report.js';
 import { planSimulation } from './simulate.js';
 import { checkVerifySettings } from './settings.js';
-import { DistributionComparer, nonFinitePositions } from './stats.js';
+import { checkWindowShapes, DistributionComparer, nonFinitePositions } from './stats.js';
 import { readTextFile } from './text.js';
 import { CheckList, type Thresholds } from './thresholds.js';
 
@@ -265,13 +267,19 @@ async function comparePerplexity(baseline: Engine, candidate: Engine, file: stri
       const [a, b] = await Promise.all([baseStream.next(), candStream.next()]);
       const base = a.value as WindowScore;
       const cand = b.value as WindowScore;
+      let klds: Float64Array | undefined;
       if (full && base.score.full !== undefined && cand.score.full !== undefined) {
-        comparer.addWindow(base.score.full, cand.score.full, baseline.vocabSize, base.score.argmax, cand.score.argmax);
+        checkWindowShapes(base.score.full, cand.score.full, baseline.vocabSize, base.score.argmax, cand.score.argmax);
+        // In C++ where a native llama.cpp engine runs in this process (60 MB of rows per window: ~10× the
+        // JS loop), else in JS; the same formula and order either way.
+        klds = await nativeKlDivergence(base.score.full, cand.score.full, baseline.vocabSize, base.score.argmax.length, availableParallelism());
+        if (klds !== undefined) comparer.addKlds(klds, base.score.argmax, cand.score.argmax);
+        else comparer.addWindow(base.score.full, cand.score.full, baseline.vocabSize, base.score.argmax, cand.score.argmax);
       } else {
         comparer.addArgmax(base.score.argmax, cand.score.argmax);
       }
       for (const [side, result, engine] of [[nonFinite.base, base, baseline], [nonFinite.cand, cand, candidate]] as const) {
-        const found = nonFinitePositions(result.score.tokenLogProbs, result.score.argmax, result.score.full, engine.vocabSize);
+        const found = nonFinitePositions(result.score.tokenLogProbs, result.score.argmax, result.score.full, engine.vocabSize, klds);
         side.count += found.count;
         if (found.first >= 0) side.firstToken ??= result.window.start + result.window.from + found.first;
       }

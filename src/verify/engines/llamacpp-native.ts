@@ -124,6 +124,19 @@ export function loadNativeAddon(): { addon: NativeAddon } | { reason: string } {
   return addonState;
 }
 
+/**
+ * KL(base ‖ candidate) for `rows` rows of `vocab` log-probabilities — klDivergenceRow's formula and
+ * summation order, in C++ on `threads` threads — when the addon is loaded in this process (a native engine
+ * exists), else undefined. It waits its turn in the decode queue: run beside a decode it would stall
+ * llama.cpp's thread pool.
+ */
+export function nativeKlDivergence(base: Float32Array, candidate: Float32Array, vocab: number, rows: number, threads: number): Promise<Float64Array> | undefined {
+  if (addonState === undefined || !('addon' in addonState)) return undefined;
+  const { addon } = addonState;
+  const out = new Float64Array(rows);
+  return serialised(() => addon.klDivergence(base, candidate, vocab, rows, out, threads)).then(() => out);
+}
+
 /** One queue for every native context in the process (see the header). */
 let decodeChain: Promise<unknown> = Promise.resolve();
 function serialised<T>(work: () => Promise<T>): Promise<T> {
