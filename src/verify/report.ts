@@ -61,6 +61,8 @@ export interface ModelDescription {
   readonly path: string;
   readonly engine: string;
   readonly device: string;
+  /** With device `gpu`: the backend that ran it (node-llama-cpp's `cuda`/`vulkan`/`metal`, or llama.cpp's device name). */
+  readonly gpu?: string;
   /** The ggml type applied by --simulate, if any. */
   readonly simulate?: string;
   /**
@@ -68,6 +70,11 @@ export interface ModelDescription {
    * whether it was already in the cache, and the seconds hashing/converting took in this run.
    */
   readonly artifact?: { readonly file: string; readonly type: string; readonly cached: boolean; readonly seconds: number };
+}
+
+/** `cpu`, or `gpu (cuda)` with the backend that ran it. */
+function deviceNote(model: ModelDescription): string {
+  return model.gpu === undefined ? model.device : `${model.device} (${model.gpu})`;
 }
 
 /** ` on f16 GGUF FILE` when the model ran from a converted file, else nothing. */
@@ -137,8 +144,8 @@ const CHECK_HEADER = ['', 'where', 'metric', 'value', 'limit'];
 export function renderText(report: VerifyReport, table: (header: readonly string[], rows: readonly (readonly string[])[]) => string): string {
   const r = rows(report);
   const lines = [
-    `candidate  ${report.candidate.path} (${report.candidate.engine}${report.candidate.simulate ? `, simulated ${report.candidate.simulate}` : ''}, ${report.candidate.device})`,
-    `baseline   ${report.baseline.path} (${report.baseline.engine}${artifactNote(report.baseline)}, ${report.baseline.device})`,
+    `candidate  ${report.candidate.path} (${report.candidate.engine}${report.candidate.simulate ? `, simulated ${report.candidate.simulate}` : ''}, ${deviceNote(report.candidate)})`,
+    `baseline   ${report.baseline.path} (${report.baseline.engine}${artifactNote(report.baseline)}, ${deviceNote(report.baseline)})`,
   ];
   if (r.perplexity.length > 0) lines.push('', table(PPL_HEADER, r.perplexity));
   if (r.kobest.length > 0) lines.push('', table(KOBEST_HEADER, r.kobest));

@@ -195,7 +195,9 @@ async function loadModel(plan: ModelPlan, options: VerifyOptions, simulate: stri
 
 /** A loaded model and its description in the report. */
 function loaded(path: string, engine: Engine, extra: Pick<ModelDescription, 'simulate' | 'artifact'>): LoadedModel {
-  return { engine, description: { path, engine: engine.name, device: engine.device, ...extra } };
+  // The GPU backend actually used (llamacpp: cuda, vulkan, … or the device name), not just "gpu".
+  const gpu: unknown = (engine as Partial<{ gpu: unknown }>).gpu;
+  return { engine, description: { path, engine: engine.name, device: engine.device, ...(typeof gpu === 'string' && { gpu }), ...extra } };
 }
 
 /** The first index where two token lists differ, or −1 when they are identical. */
