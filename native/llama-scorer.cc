@@ -103,6 +103,30 @@ bool getTypedArray(napi_env env, napi_value value, napi_typedarray_type type, T 
   return true;
 }
 
+/** Rejects `deferred` with an Error carrying `message` (and a numeric `status`, when given). */
+void rejectWith(napi_env env, napi_deferred deferred, const std::string &message, const int32_t *status = nullptr) {
+  napi_value text, error;
+  napi_create_string_utf8(env, message.c_str(), NAPI_AUTO_LENGTH, &text);
+  napi_create_error(env, nullptr, text, &error);
+  if (status != nullptr) {
+    napi_value code;
+    napi_create_int32(env, *status, &code);
+    napi_set_named_property(env, error, "status", code);
+  }
+  napi_reject_deferred(env, deferred, error);
+}
+
+/** Queues `execute` on libuv's pool and returns the promise `complete` settles (work->deferred, work->work). */
+template <typename Work>
+napi_value queueWork(napi_env env, const char *name, Work *work, napi_async_execute_callback execute, napi_async_complete_callback complete) {
+  napi_value promise, resource;
+  NAPI_CALL(env, napi_create_promise(env, &work->deferred, &promise));
+  NAPI_CALL(env, napi_create_string_utf8(env, name, NAPI_AUTO_LENGTH, &resource));
+  NAPI_CALL(env, napi_create_async_work(env, nullptr, resource, execute, complete, work, &work->work));
+  NAPI_CALL(env, napi_queue_async_work(env, work->work));
+  return promise;
+}
+
 // ---- model and context handles -----------------------------------------------------------------------
 
 struct Model {
@@ -219,10 +243,7 @@ void loadExecute(napi_env, void *data) {
 void loadComplete(napi_env env, napi_status, void *data) {
   auto *load = static_cast<LoadWork *>(data);
   if (load->model == nullptr) {
-    napi_value message, error;
-    napi_create_string_utf8(env, load->error.c_str(), NAPI_AUTO_LENGTH, &message);
-    napi_create_error(env, nullptr, message, &error);
-    napi_reject_deferred(env, load->deferred, error);
+    rejectWith(env, load->deferred, load->error);
   } else {
     auto *model = new Model();
     model->model = load->model;
@@ -233,10 +254,7 @@ void loadComplete(napi_env env, napi_status, void *data) {
     if (napi_create_external(env, model, finalizeModel, nullptr, &handle) != napi_ok) {
       freeModelNow(model);
       delete model;
-      napi_value message, error;
-      napi_create_string_utf8(env, "could not create the model handle", NAPI_AUTO_LENGTH, &message);
-      napi_create_error(env, nullptr, message, &error);
-      napi_reject_deferred(env, load->deferred, error);
+      rejectWith(env, load->deferred, "could not create the model handle");
     } else {
       napi_resolve_deferred(env, load->deferred, handle);
     }
@@ -261,12 +279,7 @@ napi_value LoadModel(napi_env env, napi_callback_info info) {
   load->path = path;
   load->gpuLayers = static_cast<int32_t>(std::clamp<int64_t>(gpuLayers, -1, INT32_MAX));
   load->cpuOnly = cpuOnly;
-  napi_value promise, name;
-  NAPI_CALL(env, napi_create_promise(env, &load->deferred, &promise));
-  NAPI_CALL(env, napi_create_string_utf8(env, "polyquant.loadModel", NAPI_AUTO_LENGTH, &name));
-  NAPI_CALL(env, napi_create_async_work(env, nullptr, name, loadExecute, loadComplete, load, &load->work));
-  NAPI_CALL(env, napi_queue_async_work(env, load->work));
-  return promise;
+  return queueWork(env, "polyquant.loadModel", load, loadExecute, loadComplete);
 }
 
 napi_value FreeModel(napi_env env, napi_callback_info info) {
@@ -648,12 +661,7 @@ void decodeComplete(napi_env env, napi_status, void *data) {
     napi_get_undefined(env, &undefined);
     napi_resolve_deferred(env, work->deferred, undefined);
   } else {
-    napi_value message, error, code;
-    napi_create_string_utf8(env, work->error.c_str(), NAPI_AUTO_LENGTH, &message);
-    napi_create_error(env, nullptr, message, &error);
-    napi_create_int32(env, work->status, &code);
-    napi_set_named_property(env, error, "status", code);
-    napi_reject_deferred(env, work->deferred, error);
+    rejectWith(env, work->deferred, work->error, &work->status);
   }
   napi_delete_async_work(env, work->work);
   delete work;
@@ -733,11 +741,8 @@ napi_value Decode(napi_env env, napi_callback_info info) {
     NAPI_CALL(env, napi_create_reference(env, argv[a], 1, &ref));
     work->refs.push_back(ref);
   }
-  napi_value promise, name;
-  NAPI_CALL(env, napi_create_promise(env, &work->deferred, &promise));
-  NAPI_CALL(env, napi_create_string_utf8(env, "polyquant.decode", NAPI_AUTO_LENGTH, &name));
-  NAPI_CALL(env, napi_create_async_work(env, nullptr, name, decodeExecute, decodeComplete, work.get(), &work->work));
-  NAPI_CALL(env, napi_queue_async_work(env, work->work));
+  napi_value promise = queueWork(env, "polyquant.decode", work.get(), decodeExecute, decodeComplete);
+  if (promise == nullptr) return nullptr;
   context->busy = true;
   work.release();
   return promise;
@@ -813,12 +818,8 @@ napi_value KlDivergence(napi_env env, napi_callback_info info) {
     NAPI_CALL(env, napi_create_reference(env, argv[a], 1, &ref));
     work->refs.push_back(ref);
   }
-  napi_value promise, name;
-  NAPI_CALL(env, napi_create_promise(env, &work->deferred, &promise));
-  NAPI_CALL(env, napi_create_string_utf8(env, "polyquant.klDivergence", NAPI_AUTO_LENGTH, &name));
-  NAPI_CALL(env, napi_create_async_work(env, nullptr, name, klExecute, klComplete, work.get(), &work->work));
-  NAPI_CALL(env, napi_queue_async_work(env, work->work));
-  work.release();
+  napi_value promise = queueWork(env, "polyquant.klDivergence", work.get(), klExecute, klComplete);
+  if (promise != nullptr) work.release();
   return promise;
 }
 
