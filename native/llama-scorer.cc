@@ -82,6 +82,14 @@ bool getInt(napi_env env, napi_value value, int64_t *out) {
 
 bool getBool(napi_env env, napi_value value, bool *out) { return napi_get_value_bool(env, value, out) == napi_ok; }
 
+/** A JS string as UTF-8. */
+bool getString(napi_env env, napi_value value, std::string *out) {
+  size_t length = 0;
+  if (napi_get_value_string_utf8(env, value, nullptr, 0, &length) != napi_ok) return false;
+  out->assign(length, '\0');
+  return napi_get_value_string_utf8(env, value, out->data(), length + 1, &length) == napi_ok;
+}
+
 /** A typed array's data pointer and length, checked to be of the expected element type (or null). */
 template <typename T>
 bool getTypedArray(napi_env env, napi_value value, napi_typedarray_type type, T **data, size_t *length,
@@ -266,13 +274,10 @@ void loadComplete(napi_env env, napi_status, void *data) {
 napi_value LoadModel(napi_env env, napi_callback_info info) {
   napi_value argv[3];
   if (!getArgs(env, info, 3, argv)) return nullptr;
-  size_t length = 0;
-  NAPI_CALL(env, napi_get_value_string_utf8(env, argv[0], nullptr, 0, &length));
-  std::string path(length, '\0');
-  NAPI_CALL(env, napi_get_value_string_utf8(env, argv[0], path.data(), length + 1, &length));
+  std::string path;
   int64_t gpuLayers = 0;
   bool cpuOnly = true;
-  if (!getInt(env, argv[1], &gpuLayers) || !getBool(env, argv[2], &cpuOnly)) {
+  if (!getString(env, argv[0], &path) || !getInt(env, argv[1], &gpuLayers) || !getBool(env, argv[2], &cpuOnly)) {
     return throwError(env, "polyquant-llama: loadModel(path, gpuLayers, cpuOnly)");
   }
   auto *load = new LoadWork();
@@ -331,12 +336,11 @@ napi_value Tokenize(napi_env env, napi_callback_info info) {
   if (!getArgs(env, info, 3, argv)) return nullptr;
   Model *model = getModel(env, argv[0]);
   if (model == nullptr) return nullptr;
-  size_t length = 0;
-  NAPI_CALL(env, napi_get_value_string_utf8(env, argv[1], nullptr, 0, &length));
-  std::string text(length, '\0');
-  NAPI_CALL(env, napi_get_value_string_utf8(env, argv[1], text.data(), length + 1, &length));
+  std::string text;
   bool parseSpecial = true;
-  if (!getBool(env, argv[2], &parseSpecial)) return throwError(env, "polyquant-llama: tokenize(model, text, parseSpecial)");
+  if (!getString(env, argv[1], &text) || !getBool(env, argv[2], &parseSpecial)) {
+    return throwError(env, "polyquant-llama: tokenize(model, text, parseSpecial)");
+  }
   if (text.size() > static_cast<size_t>(INT32_MAX)) return throwError(env, "polyquant-llama: text longer than 2 GiB");
   // llama_tokenize reports the needed size as a negative count when the buffer is too small.
   std::vector<llama_token> tokens(text.size() + 2);
@@ -602,7 +606,6 @@ struct DecodeWork {
   int32_t *outArgmax = nullptr;
   const int32_t *outFullRow = nullptr;
   float *full = nullptr;
-  size_t fullRows = 0;
   int32_t nOut = 0;
   int32_t status = 0;
   std::string error;
@@ -731,7 +734,6 @@ napi_value Decode(napi_env env, napi_callback_info info) {
   work->outArgmax = outArgmax;
   work->outFullRow = outFullRow;
   work->full = full;
-  work->fullRows = fullRows;
   work->nOut = static_cast<int32_t>(nIndex);
   for (int a = 1; a <= 10; a += 1) {
     napi_valuetype kind;

@@ -156,15 +156,15 @@ export async function baselineKey(checkpoint: Checkpoint, type: BaselineGgufType
   return createHash('sha256').update(JSON.stringify({ revision: CACHE_REVISION, type, files: parts })).digest('hex');
 }
 
-/** The HF folder's GGUF of `type` from the cache, converting it first when it is not there. */
-export async function cachedBaselineGguf(modelDir: string, options: BaselineCacheOptions = {}): Promise<CachedBaseline> {
+/** The HF folder's (or already read checkpoint's) GGUF of `type` from the cache, converting it first when it is not there. */
+export async function cachedBaselineGguf(source: string | Checkpoint, options: BaselineCacheOptions = {}): Promise<CachedBaseline> {
   const started = performance.now();
   const type = options.type ?? 'f16';
   if (type !== 'f16' && type !== 'f32' && type !== 'bf16') {
     throw new PolyquantError(ERROR_CODES.USAGE, `baseline GGUF type ${JSON.stringify(type)}; expected f16, bf16 or f32`);
   }
   const cacheDir = resolve(options.dir ?? defaultCacheDir());
-  const checkpoint = await readCheckpoint(modelDir);
+  const checkpoint = typeof source === 'string' ? await readCheckpoint(source) : source;
   const key = await baselineKey(checkpoint, type, cacheDir, options.onProgress);
   const ggufDir = join(cacheDir, 'gguf');
   const file = join(ggufDir, `${key.slice(0, 32)}-${type}.gguf`);

@@ -105,10 +105,11 @@ export class DistributionComparer {
    */
   addWindow(base: Float32Array, candidate: Float32Array, vocab: number, baseArgmax: Int32Array, candidateArgmax: Int32Array): void {
     checkWindowShapes(base, candidate, vocab, baseArgmax, candidateArgmax);
-    for (let p = 0; p < baseArgmax.length; p += 1) {
-      this.klds.push(klDivergenceRow(base, candidate, p * vocab, vocab));
-      if (baseArgmax[p] === candidateArgmax[p]) this.agree += 1;
-    }
+    this.addKlds(
+      Float64Array.from(baseArgmax, (_, p) => klDivergenceRow(base, candidate, p * vocab, vocab)),
+      baseArgmax,
+      candidateArgmax,
+    );
   }
 
   /** Adds one window whose per-position KL divergences were computed elsewhere (klDivergenceRow's formula, natively). */

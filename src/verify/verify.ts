@@ -9,7 +9,7 @@ import { availableParallelism } from 'node:os';
 import { extname, resolve } from 'node:path';
 import { ERROR_CODES, PolyquantError } from '../errors.js';
 import { ioError, withFile } from '../io/file.js';
-import { readCheckpoint } from '../readers/checkpoint.js';
+import { type Checkpoint, readCheckpoint } from '../readers/checkpoint.js';
 import { type BaselineGgufType, cachedBaselineGguf } from './baseline-cache.js';
 import { compareKobest } from './compare-kobest.js';
 import type { Engine } from './engine.js';
@@ -110,6 +110,8 @@ interface ModelPlan {
   readonly engine: 'reference' | 'llamacpp';
   /** An HF folder for llama.cpp: converted to a cached GGUF first. */
   readonly convert: boolean;
+  /** The HF folder, when planning already read it (loading reads it again otherwise). */
+  readonly checkpoint?: Checkpoint;
 }
 
 /** Which engine runs `path`, refusing combinations that cannot work before anything is loaded. */
@@ -127,14 +129,15 @@ async function planModel(path: string, role: 'baseline' | 'candidate', options: 
     throw new PolyquantError(ERROR_CODES.USAGE, `engine ${JSON.stringify(requested)} is not one of ${ENGINE_NAMES.join(', ')}`);
   }
   let engine: 'reference' | 'llamacpp';
+  let checkpoint: Checkpoint | undefined;
   if (requested !== 'auto') {
     engine = requested;
   } else if (kind === 'gguf') {
     engine = 'llamacpp';
   } else {
     // The reference engine is the oracle where it fits (≈ 1 B parameters); beyond, the folder's f16 GGUF in llama.cpp.
-    const { config } = await readCheckpoint(absolute);
-    const fits = referenceEngineFits(config, { ...(options.threads !== undefined && { threads: options.threads }) });
+    checkpoint = await readCheckpoint(absolute);
+    const fits = referenceEngineFits(checkpoint.config, { ...(options.threads !== undefined && { threads: options.threads }) });
     engine = fits || simulate !== undefined ? 'reference' : 'llamacpp';
   }
   if (engine === 'reference' && kind !== 'folder') {
@@ -155,7 +158,7 @@ async function planModel(path: string, role: 'baseline' | 'candidate', options: 
       hint: 'convert the folder to the type instead (polyquant convert --type …) and verify the GGUF file',
     });
   }
-  return { role, path: absolute, engine, convert: engine === 'llamacpp' && kind === 'folder' };
+  return { role, path: absolute, engine, convert: engine === 'llamacpp' && kind === 'folder', ...(checkpoint !== undefined && { checkpoint }) };
 }
 
 async function loadModel(plan: ModelPlan, options: VerifyOptions, simulate: string | undefined): Promise<LoadedModel> {
@@ -164,7 +167,7 @@ async function loadModel(plan: ModelPlan, options: VerifyOptions, simulate: stri
   if (plan.engine === 'llamacpp') {
     // An HF folder becomes its GGUF (f16 by default) once, cached by content; the report names the file.
     const cached = plan.convert
-      ? await cachedBaselineGguf(path, {
+      ? await cachedBaselineGguf(plan.checkpoint ?? path, {
           ...(options.cacheDir !== undefined && { dir: options.cacheDir }),
           ...(options.baselineType !== undefined && { type: options.baselineType }),
           onProgress: (event) => options.onProgress?.({ stage: 'cache', model: role, step: event.stage, done: event.done, total: event.total }),
@@ -184,7 +187,7 @@ async function loadModel(plan: ModelPlan, options: VerifyOptions, simulate: stri
     return loaded(path, engine, cached === undefined ? {} : { artifact: { file: cached.file, type: cached.type, cached: cached.hit, seconds: cached.seconds } });
   }
   // The reference engine always runs on the CPU; --device applies to the llamacpp model beside it.
-  const checkpoint = await readCheckpoint(path);
+  const checkpoint = plan.checkpoint ?? (await readCheckpoint(path));
   const simulation = simulate === undefined ? undefined : planSimulation(simulate, checkpoint.config);
   const engine = await createReferenceEngine(checkpoint, {
     ...(simulation !== undefined && { weightTransform: simulation.transform }),

@@ -248,17 +248,19 @@ export interface NativeScorerOptions {
   readonly threads: number;
   /** Sequences per batch (KOBEST documents decoded together); 1 … 32. */
   readonly sequences: number;
-  readonly cpuOnly: boolean;
-  /** Layers on the GPU (−1 all) when not cpuOnly. */
-  readonly gpuLayers: number;
+  /** The GPU backend to put every layer on (its name, for the report), or undefined for the CPU alone. */
+  readonly gpu: string | undefined;
   /** llama.cpp's flash attention where the backend has it (its tools' default, `auto`), or never. */
   readonly flashAttention: boolean;
 }
 
-/** A GGUF loaded by the addon, with one context and its request queue. */
+/**
+ * A GGUF loaded by the addon, with one context and its request queue: the llamacpp engine's `native`
+ * backend (llamacpp.ts `Backend`).
+ */
 export class NativeScorer {
+  readonly kind = 'native';
   readonly vocabSize: number;
-  readonly info: NativeModelInfo;
   readonly sequences: number;
   private readonly batch: BatchBuilder;
   private readonly queue: Unit[] = [];
@@ -269,11 +271,10 @@ export class NativeScorer {
     private readonly addon: NativeAddon,
     private readonly model: Handle,
     private readonly context: Handle,
-    readonly contextLength: number,
-    readonly threads: number,
+    contextLength: number,
+    readonly gpu: string | undefined,
   ) {
-    this.info = addon.modelInfo(model);
-    this.vocabSize = this.info.vocab;
+    this.vocabSize = addon.modelInfo(model).vocab;
     this.sequences = addon.contextInfo(context).nSeqMax;
     this.batch = new BatchBuilder(contextLength);
   }
@@ -281,13 +282,13 @@ export class NativeScorer {
   static async open(addon: NativeAddon, file: string, options: NativeScorerOptions): Promise<NativeScorer> {
     let model: Handle;
     try {
-      model = await addon.loadModel(file, options.gpuLayers, options.cpuOnly);
+      model = await addon.loadModel(file, -1, options.gpu === undefined);
     } catch (error) {
       throw new PolyquantError(ERROR_CODES.UNSUPPORTED, `llama.cpp could not load the model: ${error instanceof Error ? error.message : String(error)}`, { file, cause: error });
     }
     let context: Handle;
     try {
-      context = addon.createContext(model, options.contextLength, options.contextLength, options.sequences, options.threads, options.cpuOnly, options.flashAttention);
+      context = addon.createContext(model, options.contextLength, options.contextLength, options.sequences, options.threads, options.gpu === undefined, options.flashAttention);
     } catch (error) {
       addon.freeModel(model);
       throw new PolyquantError(ERROR_CODES.LIMIT, `llama.cpp could not create a context of ${options.contextLength} tokens: ${error instanceof Error ? error.message : String(error)}`, {
@@ -302,7 +303,12 @@ export class NativeScorer {
       addon.freeModel(model);
       throw new PolyquantError(ERROR_CODES.LIMIT, `llama.cpp gave a context of ${info.nCtx} tokens (batch ${info.nBatch}) for the ${options.contextLength} asked for`, { file });
     }
-    return new NativeScorer(addon, model, context, options.contextLength, options.threads);
+    return new NativeScorer(addon, model, context, options.contextLength, options.gpu);
+  }
+
+  /** Requests worth having in flight: one per sequence a batch holds. */
+  get parallelism(): number {
+    return this.sequences;
   }
 
   /** A zeroed buffer for `floats` row values (huge pages where the kernel allows). */

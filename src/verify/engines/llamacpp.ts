@@ -243,11 +243,10 @@ export async function createLlamaCppEngine(ggufPath: string, options: LlamaCppEn
         contextLength,
         threads: threads ?? (llama?.cpuMathCores ?? defaultMathThreads()),
         sequences,
-        cpuOnly: gpu === undefined,
-        gpuLayers: -1,
+        gpu,
         flashAttention: options.flashAttention ?? false,
       });
-      return new LlamaCppEngineImpl(file, new NativeBackend(scorer, gpu), contextLength, facts.vocabSize, facts.trainContextLength, undefined);
+      return new LlamaCppEngineImpl(file, scorer, contextLength, facts.vocabSize, facts.trainContextLength, undefined);
     }
     if (forced === 'native') {
       throw new PolyquantError(ERROR_CODES.UNSUPPORTED, `POLYQUANT_LLAMACPP_PATH=native, but ${native.reason}`, { file });
@@ -288,7 +287,7 @@ function defaultMathThreads(): number {
   }
 }
 
-/** How one path scores: the engine above checks arguments and allocates results for all of them. */
+/** How one path scores (NativeScorer, NodeLlamaCppBackend): the engine checks arguments and allocates results for all of them. */
 interface Backend {
   readonly kind: DistributionPath;
   /** Requests worth having in flight at once. */
@@ -302,39 +301,6 @@ interface Backend {
   scoreWindow(tokens: Int32Array, from: number, tokenLogProbs: Float64Array, argmax: Int32Array, full: Float32Array | undefined): Promise<void>;
   scoreContinuations(context: Int32Array, continuations: readonly Int32Array[]): Promise<number[]>;
   close(): Promise<void>;
-}
-
-/** The native path (llamacpp-native.ts). */
-class NativeBackend implements Backend {
-  readonly kind = 'native';
-  constructor(
-    private readonly scorer: NativeScorer,
-    readonly gpu: string | undefined,
-  ) {}
-
-  get parallelism(): number {
-    return this.scorer.sequences;
-  }
-
-  allocateRows(floats: number): Float32Array {
-    return this.scorer.allocateRows(floats);
-  }
-
-  tokenize(text: string): Int32Array {
-    return this.scorer.tokenize(text);
-  }
-
-  scoreWindow(tokens: Int32Array, from: number, tokenLogProbs: Float64Array, argmax: Int32Array, full: Float32Array | undefined): Promise<void> {
-    return this.scorer.scoreWindow(tokens, from, tokenLogProbs, argmax, full);
-  }
-
-  scoreContinuations(context: Int32Array, continuations: readonly Int32Array[]): Promise<number[]> {
-    return this.scorer.scoreContinuations(context, continuations);
-  }
-
-  close(): Promise<void> {
-    return this.scorer.close();
-  }
 }
 
 type EvaluationInput = Parameters<LlamaContextSequence['controlledEvaluate']>[0];

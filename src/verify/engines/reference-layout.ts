@@ -182,10 +182,19 @@ export function planLayout(config: NeoXConfig, contextLength: number, workspaceC
   };
 }
 
+/** WebAssembly pages the layout needs. */
+function layoutPages(layout: ModelLayout): number {
+  return Math.ceil(layout.totalBytes / WASM_PAGE_BYTES);
+}
+
+/** Whether the layout fits one WebAssembly memory (wasm32 addresses at most 4 GiB). */
+export function layoutFits(layout: ModelLayout): boolean {
+  return layoutPages(layout) <= WASM_MAX_PAGES;
+}
+
 /** A shared memory big enough for the layout, or a LIMIT error: wasm32 addresses at most 4 GiB. */
 export function allocateMemory(layout: ModelLayout, parameters: number, dir: string): WasmMemory {
-  const pages = Math.ceil(layout.totalBytes / WASM_PAGE_BYTES);
-  if (pages > WASM_MAX_PAGES) {
+  if (!layoutFits(layout)) {
     const gib = (layout.totalBytes / 2 ** 30).toFixed(1);
     throw new PolyquantError(
       ERROR_CODES.LIMIT,
@@ -193,7 +202,7 @@ export function allocateMemory(layout: ModelLayout, parameters: number, dir: str
       { file: dir, hint: 'use the reference engine for small models only, or lower --threads / contextLength' },
     );
   }
-  return sharedMemory(pages);
+  return sharedMemory(layoutPages(layout));
 }
 
 export type WeightTransform = (name: string, values: Float32Array, shape: readonly number[]) => Float32Array;

@@ -23,9 +23,9 @@ import { ERROR_CODES, PolyquantError } from '../../errors.js';
 import { type Checkpoint, readCheckpoint } from '../../readers/checkpoint.js';
 import { loadTokenizer, type TextTokenizer } from '../../readers/tokenizer.js';
 import { type Engine, resolveScoreOptions, type ScoreOptions, type ScoreResult } from '../engine.js';
-import { allocateMemory, loadWeights, type ModelLayout, planLayout, type WeightTransform } from './reference-layout.js';
+import { allocateMemory, layoutFits, loadWeights, type ModelLayout, planLayout, type WeightTransform } from './reference-layout.js';
 import { ReferenceRunner } from './reference-runner.js';
-import { WASM_MAX_PAGES, WASM_PAGE_BYTES, type WasmMemory } from './reference-wasm.js';
+import type { WasmMemory } from './reference-wasm.js';
 import { handleRequest, WORKER_MARK, type WorkerInit, type WorkerRequest, type WorkerResponse } from './reference-worker.js';
 
 export type { WeightTransform } from './reference-layout.js';
@@ -74,15 +74,19 @@ const WORKER_FILE = fileURLToPath(new URL(`./reference-worker.${FROM_SOURCE ? 't
  * WebAssembly memory. `verify --engine auto` sends larger HF folders to llama.cpp instead.
  */
 export function referenceEngineFits(config: NeoXConfig, options: Pick<ReferenceEngineOptions, 'threads' | 'contextLength'> = {}): boolean {
-  const threads = options.threads ?? Math.min(availableParallelism(), DEFAULT_MAX_THREADS);
-  const layout = planLayout(config, options.contextLength ?? config.maxPositionEmbeddings, Math.max(1, threads));
-  return Math.ceil(layout.totalBytes / WASM_PAGE_BYTES) <= WASM_MAX_PAGES;
+  const threads = options.threads ?? defaultThreads();
+  return layoutFits(planLayout(config, options.contextLength ?? config.maxPositionEmbeddings, Math.max(1, threads)));
+}
+
+/** Worker threads when none are asked for: the machine's available parallelism, at most DEFAULT_MAX_THREADS. */
+function defaultThreads(): number {
+  return Math.min(availableParallelism(), DEFAULT_MAX_THREADS);
 }
 
 export async function createReferenceEngine(source: string | Checkpoint, options: ReferenceEngineOptions = {}): Promise<ReferenceEngine> {
   const checkpoint = typeof source === 'string' ? await readCheckpoint(source) : source;
   const { config } = checkpoint;
-  const threads = options.threads ?? Math.min(availableParallelism(), DEFAULT_MAX_THREADS);
+  const threads = options.threads ?? defaultThreads();
   if (!Number.isSafeInteger(threads) || threads < 0 || threads > MAX_THREADS) {
     throw new PolyquantError(ERROR_CODES.USAGE, `threads is ${threads}; expected an integer from 0 to ${MAX_THREADS}`);
   }
