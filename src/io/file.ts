@@ -48,14 +48,22 @@ function endedEarly(path: string, at: number): PolyquantError {
  */
 const OPEN_INPUT_FLAGS = fsConstants.O_RDONLY | (fsConstants.O_NONBLOCK ?? 0);
 
-/** The kind of a non-regular file, in words. */
+/** What a file is, in words, for messages. */
+export function fileKind(info: Stats): string {
+  if (info.isFile()) return 'regular file';
+  if (info.isDirectory()) return 'folder';
+  if (info.isFIFO()) return 'FIFO (named pipe)';
+  if (info.isSocket()) return 'socket';
+  if (info.isCharacterDevice()) return 'character device';
+  if (info.isBlockDevice()) return 'block device';
+  if (info.isSymbolicLink()) return 'symbolic link';
+  return 'special file';
+}
+
+/** The kind of a non-regular file with its article ("a FIFO (named pipe)"), or "not a regular file" when unnamed. */
 function kindOf(info: Stats): string {
-  if (info.isDirectory()) return 'a folder';
-  if (info.isFIFO()) return 'a FIFO (named pipe)';
-  if (info.isSocket()) return 'a socket';
-  if (info.isCharacterDevice()) return 'a character device';
-  if (info.isBlockDevice()) return 'a block device';
-  return 'not a regular file';
+  const kind = fileKind(info);
+  return kind === 'special file' ? 'not a regular file' : `a ${kind}`;
 }
 
 /** polyquant reads only regular files: a FIFO, device or socket would hang or never end. */

@@ -15,19 +15,7 @@ import { constants as fsConstants, type Stats } from 'node:fs';
 import { access, realpath, stat } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { ERROR_CODES, PolyquantError } from '../errors.js';
-import { followSymlinks, ioError } from './file.js';
-
-/** What a non-regular file is, in words, for messages. */
-export function fileKind(info: Stats): string {
-  if (info.isFile()) return 'regular file';
-  if (info.isDirectory()) return 'folder';
-  if (info.isFIFO()) return 'FIFO (named pipe)';
-  if (info.isSocket()) return 'socket';
-  if (info.isCharacterDevice()) return 'character device';
-  if (info.isBlockDevice()) return 'block device';
-  if (info.isSymbolicLink()) return 'symbolic link';
-  return 'special file';
-}
+import { fileKind, followSymlinks, ioError } from './file.js';
 
 export interface OutputFile {
   /** The flag that named it (`--out`, `--json`), for messages. */
