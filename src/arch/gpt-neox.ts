@@ -311,3 +311,29 @@ export function bufferKind(name: string): string | undefined {
   const match = BUFFER_PATTERN.exec(name);
   return match === null ? undefined : `attention.${match[2]}`;
 }
+
+/**
+ * cos and sin of position·inv_freq[i] for positions 0 … count − 1 and i < rotaryDims/2, row-major
+ * [position][i]. GPTNeoXRotaryEmbedding computes everything in float32: inv_freq = 1/base^(2i/dim),
+ * freqs = t ⊗ inv_freq (one float32 product), then cos/sin of those float32 angles. We round at the same
+ * points, which matters at long positions (the angle's float32 rounding is ~3e-5 rad at position 512).
+ * The second half of each rotated block reuses the first half's angles (emb = cat(freqs, freqs)).
+ */
+export function rotaryTables(rotaryDims: number, base: number, count: number): { cos: Float32Array; sin: Float32Array } {
+  const half = rotaryDims / 2;
+  const inverseFrequency = new Float32Array(half);
+  for (let i = 0; i < half; i += 1) {
+    const exponent = Math.fround((2 * i) / rotaryDims);
+    inverseFrequency[i] = Math.fround(1 / Math.fround(base ** exponent));
+  }
+  const cos = new Float32Array(count * half);
+  const sin = new Float32Array(count * half);
+  for (let position = 0; position < count; position += 1) {
+    for (let i = 0; i < half; i += 1) {
+      const angle = Math.fround(position * (inverseFrequency[i] as number));
+      cos[position * half + i] = Math.cos(angle);
+      sin[position * half + i] = Math.sin(angle);
+    }
+  }
+  return { cos, sin };
+}

@@ -625,3 +625,55 @@ export function dequantizeMatMulInteger(tensor: MatMulIntegerTensor): Float32Arr
   }
   return out;
 }
+
+// ============================================================================ row chunks for the pool
+
+/** Whether `id` names an ONNX weight layout the quantizer pool can produce in row chunks. */
+export function isOnnxChunkLayout(id: string): boolean {
+  return MATMULNBITS_LAYOUT_BY_ID.has(id) || (MATMULINTEGER_LAYOUT_BY_ID.get(id)?.granularity === 'per-channel');
+}
+
+/** Bytes of each part of a chunk of `rows` whole rows of length K in `id`, in the order they are packed. */
+export function onnxChunkParts(id: string, rows: number, K: number): { B: number; scales: number; zeroPoints: number } {
+  const nbits = MATMULNBITS_LAYOUT_BY_ID.get(id);
+  if (nbits !== undefined) {
+    const { B, scales, zeroPoints } = matMulNBitsBytes(nbits, rows, K);
+    return { B, scales, zeroPoints };
+  }
+  const { B, scales, zeroPoints } = matMulIntegerBytes(matMulIntegerLayout(id), rows, K);
+  return { B, scales, zeroPoints };
+}
+
+/**
+ * Quantizes a chunk of whole rows (output channels) of a torch `[N, K]` weight in an ONNX layout and packs
+ * the chunk's initializer parts back to back — B, scales, zero points — for the writer to place: a
+ * MatMulNBits chunk's parts are contiguous runs of the whole tensor's initializers; a per-channel
+ * MatMulInteger chunk's B is `[K, rows]`, columns of the whole `[K, N]` B (per-tensor scales cannot be
+ * computed a chunk at a time and are refused).
+ */
+export function quantizeOnnxRows(id: string, rows: Float32Array, K: number): Uint8Array {
+  const bytesOf = (array: ArrayBufferView): Uint8Array => new Uint8Array(array.buffer, array.byteOffset, array.byteLength);
+  const count = rows.length / K;
+  const nbits = MATMULNBITS_LAYOUT_BY_ID.get(id);
+  let parts: Uint8Array[];
+  if (nbits !== undefined) {
+    checkWholeRows(nbits.id, nbits.blockSize, rows.length, K);
+    const tensor = createMatMulNBitsTensor(nbits.id, count, K);
+    for (let row = 0; row < count; row++) quantizeMatMulNBitsRow(tensor, rows, row * K, row);
+    parts = [tensor.B, bytesOf(tensor.scales), ...(tensor.zeroPoints === undefined ? [] : [tensor.zeroPoints])];
+  } else {
+    const layout = matMulIntegerLayout(id);
+    if (layout.granularity !== 'per-channel') {
+      throw new PolyquantError(ERROR_CODES.USAGE, `${id} has one scale for the whole tensor; it cannot be quantized a chunk of rows at a time`);
+    }
+    const tensor = quantizeMatMulInteger(rows, count, K, id);
+    parts = [bytesOf(tensor.B), bytesOf(tensor.scales), bytesOf(tensor.zeroPoints)];
+  }
+  const out = new Uint8Array(parts.reduce((sum, part) => sum + part.length, 0));
+  let offset = 0;
+  for (const part of parts) {
+    out.set(part, offset);
+    offset += part.length;
+  }
+  return out;
+}

@@ -4,9 +4,11 @@ import { PolyquantError } from '../errors.js';
 import { quantizeRows } from './api.js';
 import { type StoredRows, widenRows } from '../tensor/widen.js';
 import type { GgmlTypeName } from './ggml-types.js';
+import { isOnnxChunkLayout, quantizeOnnxRows } from './onnx-layouts.js';
 
 export interface QuantTask {
-  readonly scheme: GgmlTypeName;
+  /** A ggml type, or an ONNX layout id (onnx-layouts.ts `isOnnxChunkLayout`). */
+  readonly scheme: GgmlTypeName | string;
   /** Float32 rows, or stored rows this thread widens first. */
   readonly src: Float32Array | StoredRows;
   readonly nPerRow: number;
@@ -30,11 +32,23 @@ function floatsOf(src: Float32Array | StoredRows, tensor: string | undefined): F
 
 export default function quantizeTask(task: QuantTask): unknown {
   try {
-    const out = quantizeRows(task.scheme, floatsOf(task.src, task.tensor), task.nPerRow, { importance: task.importance, tensor: task.tensor });
+    const out = quantizeChunk(task.scheme, floatsOf(task.src, task.tensor), task.nPerRow, task.importance, task.tensor);
     // Hand the output buffer back without a copy.
     return Piscina.move(out);
   } catch (error) {
     if (error instanceof PolyquantError) return { failure: error.toJSON() } satisfies QuantTaskFailure;
     throw error;
   }
+}
+
+/** One chunk in a ggml type or an ONNX layout (the pool's inline path calls this too). */
+export function quantizeChunk(
+  scheme: GgmlTypeName | string,
+  rows: Float32Array,
+  nPerRow: number,
+  importance: Float32Array | undefined,
+  tensor: string | undefined,
+): Uint8Array {
+  if (isOnnxChunkLayout(scheme)) return quantizeOnnxRows(scheme, rows, nPerRow);
+  return quantizeRows(scheme as GgmlTypeName, rows, nPerRow, { importance, tensor });
 }

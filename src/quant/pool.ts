@@ -8,10 +8,9 @@ import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { Piscina } from 'piscina';
 import { ERROR_CODES, PolyquantError } from '../errors.js';
-import { quantizeRows } from './api.js';
 import { type StoredRows, widenRows } from '../tensor/widen.js';
 import type { GgmlTypeName } from './ggml-types.js';
-import type { QuantTask, QuantTaskFailure } from './pool-worker.js';
+import { type QuantTask, type QuantTaskFailure, quantizeChunk } from './pool-worker.js';
 
 /**
  * A chunk of whole rows: float32, or as the checkpoint stores them (fp16/bf16/…), which the worker widens
@@ -27,7 +26,8 @@ export interface QuantPoolOptions {
 }
 
 export interface QuantChunkJob {
-  readonly scheme: GgmlTypeName;
+  /** A ggml type, or an ONNX layout id (onnx-layouts.ts `isOnnxChunkLayout`: MatMulNBits, per-channel MatMulInteger). */
+  readonly scheme: GgmlTypeName | string;
   readonly nPerRow: number;
   readonly importance?: Float32Array | undefined;
   readonly tensor?: string | undefined;
@@ -66,7 +66,7 @@ export class QuantPool {
   /** Quantizes one chunk of whole rows. The chunk's buffer is transferred to the worker (do not reuse it). */
   async quantize(job: QuantChunkJob, src: RowChunk): Promise<Uint8Array> {
     if (this.piscina === undefined) {
-      return quantizeRows(job.scheme, widenRows(src, job.tensor), job.nPerRow, { importance: job.importance, tensor: job.tensor });
+      return quantizeChunk(job.scheme, widenRows(src, job.tensor), job.nPerRow, job.importance, job.tensor);
     }
     const task: QuantTask = {
       scheme: job.scheme,

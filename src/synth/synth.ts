@@ -4,15 +4,12 @@
  * with memory bounded by one chunk. Also the generator behind the test fixtures. The folder is built under
  * a temp name and renamed into place at the end: a failure leaves nothing behind.
  */
-import { renameSync } from 'node:fs';
-import { lstat, mkdir, readdir, realpath, rm, stat } from 'node:fs/promises';
-import { homedir } from 'node:os';
-import { basename, dirname, isAbsolute, join, parse, relative, sep } from 'node:path';
+import { stat } from 'node:fs/promises';
+import { join } from 'node:path';
 import { expectedTensors, normaliseNeoXConfig, type NeoXConfig } from '../arch/gpt-neox.js';
 import { ERROR_CODES, PolyquantError } from '../errors.js';
-import { ioError, pathExists, readWholeFile, writeAtomically } from '../io/file.js';
-import { checkOutputFolder } from '../io/output.js';
-import { escapeRegExp, removeStaleTemps, trackTemp } from '../io/temp.js';
+import { pathExists, readWholeFile, writeAtomically } from '../io/file.js';
+import { checkFolderOutput, type FolderOwnership, writeFolderAtomically } from '../io/output-folder.js';
 import { MAX_JSON_FILE_BYTES } from '../readers/json-file.js';
 import { writeSafetensors } from '../readers/safetensors.js';
 import type { TensorToWrite } from '../readers/tensor-ref.js';
@@ -204,105 +201,22 @@ export function isSynthFileName(name: string): boolean {
   return SYNTH_FILE_NAMES.some((pattern) => pattern.test(name));
 }
 
-/** Whether `path` is `ancestor` or lies inside it. */
-function isWithin(path: string, ancestor: string): boolean {
-  const rel = relative(ancestor, path);
-  return rel === '' || (rel !== '..' && !rel.startsWith(`..${sep}`) && !isAbsolute(rel));
-}
-
-/**
- * Checks an existing output folder before anything is written. It may be replaced (with `force`) only
- * when it holds nothing but regular files synth itself writes, and never when it is a filesystem root,
- * the home folder or the working folder, or holds one of them.
- */
-async function checkExistingOutput(out: string, force: boolean): Promise<void> {
-  const entries = await readdir(out).catch((error: unknown) => {
-    throw ioError(out, 'list the output folder', error);
-  });
-  if (entries.length === 0) return;
-  if (!force) {
-    throw new PolyquantError(ERROR_CODES.USAGE, 'output folder exists and is not empty', {
-      file: out,
-      hint: 'choose another --out or pass --force to replace it',
-    });
-  }
-  const protectedFolders = [parse(out).root, homedir(), process.cwd()];
-  for (const folder of protectedFolders) {
-    const real = await realpath(folder).catch(() => folder);
-    if (isWithin(real, out)) {
-      throw new PolyquantError(ERROR_CODES.USAGE, `--force will not replace ${out}: it is or holds ${real === parse(out).root ? 'the filesystem root' : real === process.cwd() ? 'the working folder' : 'the home folder'} (${real})`, {
-        file: out,
-        hint: 'give --out a folder of its own, e.g. ./tiny-model',
-      });
-    }
-  }
-  for (const name of entries) {
-    const info = await lstat(join(out, name)).catch(() => undefined);
-    if (info?.isFile() !== true || !isSynthFileName(name)) {
-      throw new PolyquantError(ERROR_CODES.USAGE, `--force replaces only a folder of synth's own files, and this one holds ${JSON.stringify(name)}${info?.isDirectory() ? ' (a folder)' : ''}`, {
-        file: out,
-        hint: 'synth writes config.json, tokenizer files, *.safetensors, pytorch_model*.bin and index JSON; move the other files away or choose another --out',
-      });
-    }
-  }
-}
+const SYNTH_OWNERSHIP: FolderOwnership = {
+  writer: 'synth',
+  owns: (name, folder) => !folder && isSynthFileName(name),
+  describe: 'config.json, tokenizer files, *.safetensors, pytorch_model*.bin and index JSON',
+  flag: '--out',
+};
 
 export async function synthCheckpoint(options: SynthOptions): Promise<SynthResult> {
-  // A symlink to a folder is followed: the folder it points to is what gets replaced.
-  const out = await checkOutputFolder(options.out, '--out');
+  const force = options.force === true;
+  const out = await checkFolderOutput(options.out, force, SYNTH_OWNERSHIP);
   const config = normaliseNeoXConfig(options.config, join(out, 'config.json'));
   if (options.shardBytes !== undefined && !(Number.isSafeInteger(options.shardBytes) && options.shardBytes > 0)) {
     throw new PolyquantError(ERROR_CODES.USAGE, `shard size ${options.shardBytes} is not a positive byte count`);
   }
-  const exists = await pathExists(out);
-  if (exists) await checkExistingOutput(out, options.force === true);
-  const parent = dirname(out);
-  const name = basename(out);
-  // Temps of a synth that was killed before it could clean up: ours by name, and their process is gone.
-  await removeStaleTemps(parent, new RegExp(`^\\.${escapeRegExp(name)}\\.(\\d+)\\.(?:partial|old)$`));
-  const temp = join(parent, `.${name}.${process.pid}.partial`);
-  await rm(temp, { recursive: true, force: true });
-  try {
-    await mkdir(temp, { recursive: true });
-  } catch (error) {
-    throw ioError(temp, 'create the output folder', error);
-  }
-  const untrack = trackTemp(temp);
-  try {
-    const result = await writeSynthFolder(temp, config, options);
-    if (exists) {
-      // Both renames in one synchronous step, so that no signal handler runs between them: the old folder
-      // moves aside and the new one takes its name; only then is the old one deleted.
-      const old = join(parent, `.${name}.${process.pid}.old`);
-      try {
-        renameSync(out, old);
-      } catch (error) {
-        throw ioError(out, 'move the old output folder aside', error);
-      }
-      try {
-        renameSync(temp, out);
-      } catch (error) {
-        renameSync(old, out);
-        throw ioError(out, 'replace the output folder', error);
-      }
-      untrack();
-      const untrackOld = trackTemp(old);
-      await rm(old, { recursive: true, force: true });
-      untrackOld();
-    } else {
-      try {
-        renameSync(temp, out);
-      } catch (error) {
-        throw ioError(out, 'move the output folder into place', error);
-      }
-      untrack();
-    }
-    return { ...result, dir: out };
-  } catch (error) {
-    untrack();
-    await rm(temp, { recursive: true, force: true });
-    throw error;
-  }
+  const result = await writeFolderAtomically(out, force, SYNTH_OWNERSHIP, (temp) => writeSynthFolder(temp, config, options));
+  return { ...result, dir: out };
 }
 
 async function writeSynthFolder(dir: string, config: NeoXConfig, options: SynthOptions): Promise<SynthResult> {

@@ -7,8 +7,9 @@
  * is split into steps or continued from the KV cache.
  */
 import { allocateScoreResult, type DistributionMode, type ScoreResult, } from '../engine.js';
+import { rotaryTables } from '../../arch/gpt-neox.js';
 import type { LayerOffsets, ModelLayout, WorkspaceOffsets } from './reference-layout.js';
-import { applyGelu, applyRotary, layerNormRow, rotaryTables, rowMaximum, topKOfRow } from './reference-math.js';
+import { applyGelu, applyRotary, layerNormRow, rowMaximum, topKOfRow } from './reference-math.js';
 import { MatrixKernels, type WasmMemory } from './reference-wasm.js';
 
 const fround = Math.fround;
