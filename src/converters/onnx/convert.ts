@@ -21,7 +21,6 @@ import { QuantPool } from '../../quant/pool.js';
 import { type Checkpoint, readCheckpoint, type WeightsPreference } from '../../readers/checkpoint.js';
 import type { TensorRef } from '../../readers/tensor-ref.js';
 import { TOKENIZER_FILE_NAMES } from '../../readers/tokenizer.js';
-import { f32ToF16 } from '../../tensor/float.js';
 import { type QkvLayout, reorderQkvRows } from '../gguf/names.js';
 import { readAsF32, storedQkvRowChunks, storedRowChunks, widenChunks } from '../gguf/source-rows.js';
 import { ATTENTION_FORMS, type AttentionForm, buildNeoXGraph, type GraphOptions, type InitializerSpec, type NeoXGraph, type WeightJob } from './graph.js';
@@ -82,7 +81,11 @@ export interface OnnxPlannedModel {
   readonly dataFiles: readonly { readonly name: string; readonly bytes: number }[];
   readonly initializers: readonly OnnxPlannedInitializer[];
   readonly nodes: number;
+  /** Bytes of every external initializer (weights and rotary tables). */
   readonly weightBytes: number;
+  /** Checkpoint parameters the weights encode, and their bits per parameter (rotary tables excluded). */
+  readonly parameters: number;
+  readonly bitsPerWeight: number;
 }
 
 export interface OnnxConversionPlan {
@@ -229,6 +232,8 @@ function align(offset: number, bytes: number): number {
 function planModel(type: OnnxTypeName, graph: NeoXGraph, maxData: number, warnings: string[]): OnnxPlannedModel {
   const modelFile = onnxModelFileName(type);
   const specs = [...graph.weights.flatMap((job) => job.initializers), ...graph.computed.map((job) => job.initializer)];
+  const parameters = graph.weights.reduce((sum, job) => sum + job.shape.reduce((product, dim) => product * dim, 1), 0);
+  const encodedBytes = graph.weights.reduce((sum, job) => sum + job.initializers.reduce((total, spec) => total + spec.bytes, 0), 0);
   const initializers: OnnxPlannedInitializer[] = [];
   const files: { name: string; bytes: number }[] = [{ name: onnxDataFileName(modelFile, 0), bytes: 0 }];
   for (const spec of specs) {
@@ -255,6 +260,8 @@ function planModel(type: OnnxTypeName, graph: NeoXGraph, maxData: number, warnin
     initializers,
     nodes: graph.nodes.length,
     weightBytes: specs.reduce((sum, spec) => sum + spec.bytes, 0),
+    parameters,
+    bitsPerWeight: (8 * encodedBytes) / parameters,
   };
 }
 
@@ -306,49 +313,69 @@ function writeCounted(files: DataFiles, target: OnnxPlannedInitializer, offsetIn
   progress();
 }
 
-function floatEncoder(job: WeightJob, placed: Placed, files: DataFiles, count: (n: number) => void, progress: () => void): Encoder {
-  if (job.encoding.kind !== 'float') throw new Error('unreachable');
+/**
+ * Float weights: float32 written as they come; float16 narrowed by the pool (ggml's round-to-nearest-even
+ * F16 rows); W^T (MatMul's `[K, N]`) gathered whole, since every input row contributes to every output row.
+ */
+function floatEncoder(job: WeightJob, placed: Placed, files: DataFiles, pool: QuantPool, count: (n: number) => void, progress: () => void): Encoder {
+  if (job.encoding.kind !== 'float') throw new Error('unreachable: a float encoder for a quantized weight');
   const { type, transpose } = job.encoding;
   const target = placed[0] as OnnxPlannedInitializer;
-  const width = type === 'FLOAT' ? 4 : 2;
-  const [rows, columns = 1] = job.shape as [number, number?];
-  // W^T needs every row before any output row is complete: the one tensor held whole (DESIGN notes).
-  const whole = transpose ? new Uint8Array(rows * columns * width) : undefined;
+  const rows = job.shape[0] as number;
+  const columns = job.shape.length > 1 ? (job.shape[1] as number) : rows;
+  const whole = transpose ? (type === 'FLOAT' ? new Float32Array(rows * columns) : new Uint16Array(rows * columns)) : undefined;
   let written = 0;
+  const place = (values: Float32Array | Uint16Array, firstRow: number): void => {
+    if (whole === undefined) {
+      const bytes = new Uint8Array(values.buffer, values.byteOffset, values.byteLength);
+      writeCounted(files, target, written, bytes, progress, count);
+      written += bytes.length;
+    } else {
+      transposeInto(values, values.length / columns, columns, whole, rows, firstRow);
+    }
+  };
+  const pending: { promise: Promise<Uint8Array>; firstRow: number }[] = [];
+  const settle = async (): Promise<void> => {
+    const next = pending.shift();
+    if (next === undefined) return;
+    const bytes = await next.promise;
+    place(new Uint16Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 2), next.firstRow);
+  };
   return {
     async take(chunk, firstRow) {
-      const count0 = chunk.length / columns;
-      if (whole === undefined) {
-        const bytes = encodeFloats(chunk, type);
-        writeCounted(files, target, written, bytes, progress, count);
-        written += bytes.length;
+      if (type === 'FLOAT') {
+        place(chunk, firstRow);
         return;
       }
-      if (type === 'FLOAT') {
-        const view = new Float32Array(whole.buffer);
-        for (let r = 0; r < count0; r++) {
-          const n = firstRow + r;
-          for (let k = 0; k < columns; k++) view[k * rows + n] = chunk[r * columns + k] as number;
-        }
-      } else {
-        const view = new Uint16Array(whole.buffer);
-        for (let r = 0; r < count0; r++) {
-          const n = firstRow + r;
-          for (let k = 0; k < columns; k++) view[k * rows + n] = f32ToF16(chunk[r * columns + k] as number);
-        }
-      }
+      const promise = pool.quantize({ scheme: 'F16', nPerRow: columns, tensor: target.name }, chunk);
+      promise.catch(() => undefined);
+      pending.push({ promise, firstRow });
+      while (pending.length >= pool.maxInFlight) await settle();
     },
     async finish() {
-      if (whole !== undefined) writeCounted(files, target, 0, whole, progress, count);
+      try {
+        while (pending.length > 0) await settle();
+      } finally {
+        await Promise.allSettled(pending.map((entry) => entry.promise));
+      }
+      if (whole !== undefined) writeCounted(files, target, 0, new Uint8Array(whole.buffer), progress, count);
     },
   };
 }
 
-function encodeFloats(chunk: Float32Array, type: 'FLOAT' | 'FLOAT16'): Uint8Array {
-  if (type === 'FLOAT') return new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength).slice();
-  const halves = new Uint16Array(chunk.length);
-  for (let i = 0; i < chunk.length; i++) halves[i] = f32ToF16(chunk[i] as number);
-  return new Uint8Array(halves.buffer);
+/** Rows `[count, columns]` of W into W^T `[columns, N]` at column offset `firstRow`, in cache-sized tiles. */
+function transposeInto(source: Float32Array | Uint16Array, count: number, columns: number, target: Float32Array | Uint16Array, N: number, firstRow: number): void {
+  const TILE = 64;
+  for (let r0 = 0; r0 < count; r0 += TILE) {
+    const r1 = Math.min(count, r0 + TILE);
+    for (let k0 = 0; k0 < columns; k0 += TILE) {
+      const k1 = Math.min(columns, k0 + TILE);
+      for (let k = k0; k < k1; k++) {
+        const out = k * N + firstRow;
+        for (let r = r0; r < r1; r++) target[out + r] = source[r * columns + k] as number;
+      }
+    }
+  }
 }
 
 /** MatMulNBits / MatMulInteger through the pool: chunks in flight in order, their parts placed as they return. */
@@ -419,7 +446,7 @@ async function writeWeights(
     done += n;
   };
   const progress = (): void => options.onProgress?.(done, total);
-  const quantized = graphs.some(({ graph }) => graph.weights.some((job) => job.encoding.kind !== 'float'));
+  const quantized = graphs.some(({ graph }) => graph.weights.some((job) => job.encoding.kind !== 'float' || job.encoding.type === 'FLOAT16'));
   const pool = new QuantPool({ workers: quantized ? options.workers : 0 });
   const dataFiles = graphs.map(() => new DataFiles(join(dir, 'onnx')));
   try {
@@ -449,7 +476,7 @@ async function writeWeights(
         throw new PolyquantError(ERROR_CODES.CONFIG, 'the checkpoint lacks this tensor', { file: checkpoint.dir, tensor: entry.name });
       }
       const encoders = consumers.map(({ job, placed, files }) =>
-        job.encoding.kind === 'float' ? floatEncoder(job, placed, files, count, progress) : pooledEncoder(job, placed, files, pool, count, progress),
+        job.encoding.kind === 'float' ? floatEncoder(job, placed, files, pool, count, progress) : pooledEncoder(job, placed, files, pool, count, progress),
       );
       const layout: QkvLayout = { numHeads: config.numHeads, headDim: config.headDim };
       const qkv = consumers[0]?.job.qkv === true;
