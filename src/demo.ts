@@ -1,9 +1,10 @@
 /**
  * `polyquant demo`: the whole pipeline on small models in well under a minute. Each model (the bundled
  * fixtures/tiny-neox, and ../shared/fixtures/polyglot-ko-tiny next to a checkout when present) is
- * converted to GGUF f16 and q4_k_m, and each file is verified against its Hugging Face folder: the
- * baseline runs in the reference engine, the GGUF in llama.cpp (node-llama-cpp), both scoring the same
- * token windows of a Korean text — perplexity, KL divergence and top-1 agreement, gated by thresholds.
+ * converted to GGUF f16 and q4_k_m and to ONNX q4, and each output is verified against its Hugging Face
+ * folder: the baseline runs in the reference engine, the GGUF in llama.cpp (node-llama-cpp), the ONNX
+ * model in onnxruntime-node, all scoring the same token windows of a Korean text — perplexity, KL
+ * divergence and top-1 agreement, gated by thresholds.
  */
 import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
@@ -11,6 +12,8 @@ import { tmpdir } from 'node:os';
 import { basename, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { convertToGguf } from './converters/gguf/convert.js';
+import { convertToOnnx } from './converters/onnx/convert.js';
+import { isOnnxTypeName, ONNX_TYPE_NAMES, type OnnxTypeName } from './converters/onnx/types.js';
 import { ERROR_CODES, PolyquantError } from './errors.js';
 import { checkOutputFolder } from './io/output.js';
 import { removeStaleTemps, trackTemp } from './io/temp.js';
@@ -31,6 +34,7 @@ const SHARED_MODEL = join(SHARED_DIR, 'fixtures', 'polyglot-ko-tiny');
 const SHARED_TEXT = join(SHARED_DIR, 'data', 'korean-text', 'valid.txt');
 
 export const DEMO_TYPES: readonly GgufFileType[] = ['f16', 'q4_k_m'];
+export const DEMO_ONNX_TYPES: readonly OnnxTypeName[] = ['q4'];
 
 /** The demo's scratch folder in the OS temp folder: `polyquant-demo-<pid>-XXXXXX` (the pid tells a stale one). */
 export const DEMO_SCRATCH_PREFIX = 'polyquant-demo-';
@@ -46,6 +50,9 @@ export const DEMO_THRESHOLDS: Readonly<Record<string, Thresholds>> = {
   f16: { maxPplIncreasePct: 0.5, minTop1: 0.99 },
   bf16: { maxPplIncreasePct: 1, minTop1: 0.98 },
   q8_0: { maxPplIncreasePct: 1, minTop1: 0.97 },
+  'onnx:fp32': { maxPplIncreasePct: 0.5, minTop1: 0.99 },
+  'onnx:fp16': { maxPplIncreasePct: 0.5, minTop1: 0.99 },
+  'onnx:q8': { maxPplIncreasePct: 1, minTop1: 0.97 },
   default: { maxPplIncreasePct: 10, maxKld: 0.1, minTop1: 0.8 },
 };
 
@@ -69,6 +76,8 @@ export interface DemoOptions {
   readonly models?: readonly string[] | undefined;
   /** GGUF types to convert to (default f16 and q4_k_m). */
   readonly types?: readonly string[] | undefined;
+  /** ONNX types to convert to (default q4), in one ONNX folder per model. */
+  readonly onnxTypes?: readonly string[] | undefined;
   /** Keep the GGUF files in this folder (default: a temporary folder, removed at the end). */
   readonly outDir?: string | undefined;
   /** UTF-8 text for perplexity (default ../shared's korean-text/valid.txt, else a built-in sample). */
@@ -85,6 +94,7 @@ export interface DemoOptions {
 
 export interface DemoRow {
   readonly model: string;
+  readonly format: 'gguf' | 'onnx';
   readonly type: string;
   readonly file: string;
   readonly fileBytes: number;
@@ -122,6 +132,10 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoResult> {
   for (const type of types) {
     if (!isGgufFileType(type)) throw new PolyquantError(ERROR_CODES.USAGE, `unknown GGUF type ${JSON.stringify(type)}`, { hint: 'see polyquant convert --help' });
   }
+  const onnxTypes = (options.onnxTypes ?? DEMO_ONNX_TYPES).map((type) => type.toLowerCase());
+  for (const type of onnxTypes) {
+    if (!isOnnxTypeName(type)) throw new PolyquantError(ERROR_CODES.USAGE, `unknown ONNX type ${JSON.stringify(type)}`, { hint: `ONNX types are ${ONNX_TYPE_NAMES.join(', ')}` });
+  }
   const say = options.onProgress ?? (() => undefined);
   // Scratch folders of demos that were killed before they could clean up: ours by name, process gone.
   await removeStaleTemps(tmpdir(), DEMO_SCRATCH_PATTERN);
@@ -144,48 +158,68 @@ export async function runDemo(options: DemoOptions = {}): Promise<DemoResult> {
     }
     const rows: DemoRow[] = [];
     const reports: VerifyReport[] = [];
+    const verifyOne = async (model: string, format: DemoRow['format'], type: string, candidate: string, onnxType?: OnnxTypeName): Promise<{ report: VerifyReport; seconds: number }> => {
+      say(`verifying ${basename(candidate)}${onnxType === undefined ? '' : ` (${onnxType})`} against ${basename(model)}`);
+      const started = performance.now();
+      const report = await verify({
+        candidate,
+        baseline: model,
+        pplFiles: [text as string],
+        ctx: options.ctx ?? 128,
+        maxWindows: options.maxWindows ?? 2,
+        kld: true,
+        engine: 'auto',
+        device: options.device ?? 'auto',
+        ...(onnxType !== undefined && { onnxType }),
+        ...(options.threads !== undefined && { threads: options.threads }),
+        thresholds: DEMO_THRESHOLDS[format === 'onnx' ? `onnx:${type}` : type] ?? DEMO_THRESHOLDS['default'] ?? {},
+      });
+      return { report, seconds: (performance.now() - started) / 1000 };
+    };
+    const addRow = (model: string, format: DemoRow['format'], type: string, file: string, fileBytes: number, convertSeconds: number, verifySeconds: number, report: VerifyReport): void => {
+      reports.push(report);
+      const section = report.perplexity[0];
+      if (section === undefined) throw new Error('verify returned no perplexity section');
+      rows.push({
+        model,
+        format,
+        type,
+        file: options.outDir === undefined ? basename(file) : file,
+        fileBytes,
+        convertSeconds,
+        verifySeconds,
+        engine: report.candidate.engine,
+        device: report.candidate.device,
+        baselinePpl: section.baseline.ppl,
+        candidatePpl: section.candidate.ppl,
+        deltaPplPct: section.comparison.delta_ppl_pct,
+        kldMean: section.comparison.kld?.mean ?? null,
+        top1: section.comparison.top1_agreement,
+        verdict: report.verdict,
+        failed: report.checks.filter((check) => !check.passed).map((check) => `${check.metric} ${check.value} (limit ${check.limit})`),
+      });
+    };
     for (const model of models) {
       for (const type of types) {
         const file = join(outDir, `${basename(model)}-${type}.gguf`);
         say(`converting ${basename(model)} → ${basename(file)}`);
-        let started = performance.now();
+        const started = performance.now();
         await convertToGguf(model, { type, out: file, ...(options.threads !== undefined && { workers: options.threads }) });
         const convertSeconds = (performance.now() - started) / 1000;
-        say(`verifying ${basename(file)} against ${basename(model)}`);
-        started = performance.now();
-        const report = await verify({
-          candidate: file,
-          baseline: model,
-          pplFiles: [text],
-          ctx: options.ctx ?? 128,
-          maxWindows: options.maxWindows ?? 2,
-          kld: true,
-          engine: 'auto',
-          device: options.device ?? 'auto',
-          ...(options.threads !== undefined && { threads: options.threads }),
-          thresholds: DEMO_THRESHOLDS[type] ?? DEMO_THRESHOLDS['default'] ?? {},
-        });
-        const verifySeconds = (performance.now() - started) / 1000;
-        reports.push(report);
-        const section = report.perplexity[0];
-        if (section === undefined) throw new Error('verify returned no perplexity section');
-        rows.push({
-          model,
-          type,
-          file: options.outDir === undefined ? basename(file) : file,
-          fileBytes: (await stat(file)).size,
-          convertSeconds,
-          verifySeconds,
-          engine: report.candidate.engine,
-          device: report.candidate.device,
-          baselinePpl: section.baseline.ppl,
-          candidatePpl: section.candidate.ppl,
-          deltaPplPct: section.comparison.delta_ppl_pct,
-          kldMean: section.comparison.kld?.mean ?? null,
-          top1: section.comparison.top1_agreement,
-          verdict: report.verdict,
-          failed: report.checks.filter((check) => !check.passed).map((check) => `${check.metric} ${check.value} (limit ${check.limit})`),
-        });
+        const { report, seconds } = await verifyOne(model, 'gguf', type, file);
+        addRow(model, 'gguf', type, file, (await stat(file)).size, convertSeconds, seconds, report);
+      }
+      if (onnxTypes.length > 0) {
+        const folder = join(outDir, `${basename(model)}-onnx`);
+        say(`converting ${basename(model)} → ${basename(folder)} (${onnxTypes.join(', ')})`);
+        const started = performance.now();
+        const plan = await convertToOnnx(model, { types: onnxTypes, out: folder, force: true, ...(options.threads !== undefined && { workers: options.threads }) });
+        const convertSeconds = (performance.now() - started) / 1000;
+        for (const planned of plan.models) {
+          const { report, seconds } = await verifyOne(model, 'onnx', planned.type, folder, planned.type);
+          const bytes = planned.dataFiles.reduce((sum, data) => sum + data.bytes, 0) + (await stat(join(folder, planned.file))).size;
+          addRow(model, 'onnx', planned.type, join(folder, planned.file), bytes, convertSeconds / plan.models.length, seconds, report);
+        }
       }
     }
     return {

@@ -14,18 +14,20 @@ describe('polyquant demo', () => {
     expect(defaultDemoModels()).toEqual(HAS_SHARED ? [BUNDLED_MODEL, POLYGLOT_TINY_DIR] : [BUNDLED_MODEL]);
   });
 
-  it('converts the bundled model to f16 and q4_k_m and verifies both in llama.cpp against the HF baseline', async () => {
+  it('converts the bundled model to GGUF f16 and q4_k_m and ONNX q4 and verifies each in its engine against the HF baseline', async () => {
     const out = join(scratch.path, 'kept');
     const result = await runDemo({ models: [BUNDLED_MODEL], outDir: out, threads: 1 });
     expect(result.schema).toBe('polyquant.demo/1');
-    expect(result.rows.map((row) => row.type)).toEqual(['f16', 'q4_k_m']);
+    expect(result.rows.map((row) => `${row.format} ${row.type}`)).toEqual(['gguf f16', 'gguf q4_k_m', 'onnx q4']);
     for (const row of result.rows) {
       expect(existsSync(row.file)).toBe(true);
-      expect(readFileSync(row.file).subarray(0, 4).toString('latin1')).toBe('GGUF');
-      expect(row.engine).toBe('llamacpp');
+      if (row.format === 'gguf') expect(readFileSync(row.file).subarray(0, 4).toString('latin1')).toBe('GGUF');
+      expect(row.engine).toBe(row.format === 'gguf' ? 'llamacpp' : 'onnx');
       expect(row.verdict, row.failed.join('; ')).toBe('pass');
     }
-    const [f16, q4] = result.rows;
+    const [f16, q4, onnxQ4] = result.rows;
+    expect(onnxQ4!.file.endsWith(join('tiny-neox-onnx', 'onnx', 'model_q4.onnx'))).toBe(true);
+    expect(onnxQ4!.kldMean).toBeGreaterThan(f16!.kldMean!);
     // f16 reproduces the baseline; q4_k_m is measurably further away, but still close.
     expect(Math.abs(f16!.deltaPplPct)).toBeLessThan(0.5);
     expect(f16!.top1).toBeGreaterThanOrEqual(0.99);
@@ -39,8 +41,9 @@ describe('polyquant demo', () => {
     expect(bad.code).toBe(2);
     expect(bad.stderr).toMatch(/unknown GGUF type "q9_9"/);
     // Whatever the verdict, the table renders and the exit code follows it.
-    const run = await runCli('demo', '--model', BUNDLED_MODEL, '--types', 'q8_0', '--threads', '1', '--json', join(scratch.path, 'demo.json'));
-    expect(run.stdout).toMatch(/tiny-neox\s+q8_0\s/);
+    const run = await runCli('demo', '--model', BUNDLED_MODEL, '--types', 'q8_0', '--onnx-types', 'none', '--threads', '1', '--json', join(scratch.path, 'demo.json'));
+    expect(run.stdout).toMatch(/tiny-neox\s+gguf q8_0\s/);
+    expect(run.stdout).not.toMatch(/onnx/);
     expect(run.stdout).toMatch(/^verdict: (pass|fail)$/m);
     const json = JSON.parse(readFileSync(join(scratch.path, 'demo.json'), 'utf8')) as { verdict: string };
     expect(run.code).toBe(json.verdict === 'pass' ? 0 : 1);

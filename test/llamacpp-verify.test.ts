@@ -106,9 +106,13 @@ describe('verify with GGUF files on the bundled tiny GPT-NeoX', () => {
     await expectPolyquantError(verify({ ...base, candidate: f16, baseline: TINY_NEOX, simulate: 'Q4_0' }), 'usage', '--simulate quantizes the weights of a Hugging Face folder', f16);
     await expectPolyquantError(verify({ ...base, candidate: TINY_NEOX, baseline: TINY_NEOX, device: 'gpu' }), 'usage', 'the reference engine runs on the CPU only');
     await expectPolyquantError(verify({ ...base, candidate: f16, baseline: TINY_NEOX, ctx: 256 }), 'usage', "--ctx 256 is longer than the model's context length 128");
-    const cli = await runCli('verify', f16, '--baseline', TINY_NEOX, '--engine', 'onnx', '--ppl', text);
+    const cli = await runCli('verify', f16, '--baseline', TINY_NEOX, '--engine', 'tensorrt', '--ppl', text);
     expect(cli.code).toBe(2);
     expect(cli.stderr).toContain('llamacpp');
+    // The onnx engine runs ONNX models only: a GGUF candidate is refused by name.
+    const onnx = await runCli('verify', f16, '--baseline', TINY_NEOX, '--engine', 'onnx', '--ppl', text);
+    expect(onnx.code).toBe(2);
+    expect(onnx.stderr).toMatch(/onnx/i);
   });
 
   it('fails with a clear error, exit 2, when --device gpu finds no GPU backend', async () => {

@@ -2,11 +2,11 @@ import { basename } from 'node:path';
 import type { DemoResult } from '../demo.js';
 import { formatBytes, table } from './format.js';
 
-/** The demo's terminal report: one row per converted file. */
+/** The demo's terminal report: one row per converted file (GGUF) or model file (ONNX). */
 export function renderDemo(result: DemoResult): string {
   const rows = result.rows.map((row) => [
     basename(row.model),
-    row.type,
+    `${row.format} ${row.type}`,
     formatBytes(row.fileBytes),
     `${row.baselinePpl.toFixed(3)} → ${row.candidatePpl.toFixed(3)}`,
     `${row.deltaPplPct.toFixed(3) === '-0.000' ? '+0.000' : `${row.deltaPplPct >= 0 ? '+' : ''}${row.deltaPplPct.toFixed(3)}`}%`,
@@ -17,7 +17,7 @@ export function renderDemo(result: DemoResult): string {
     row.verdict === 'pass' ? 'pass' : `FAIL: ${row.failed.join('; ')}`,
   ]);
   return [
-    table(['model', 'gguf', 'size', 'ppl (HF → GGUF)', 'Δppl', 'kld', 'top-1', 'engine', 'convert+verify', 'verdict'], rows),
+    table(['model', 'output', 'size', 'ppl (HF → output)', 'Δppl', 'kld', 'top-1', 'engine', 'convert+verify', 'verdict'], rows),
     '',
     `baseline: each HF folder in the reference engine; perplexity text: ${result.text}`,
     ...(result.outDir !== undefined ? [`files kept in ${result.outDir}`] : []),

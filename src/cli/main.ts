@@ -16,7 +16,11 @@ import { readImatrix } from '../converters/gguf/imatrix.js';
 import { writeAtomically } from '../io/file.js';
 import { checkOutputFile, type OutputFile, refuseOverwritingInputs } from '../io/output.js';
 import { modelFolderFiles } from '../readers/checkpoint.js';
-import { GGUF_FILE_TYPE_NAMES } from '../quant/policy.js';
+import { convertToOnnx, ONNX_ACCURACY_LEVELS, ONNX_BLOCK_SIZES } from '../converters/onnx/convert.js';
+import { ATTENTION_FORMS, type AttentionForm } from '../converters/onnx/graph.js';
+import { isOnnxTypeName, ONNX_TYPE_NAMES } from '../converters/onnx/types.js';
+import { checkExternalData, isOnnxFile, onnxFolderFiles } from '../verify/engines/onnx.js';
+import { GGUF_FILE_TYPE_NAMES, isGgufFileType } from '../quant/policy.js';
 import { KOBEST_SPLITS, KOBEST_TASK_NAMES, type KobestTaskName, kobestSplitCandidates } from '../verify/kobest/index.js';
 import { PERPLEXITY_PROTOCOLS, type PerplexityProtocol } from '../verify/perplexity.js';
 import { renderMarkdown, renderText } from '../verify/report.js';
@@ -25,6 +29,7 @@ import { DEVICE_NAMES, type DeviceName, ENGINE_NAMES, type EngineName, verify } 
 import { renderDemo } from './demo-text.js';
 import { attachNegativeValues, integerFlag, MAX_CTX, positiveNumberFlag, shotsFlag, THREAD_FLAG_RANGE } from './flags.js';
 import { table } from './format.js';
+import { renderOnnxConversionPlan } from './convert-text.js';
 import { renderConversionPlan, renderGgufInspect, renderInspect } from './inspect-text.js';
 import { createCountProgress, createProgress } from './progress.js';
 
@@ -125,15 +130,20 @@ export async function main(argv: readonly string[], io: CliIO = processIO): Prom
     )
     .command(
       'convert <model>',
-      'Convert an HF GPT-NeoX folder to GGUF (one streaming pass; llama-quantize\'s tensor types for each --type)',
+      'Convert an HF GPT-NeoX folder to GGUF (llama-quantize\'s tensor types for each --type) or to an ONNX folder (transformers.js / onnxruntime-genai layout), streaming',
       (y: Argv) =>
         y
           .positional('model', { type: 'string', demandOption: true, describe: 'HF model folder' })
-          .option('to', { choices: ['gguf'] as const, default: 'gguf' as const, describe: 'output format (ONNX and WebGPU come later)' })
-          .option('type', { choices: GGUF_FILE_TYPE_NAMES, demandOption: true, describe: 'GGUF file type' })
-          .option('out', { type: 'string', describe: 'output file (default: <model>-<type>.gguf next to the folder)' })
+          .option('to', { choices: ['gguf', 'onnx'] as const, default: 'gguf' as const, describe: 'output format (WebGPU comes later)' })
+          .option('type', {
+            type: 'string',
+            demandOption: true,
+            describe: `GGUF: one file type (${GGUF_FILE_TYPE_NAMES.join(', ')}); ONNX: one or more of ${ONNX_TYPE_NAMES.join(', ')}, comma-separated`,
+          })
+          .option('out', { type: 'string', describe: 'output file (GGUF; default <model>-<type>.gguf) or folder (ONNX; default <model>-onnx) next to the model' })
+          .option('force', { type: 'boolean', default: false, describe: 'ONNX: replace an existing output folder that holds only files this converter writes' })
           .option('dry-run', { type: 'boolean', default: false, describe: 'print the plan (tensors, types, bytes) without writing' })
-          .option('error', { type: 'boolean', default: false, describe: "with --dry-run: quantize each tensor and report its error (RMSE, max, SQNR, cosine); reads the whole model" })
+          .option('error', { type: 'boolean', default: false, describe: "GGUF, with --dry-run: quantize each tensor and report its error (RMSE, max, SQNR, cosine); reads the whole model" })
           .option('weights', { choices: ['auto', 'safetensors', 'bin'] as const, default: 'auto' as const })
           .option('workers', { type: 'string', describe: `quantizer threads, ${THREAD_FLAG_RANGE.min} to ${THREAD_FLAG_RANGE.max} (default: all cores)` })
           .option('drop-extra-layers', {
@@ -141,12 +151,55 @@ export async function main(argv: readonly string[], io: CliIO = processIO): Prom
             default: false,
             describe: 'convert a checkpoint whose weights have more layers than config.json says, keeping only the configured ones (refused otherwise)',
           })
-          .option('imatrix', { type: 'string', describe: "llama.cpp importance matrix (its GGUF or legacy .dat form), as llama-quantize --imatrix" })
+          .option('imatrix', { type: 'string', describe: "GGUF: llama.cpp importance matrix (its GGUF or legacy .dat form), as llama-quantize --imatrix" })
+          .option('attention', { choices: ATTENTION_FORMS, default: 'plain' as AttentionForm, describe: 'ONNX: plain opset-21 ops (exact with left padding) or com.microsoft GroupQueryAttention (onnxruntime-genai, GPUs; right padding only)' })
+          .option('block-size', { choices: ONNX_BLOCK_SIZES, default: 32, describe: 'ONNX q4/q4f16: MatMulNBits block size along K' })
+          .option('asymmetric', { type: 'boolean', default: false, describe: 'ONNX q4/q4f16: zero points per block (default symmetric)' })
+          .option('accuracy-level', { choices: ONNX_ACCURACY_LEVELS, default: 4, describe: 'ONNX: MatMulNBits accuracy_level (0 unset, 1 fp32, 2 fp16, 3 bf16, 4 int8 activations)' })
+          .option('keep-head', { type: 'boolean', default: false, describe: 'ONNX: keep the output head in float instead of quantizing it like the other linears' })
+          .option('q8-format', { choices: ['integer', 'nbits'] as const, default: 'integer' as const, describe: 'ONNX q8: DynamicQuantizeLinear+MatMulInteger (transformers.js q8) or MatMulNBits bits=8' })
           .option('json', { type: 'boolean', default: false, describe: 'print the plan as JSON' }),
       async (args) => {
         const model = resolve(args.model);
-        const out = args.out ?? `${model.replace(/[/\\]+$/, '')}-${args.type}.gguf`;
         const workers = integerFlag('--workers', args.workers, THREAD_FLAG_RANGE.min, THREAD_FLAG_RANGE.max);
+        const json = (value: unknown): string => `${JSON.stringify(value, (_key, item) => (typeof item === 'bigint' ? item.toString() : item), 2)}\n`;
+        if (args.to === 'onnx') {
+          for (const flag of ['error', 'imatrix'] as const) {
+            if (args[flag] !== undefined && args[flag] !== false) {
+              throw new PolyquantError(ERROR_CODES.USAGE, `--${flag} applies to --to gguf only`);
+            }
+          }
+          const progress = args['dry-run'] ? undefined : createProgress('converting');
+          const plan = await convertToOnnx(model, {
+            types: args.type.split(','),
+            out: args.out ?? `${model.replace(/[/\\]+$/, '')}-onnx`,
+            force: args.force,
+            dryRun: args['dry-run'],
+            weights: args.weights,
+            dropExtraLayers: args['drop-extra-layers'],
+            attention: args.attention,
+            blockSize: args['block-size'],
+            asymmetric: args.asymmetric,
+            accuracyLevel: args['accuracy-level'],
+            keepHead: args['keep-head'],
+            q8Format: args['q8-format'],
+            ...(workers !== undefined && { workers }),
+            onProgress: progress ? (done, total) => progress.update(done, total) : undefined,
+          });
+          progress?.succeed(`wrote ${plan.out}`);
+          io.stdout(args.json ? json(plan) : `${renderOnnxConversionPlan(plan)}\n`);
+          return;
+        }
+        const type = args.type.trim().toLowerCase();
+        if (!isGgufFileType(type)) {
+          throw new PolyquantError(ERROR_CODES.USAGE, `${JSON.stringify(args.type)} is not a GGUF file type`, {
+            hint: `GGUF types are ${GGUF_FILE_TYPE_NAMES.join(', ')}${isOnnxTypeName(type) ? `; ${type} is an ONNX type: add --to onnx` : ''}`,
+          });
+        }
+        for (const flag of ['force', 'asymmetric', 'keep-head'] as const) {
+          if (args[flag]) throw new PolyquantError(ERROR_CODES.USAGE, `--${flag} applies to --to onnx only`);
+        }
+        const out = args.out ?? `${model.replace(/[/\\]+$/, '')}-${type}.gguf`;
         const progress = args['dry-run'] && !args.error ? undefined : createProgress(args['dry-run'] ? 'measuring' : 'converting');
         const imatrixPath = args.imatrix === undefined ? undefined : resolve(args.imatrix);
         const imatrix = imatrixPath === undefined ? undefined : await readImatrix(imatrixPath);
@@ -154,7 +207,7 @@ export async function main(argv: readonly string[], io: CliIO = processIO): Prom
           ...(imatrix !== undefined && { imatrix: imatrix.entries }),
           ...(imatrixPath !== undefined && { inputFiles: [imatrixPath] }),
           dropExtraLayers: args['drop-extra-layers'],
-          type: args.type,
+          type,
           out,
           weights: args.weights,
           dryRun: args['dry-run'],
@@ -163,7 +216,7 @@ export async function main(argv: readonly string[], io: CliIO = processIO): Prom
           onProgress: progress ? (done, total) => progress.update(done, total) : undefined,
         });
         progress?.succeed(plan.out === undefined ? 'measured' : `wrote ${plan.out}`);
-        io.stdout(args.json ? `${JSON.stringify(plan, (_key, value) => (typeof value === 'bigint' ? value.toString() : value), 2)}\n` : `${renderConversionPlan(plan)}\n`);
+        io.stdout(args.json ? json(plan) : `${renderConversionPlan(plan)}\n`);
       },
     )
     .command(
@@ -174,9 +227,9 @@ export async function main(argv: readonly string[], io: CliIO = processIO): Prom
           .positional('candidate', {
             type: 'string',
             demandOption: true,
-            describe: 'model to check: a .gguf file or an HF folder (with --simulate, the HF weights to quantize)',
+            describe: 'model to check: a .gguf file, an ONNX folder or .onnx file, or an HF folder (with --simulate, the HF weights to quantize)',
           })
-          .option('baseline', { type: 'string', demandOption: true, describe: 'model to compare against: an HF folder or a .gguf file' })
+          .option('baseline', { type: 'string', demandOption: true, describe: 'model to compare against: an HF folder, a .gguf file, an ONNX folder or a .onnx file' })
           .option('ppl', { type: 'string', array: true, describe: 'UTF-8 text file(s) for perplexity' })
           .option('ctx', { type: 'string', describe: 'window length in tokens (default 512)' })
           .option('protocol', { choices: PERPLEXITY_PROTOCOLS, default: 'windows' as PerplexityProtocol })
@@ -193,14 +246,18 @@ export async function main(argv: readonly string[], io: CliIO = processIO): Prom
             choices: ENGINE_NAMES,
             default: 'auto' as EngineName,
             describe:
-              'auto: reference for HF folders it can hold (≈ 1 B parameters), llamacpp (node-llama-cpp) for .gguf files and, on their cached f16 GGUF, for larger HF folders',
+              'auto: reference for HF folders it can hold (≈ 1 B parameters), llamacpp (node-llama-cpp) for .gguf files and, on their cached f16 GGUF, for larger HF folders, onnx (onnxruntime-node) for ONNX folders and .onnx files',
+          })
+          .option('onnx-type', {
+            choices: ONNX_TYPE_NAMES,
+            describe: 'which onnx/model*.onnx of an ONNX folder runs (needed when it holds several); name a .onnx file to pick one side alone',
           })
           .option('cache-dir', { type: 'string', describe: 'where HF folders run by llama.cpp are converted to (default $POLYQUANT_CACHE_DIR or ~/.cache/polyquant)' })
           .option('baseline-type', { choices: ['f16', 'bf16', 'f32'] as const, default: 'f16' as const, describe: 'GGUF type an HF folder run by llama.cpp is converted to' })
-          .option('device', { choices: DEVICE_NAMES, default: 'auto' as DeviceName, describe: 'where the llamacpp engine runs (gpu: fail without one)' })
+          .option('device', { choices: DEVICE_NAMES, default: 'auto' as DeviceName, describe: 'where the llamacpp and onnx engines run (gpu: fail without one)' })
           .option('threads', {
             type: 'string',
-            describe: `per engine: reference worker threads, llama.cpp compute threads (${THREAD_FLAG_RANGE.min} to ${THREAD_FLAG_RANGE.max})`,
+            describe: `per engine: reference worker threads, llama.cpp compute threads, onnxruntime intra-op threads (${THREAD_FLAG_RANGE.min} to ${THREAD_FLAG_RANGE.max})`,
           })
           .option('max-ppl-increase', { type: 'string', describe: 'fail above this perplexity increase, e.g. 3%' })
           .option('max-kld', { type: 'string', describe: 'fail above this mean KL divergence (nats/token)' })
@@ -248,6 +305,7 @@ export async function main(argv: readonly string[], io: CliIO = processIO): Prom
           ...(limit !== undefined && { limit }),
           ...(args.simulate !== undefined && { simulate: args.simulate }),
           engine: args.engine,
+          ...(args['onnx-type'] !== undefined && { onnxType: args['onnx-type'] }),
           device: args.device,
           ...(threads !== undefined && { threads }),
           ...(args['cache-dir'] !== undefined && { cacheDir: args['cache-dir'] }),
@@ -270,7 +328,8 @@ export async function main(argv: readonly string[], io: CliIO = processIO): Prom
         y
           .option('model', { type: 'string', array: true, describe: 'HF model folder(s) instead of the defaults' })
           .option('types', { type: 'string', default: 'f16,q4_k_m', describe: 'comma-separated GGUF types' })
-          .option('out', { type: 'string', describe: 'keep the GGUF files in this folder' })
+          .option('onnx-types', { type: 'string', default: 'q4', describe: `comma-separated ONNX types (${ONNX_TYPE_NAMES.join(', ')}), or none` })
+          .option('out', { type: 'string', describe: 'keep the GGUF files and ONNX folders in this folder' })
           .option('text', { type: 'string', describe: 'UTF-8 text for perplexity (default ../shared korean-text, else a built-in sample)' })
           .option('device', { choices: ['auto', 'cpu', 'gpu'] as const, default: 'auto' as const })
           .option('threads', { type: 'string', describe: `quantizer and engine threads (${THREAD_FLAG_RANGE.min} to ${THREAD_FLAG_RANGE.max})` })
@@ -285,6 +344,7 @@ export async function main(argv: readonly string[], io: CliIO = processIO): Prom
         const result = await runDemo({
           models: args.model,
           types: args.types.split(',').map((type) => type.trim()),
+          onnxTypes: args['onnx-types'] === 'none' || args['onnx-types'] === '' ? [] : args['onnx-types'].split(',').map((type) => type.trim()),
           outDir: args.out,
           text: args.text,
           device: args.device,
@@ -333,7 +393,8 @@ async function verifyInputFiles(
   const files: string[] = [...pplFiles];
   for (const model of [candidate, baseline]) {
     files.push(model);
-    if (await isFolder(model)) files.push(...(await modelFolderFiles(model)));
+    if (await isFolder(model)) files.push(...(await modelFolderFiles(model)), ...(await onnxFolderFiles(model)));
+    else if (isOnnxFile(model)) files.push(...(await onnxExternalDataFiles(model)));
   }
   if (kobestDir !== undefined) {
     for (const task of tasks ?? KOBEST_TASK_NAMES) {
@@ -341,6 +402,12 @@ async function verifyInputFiles(
     }
   }
   return files;
+}
+
+/** A .onnx file's external data files (none when it cannot be read: verify reports that itself). */
+async function onnxExternalDataFiles(file: string): Promise<string[]> {
+  const references = await checkExternalData(file).catch(() => []);
+  return [...new Set(references.map((reference) => reference.file))];
 }
 
 async function isFolder(path: string): Promise<boolean> {

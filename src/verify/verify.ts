@@ -7,6 +7,7 @@
 import { stat } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import { extname, resolve } from 'node:path';
+import { isOnnxTypeName, ONNX_TYPE_NAMES, type OnnxTypeName } from '../converters/onnx/types.js';
 import { ERROR_CODES, PolyquantError } from '../errors.js';
 import { ioError, withFile } from '../io/file.js';
 import { type Checkpoint, readCheckpoint } from '../readers/checkpoint.js';
@@ -15,6 +16,7 @@ import { compareKobest } from './compare-kobest.js';
 import type { Engine } from './engine.js';
 import { createLlamaCppEngine } from './engines/llamacpp.js';
 import { nativeKlDivergence } from './engines/llamacpp-native.js';
+import { checkExternalData, createOnnxEngine, isOnnxFile, isOnnxFolder, locateOnnxModel } from './engines/onnx.js';
 import { createReferenceEngine, referenceEngineFits } from './engines/reference.js';
 import { type KobestInputs, type KobestSplit, type KobestTaskName, runKobest } from './kobest/index.js';
 import { type PerplexityProtocol, planWindows, scoreWindows, type WindowScore } from './perplexity.js';
@@ -35,11 +37,12 @@ import { CheckList, type Thresholds } from './thresholds.js';
 
 /**
  * The `--engine` choices: `auto` picks reference for an HF folder the reference engine can hold, llamacpp
- * for a GGUF file, and llamacpp on a cached f16 GGUF for a larger HF folder (baseline-cache.ts).
+ * for a GGUF file, llamacpp on a cached f16 GGUF for a larger HF folder (baseline-cache.ts), and onnx
+ * (onnxruntime-node) for an ONNX folder (one with onnx/*.onnx) or a .onnx file.
  */
-export const ENGINE_NAMES = ['auto', 'reference', 'llamacpp'] as const;
+export const ENGINE_NAMES = ['auto', 'reference', 'llamacpp', 'onnx'] as const;
 export type EngineName = (typeof ENGINE_NAMES)[number];
-/** The `--device` choices; only the llamacpp engine can use a GPU. */
+/** The `--device` choices; the llamacpp and onnx engines can use a GPU, the reference engine cannot. */
 export const DEVICE_NAMES = ['auto', 'cpu', 'gpu'] as const;
 export type DeviceName = (typeof DEVICE_NAMES)[number];
 
@@ -61,11 +64,19 @@ export interface VerifyOptions {
   readonly limit?: number;
   /** Run the candidate on the baseline's weights passed through this quantization (ggml type or GGUF type); HF folders only. */
   readonly simulate?: string;
-  /** Which engine runs each model; `auto` (default): reference for HF folders, llamacpp for GGUF files. */
+  /** Which engine runs each model; `auto` (default): reference for HF folders, llamacpp for GGUF files, onnx for ONNX folders and files. */
   readonly engine?: EngineName;
-  /** llamacpp: `cpu`, `gpu` (an error without one) or `auto`. The reference engine is CPU-only. */
+  /**
+   * Which `onnx/model{suffix}.onnx` of an ONNX folder runs (each ONNX folder given, candidate or baseline);
+   * may be left out for a folder holding one. To compare two types of one folder, name one side's .onnx file.
+   */
+  readonly onnxType?: OnnxTypeName;
+  /** llamacpp and onnx: `cpu`, `gpu` (an error without one) or `auto`. The reference engine is CPU-only. */
   readonly device?: DeviceName;
-  /** Reference engine: worker threads (0 = inline). llamacpp engine: llama.cpp compute threads. Default: each engine's own. */
+  /**
+   * Reference engine: worker threads (0 = inline). llamacpp engine: llama.cpp compute threads. onnx engine:
+   * onnxruntime intra-op threads. Default: each engine's own.
+   */
   readonly threads?: number;
   /** Where HF folders run by llama.cpp are converted to (default: baseline-cache.ts defaultCacheDir). */
   readonly cacheDir?: string;
@@ -89,15 +100,21 @@ interface LoadedModel {
   readonly description: ModelDescription;
 }
 
-/** What a path holds: an HF folder, a GGUF file (by extension or magic), or some other file. */
-async function modelKind(absolute: string, role: 'baseline' | 'candidate'): Promise<'folder' | 'gguf' | 'other'> {
+type ModelKind = 'folder' | 'onnx-folder' | 'onnx-file' | 'gguf' | 'other';
+
+/**
+ * What a path holds: an HF folder, an ONNX folder (onnx/*.onnx; it may hold HF weights too), a GGUF file
+ * (by extension or magic), a .onnx file, or some other file.
+ */
+async function modelKind(absolute: string, role: 'baseline' | 'candidate'): Promise<ModelKind> {
   let isDirectory: boolean;
   try {
     isDirectory = (await stat(absolute)).isDirectory();
   } catch (error) {
     throw ioError(absolute, `open the ${role}`, error);
   }
-  if (isDirectory) return 'folder';
+  if (isDirectory) return (await isOnnxFolder(absolute)) ? 'onnx-folder' : 'folder';
+  if (isOnnxFile(absolute)) return 'onnx-file';
   // A .gguf file goes to the GGUF reader whatever its bytes, so a damaged one is reported as such.
   if (extname(absolute).toLowerCase() === '.gguf') return 'gguf';
   const magic = await withFile(absolute, async (file) => (file.size >= 4 ? new TextDecoder().decode(await file.read(0, 4)) : ''));
@@ -107,7 +124,9 @@ async function modelKind(absolute: string, role: 'baseline' | 'candidate'): Prom
 interface ModelPlan {
   readonly role: 'baseline' | 'candidate';
   readonly path: string;
-  readonly engine: 'reference' | 'llamacpp';
+  readonly engine: 'reference' | 'llamacpp' | 'onnx';
+  /** For the onnx engine: the .onnx file that runs (chosen in an ONNX folder by --onnx-type). */
+  readonly onnxFile?: string;
   /** An HF folder for llama.cpp: converted to a cached GGUF first. */
   readonly convert: boolean;
   /** The HF folder, when planning already read it (loading reads it again otherwise). */
@@ -119,38 +138,70 @@ async function planModel(path: string, role: 'baseline' | 'candidate', options: 
   const absolute = resolve(path);
   const kind = await modelKind(absolute, role);
   if (kind === 'other') {
-    throw new PolyquantError(ERROR_CODES.UNSUPPORTED, `the ${role} is neither a Hugging Face model folder nor a GGUF file`, {
+    throw new PolyquantError(ERROR_CODES.UNSUPPORTED, `the ${role} is neither a Hugging Face model folder nor a GGUF file, ONNX folder or .onnx file`, {
       file: absolute,
-      hint: 'verify runs HF folders with the reference engine and .gguf files with the llamacpp engine',
+      hint: 'verify runs HF folders with the reference engine, .gguf files with the llamacpp engine and ONNX folders (onnx/model*.onnx) or .onnx files with the onnx engine',
     });
   }
   const requested = options.engine ?? 'auto';
   if (!(ENGINE_NAMES as readonly string[]).includes(requested)) {
     throw new PolyquantError(ERROR_CODES.USAGE, `engine ${JSON.stringify(requested)} is not one of ${ENGINE_NAMES.join(', ')}`);
   }
-  let engine: 'reference' | 'llamacpp';
+  let engine: 'reference' | 'llamacpp' | 'onnx';
   let checkpoint: Checkpoint | undefined;
   if (requested !== 'auto') {
     engine = requested;
   } else if (kind === 'gguf') {
     engine = 'llamacpp';
+  } else if (kind === 'onnx-folder' || kind === 'onnx-file') {
+    engine = 'onnx';
   } else {
     // The reference engine is the oracle where it fits (≈ 1 B parameters); beyond, the folder's f16 GGUF in llama.cpp.
     checkpoint = await readCheckpoint(absolute);
     const fits = referenceEngineFits(checkpoint.config, { ...(options.threads !== undefined && { threads: options.threads }) });
     engine = fits || simulate !== undefined ? 'reference' : 'llamacpp';
   }
-  if (engine === 'reference' && kind !== 'folder') {
-    throw new PolyquantError(ERROR_CODES.USAGE, `the reference engine runs Hugging Face folders; the ${role} is a GGUF file`, {
+  const kindInWords = kind === 'gguf' ? 'a GGUF file' : 'a .onnx file';
+  if (engine === 'reference' && kind !== 'folder' && kind !== 'onnx-folder') {
+    throw new PolyquantError(ERROR_CODES.USAGE, `the reference engine runs Hugging Face folders; the ${role} is ${kindInWords}`, {
       file: absolute,
-      hint: 'use --engine auto or llamacpp',
+      hint: `use --engine auto or ${kind === 'gguf' ? 'llamacpp' : 'onnx'}`,
     });
   }
-  if (simulate !== undefined && kind !== 'folder') {
-    throw new PolyquantError(ERROR_CODES.USAGE, `--simulate quantizes the weights of a Hugging Face folder; the ${role} is a GGUF file`, {
+  if (engine === 'llamacpp' && kind === 'onnx-file') {
+    throw new PolyquantError(ERROR_CODES.USAGE, `the llamacpp engine runs GGUF files and Hugging Face folders; the ${role} is a .onnx file`, {
       file: absolute,
-      hint: 'a GGUF file is already quantized: verify it directly, without --simulate',
+      hint: 'use --engine auto or onnx',
     });
+  }
+  if (engine === 'onnx' && kind !== 'onnx-folder' && kind !== 'onnx-file') {
+    throw new PolyquantError(
+      ERROR_CODES.USAGE,
+      `the onnx engine runs ONNX folders (onnx/model*.onnx) and .onnx files; the ${role} is ${kind === 'gguf' ? 'a GGUF file' : 'a folder without onnx/*.onnx'}`,
+      {
+        file: absolute,
+        hint: kind === 'gguf' ? 'use --engine auto or llamacpp' : 'convert it first (polyquant convert --to onnx), or run it with --engine auto, reference or llamacpp',
+      },
+    );
+  }
+  if (simulate !== undefined && kind !== 'folder' && kind !== 'onnx-folder') {
+    throw new PolyquantError(ERROR_CODES.USAGE, `--simulate quantizes the weights of a Hugging Face folder; the ${role} is ${kindInWords}`, {
+      file: absolute,
+      hint: `${kindInWords === 'a GGUF file' ? 'a GGUF file' : 'an ONNX model'} is already converted: verify it directly, without --simulate`,
+    });
+  }
+  if (engine === 'onnx' && simulate !== undefined) {
+    throw new PolyquantError(ERROR_CODES.USAGE, '--simulate runs in the reference engine; it cannot be combined with the onnx engine', {
+      file: absolute,
+      hint: 'convert the folder to the type instead (polyquant convert --to onnx --type …) and verify the ONNX folder, or use --engine reference',
+    });
+  }
+  if (engine === 'onnx') {
+    // The file is chosen, and its external data checked, before any model loads: an ambiguous folder or a
+    // missing .onnx_data file is refused at once.
+    const located = await locateOnnxModel(absolute, kind === 'onnx-folder' ? options.onnxType : undefined);
+    await checkExternalData(located.file);
+    return { role, path: absolute, engine, onnxFile: located.file, convert: false };
   }
   if (engine === 'llamacpp' && simulate !== undefined) {
     throw new PolyquantError(ERROR_CODES.USAGE, '--simulate runs in the reference engine; it cannot be combined with --engine llamacpp', {
@@ -164,6 +215,22 @@ async function planModel(path: string, role: 'baseline' | 'candidate', options: 
 async function loadModel(plan: ModelPlan, options: VerifyOptions, simulate: string | undefined): Promise<LoadedModel> {
   const { role, path } = plan;
   options.onProgress?.({ stage: 'load', model: role, path });
+  if (plan.engine === 'onnx') {
+    const file = plan.onnxFile ?? path;
+    const engine = await createOnnxEngine(file, {
+      ...(options.device !== undefined && { device: options.device }),
+      ...(options.threads !== undefined && { threads: options.threads }),
+      // Perplexity alone needs windows of ctx (and a bare .onnx file may come without config.json).
+      ...(options.kobestDir === undefined && { contextLength: options.ctx ?? DEFAULT_CTX }),
+    });
+    const ctx = options.ctx ?? DEFAULT_CTX;
+    if (engine.trainContextLength !== undefined && ctx > engine.trainContextLength) {
+      await engine.close();
+      throw new PolyquantError(ERROR_CODES.USAGE, `--ctx ${ctx} is longer than the model's context length ${engine.trainContextLength}`, { file });
+    }
+    // The report names the .onnx file that ran (an ONNX folder may hold several types).
+    return loaded(file, engine, {});
+  }
   if (plan.engine === 'llamacpp') {
     // An HF folder becomes its GGUF (f16 by default) once, cached by content; the report names the file.
     const cached = plan.convert
@@ -362,14 +429,20 @@ export async function verify(options: VerifyOptions): Promise<VerifyReport> {
   if (options.device !== undefined && !(DEVICE_NAMES as readonly string[]).includes(options.device)) {
     throw new PolyquantError(ERROR_CODES.USAGE, `device ${JSON.stringify(options.device)} is not one of ${DEVICE_NAMES.join(', ')}`);
   }
+  if (options.onnxType !== undefined && !isOnnxTypeName(options.onnxType)) {
+    throw new PolyquantError(ERROR_CODES.USAGE, `--onnx-type ${JSON.stringify(options.onnxType)} is not one of ${ONNX_TYPE_NAMES.join(', ')}`);
+  }
   // Every setting and input (texts, KOBEST splits) before any model is loaded.
   const kobestInputs = await checkVerifySettings(options);
   const baselinePlan = await planModel(options.baseline, 'baseline', options, undefined);
   const candidatePlan = await planModel(options.candidate, 'candidate', options, options.simulate);
-  if (options.device === 'gpu' && baselinePlan.engine !== 'llamacpp' && candidatePlan.engine !== 'llamacpp') {
-    throw new PolyquantError(ERROR_CODES.USAGE, 'the reference engine runs on the CPU only, and neither model is a GGUF file', {
-      hint: 'use --device cpu or auto; --device gpu applies to GGUF files run by the llamacpp engine',
+  if (options.device === 'gpu' && baselinePlan.engine === 'reference' && candidatePlan.engine === 'reference') {
+    throw new PolyquantError(ERROR_CODES.USAGE, 'the reference engine runs on the CPU only, and neither model is a GGUF or ONNX model', {
+      hint: 'use --device cpu or auto; --device gpu applies to GGUF files run by the llamacpp engine and ONNX models run by the onnx engine',
     });
+  }
+  if (options.onnxType !== undefined && baselinePlan.onnxFile === undefined && candidatePlan.onnxFile === undefined) {
+    throw new PolyquantError(ERROR_CODES.USAGE, `--onnx-type ${options.onnxType} chooses the model of an ONNX folder, and neither model runs in the onnx engine`);
   }
   const baseline = await loadModel(baselinePlan, options, undefined);
   let candidate: LoadedModel | undefined;

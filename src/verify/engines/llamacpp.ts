@@ -272,7 +272,7 @@ function noGpu(file: string): PolyquantError {
  * distinct (physical id, core id) pairs of /proc/cpuinfo, capped at what this process may use; the
  * logical count where that cannot be read.
  */
-function defaultMathThreads(): number {
+export function defaultMathThreads(): number {
   const logical = availableParallelism();
   try {
     const cores = new Set<string>();
