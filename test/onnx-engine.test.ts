@@ -3,7 +3,8 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { convertToOnnx } from '../src/converters/onnx/convert.js';
 import type { Engine } from '../src/verify/engine.js';
-import { checkExternalData, createOnnxEngine, locateOnnxModel, type OnnxEngine } from '../src/verify/engines/onnx.js';
+import { checkOnnxExternalData } from '../src/converters/onnx/read.js';
+import { createOnnxEngine, locateOnnxModel, type OnnxEngine } from '../src/verify/engines/onnx.js';
 import { createReferenceEngine, type ReferenceEngine } from '../src/verify/engines/reference.js';
 import { perplexityOfFile } from '../src/verify/perplexity.js';
 import { verify } from '../src/verify/verify.js';
@@ -51,6 +52,8 @@ function maxAbsDifference(a: ArrayLike<number>, b: ArrayLike<number>): number {
 
 describe('the onnx engine on the bundled tiny GPT-NeoX', () => {
   let folder: string;
+  /** The same checkpoint's q8 as DynamicQuantizeLinear + MatMulInteger (`--q8-format integer`). */
+  let integerFolder: string;
   let fp32: OnnxEngine;
   let reference: ReferenceEngine;
   let tokens: Int32Array;
@@ -58,6 +61,8 @@ describe('the onnx engine on the bundled tiny GPT-NeoX', () => {
   beforeAll(async () => {
     folder = join(scratch.path, 'tiny-onnx');
     await convertToOnnx(TINY_NEOX, { types: ['fp32', 'q8', 'q4'], out: folder, workers: 0 });
+    integerFolder = join(scratch.path, 'tiny-onnx-q8-integer');
+    await convertToOnnx(TINY_NEOX, { types: ['q8'], out: integerFolder, workers: 0, q8Format: 'integer' });
     fp32 = await createOnnxEngine(folder, { onnxType: 'fp32', device: 'cpu', threads: 1 });
     reference = await createReferenceEngine(TINY_NEOX, { threads: 1 });
     tokens = fp32.tokenize(readFileSync(sampleText(), 'utf8')).slice(0, 100);
@@ -127,9 +132,11 @@ describe('the onnx engine on the bundled tiny GPT-NeoX', () => {
   it.each([
     ['fp32', true],
     ['q4', true],
-    ['q8', false],
-  ] as const)('scores %s continuations on the context (cache reused: %s) with the numbers of score on context + continuation', async (type, reuses) => {
-    const engine = await createOnnxEngine(folder, { onnxType: type, device: 'cpu', threads: 1 });
+    ['q8', true],
+    ['q8 MatMulInteger', false],
+  ] as const)('scores %s continuations on the context (cache reused: %s) with the numbers of score on context + continuation', async (name, reuses) => {
+    const integer = name === 'q8 MatMulInteger';
+    const engine = await createOnnxEngine(integer ? integerFolder : folder, { onnxType: integer ? 'q8' : name, device: 'cpu', threads: 1 });
     try {
       expect(engine.reusesCache).toBe(reuses);
       const context = tokens.slice(0, 30);
@@ -177,19 +184,21 @@ describe('the onnx engine on the bundled tiny GPT-NeoX', () => {
     mkdirSync(join(broken, 'onnx'));
     for (const name of ['config.json', 'tokenizer.json']) copyFileSync(join(folder, name), join(broken, name));
     copyFileSync(join(folder, 'onnx', 'model_q4.onnx'), join(broken, 'onnx', 'model_q4.onnx'));
-    const error = await expectPolyquantError(createOnnxEngine(broken), 'not-found', 'model_q4.onnx_data', 'is missing');
+    const error = await expectPolyquantError(createOnnxEngine(broken), 'not-found', 'model_q4.onnx_data', 'does not exist');
     expect(error.file).toBe(join(broken, 'onnx', 'model_q4.onnx_data'));
-    await expectPolyquantError(checkExternalData(join(broken, 'onnx', 'model_q4.onnx')), 'not-found', 'model_q4.onnx_data');
+    await expectPolyquantError(checkOnnxExternalData(join(broken, 'onnx', 'model_q4.onnx')), 'not-found', 'model_q4.onnx_data');
     // A truncated data file is named too.
     writeFileSync(join(broken, 'onnx', 'model_q4.onnx_data'), new Uint8Array(16));
-    await expectPolyquantError(createOnnxEngine(broken), 'malformed', 'model_q4.onnx_data', 'truncated');
+    const truncated = await expectPolyquantError(createOnnxEngine(broken), 'malformed', 'model_q4.onnx_data', 'runs past the end');
+    expect(truncated.hint).toContain('truncated');
   });
 
   it('lists the external data of a graph with its offsets and lengths', async () => {
-    const references = await checkExternalData(join(folder, 'onnx', 'model.onnx'));
-    expect(references.length).toBeGreaterThan(0);
-    expect(new Set(references.map((reference) => reference.file))).toEqual(new Set([join(folder, 'onnx', 'model.onnx_data')]));
-    for (const reference of references) expect(reference.length).toBeGreaterThan(0);
+    const summary = await checkOnnxExternalData(join(folder, 'onnx', 'model.onnx'));
+    expect(summary.dataFiles.map((file) => file.path)).toEqual([join(folder, 'onnx', 'model.onnx_data')]);
+    const external = summary.initializers.flatMap((tensor) => (tensor.storage === 'inline' ? [] : [tensor.storage]));
+    expect(external.length).toBeGreaterThan(0);
+    for (const range of external) expect(range.length).toBeGreaterThan(0);
   });
 
   it('refuses bad windows, token ids outside the vocabulary and use after close', async () => {

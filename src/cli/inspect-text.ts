@@ -1,20 +1,22 @@
+import type { NeoXConfig } from '../arch/gpt-neox.js';
 import type { GgufConversionPlan } from '../converters/gguf/convert.js';
+import type { OnnxDim, OnnxValueSummary } from '../converters/onnx/read.js';
 import type { GgufInspectReport } from '../inspect/gguf.js';
 import type { InspectReport } from '../inspect/hf.js';
+import { INSPECT_ONNX_SCHEMA, type OnnxInspectModel, type OnnxInspectReport, type OnnxWeightFormat } from '../inspect/onnx.js';
+import type { TokenizerSummary } from '../readers/tokenizer.js';
 import { formatBytes, formatCount, table } from './format.js';
 
-/** The terminal rendering of an inspect report. */
-export function renderInspect(report: InspectReport, options: { tensors: boolean }): string {
+/** The terminal rendering of an inspect report (HF inputs; ONNX reports go to renderOnnxInspect). */
+export function renderInspect(report: InspectReport | OnnxInspectReport, options: { tensors: boolean }): string {
+  return report.schema === INSPECT_ONNX_SCHEMA ? renderOnnxInspect(report, options) : renderHfInspect(report, options);
+}
+
+function renderHfInspect(report: InspectReport, options: { tensors: boolean }): string {
   const lines: string[] = [];
   lines.push(`${report.path}  (${report.kind})`);
   lines.push(`architecture  ${report.architecture ?? 'unknown'}`);
-  const config = report.config;
-  if (config !== null) {
-    lines.push(
-      `config        hidden ${config.hiddenSize}, layers ${config.numLayers}, heads ${config.numHeads} (head ${config.headDim}, rotary ${config.rotaryDims}), ffn ${config.intermediateSize}, vocab ${config.vocabSize}`,
-      `              ${config.useParallelResidual ? 'parallel' : 'sequential'} residual, ${config.hiddenAct}, rope base ${config.rotaryBase}, ln eps ${config.layerNormEps}, ${config.tieWordEmbeddings ? 'tied' : 'untied'} output head, max positions ${config.maxPositionEmbeddings}`,
-    );
-  }
+  if (report.config !== null) lines.push(...configLines(report.config));
   lines.push(`parameters    ${formatCount(report.parameters)}  (${formatBytes(report.bytes)})`);
   lines.push(
     `by dtype      ${Object.entries(report.bytesByDtype)
@@ -30,15 +32,7 @@ export function renderInspect(report: InspectReport, options: { tensors: boolean
       `skipped       ${report.skipped.length} non-parameter tensors: ${[...kinds].map(([kind, n]) => `${n}× ${kind}`).join(', ')}`,
     );
   }
-  const tokenizer = report.tokenizer;
-  if (tokenizer !== null) {
-    const special = (['bos', 'eos', 'pad'] as const)
-      .map((key) => `${key} ${tokenizer[key].token ?? '-'}=${tokenizer[key].id ?? '-'}`)
-      .join(', ');
-    lines.push(
-      `tokenizer     ${tokenizer.model}${tokenizer.byteLevel ? ' (byte-level)' : ''}, ${formatCount(tokenizer.vocabSize)} ids, ${formatCount(tokenizer.merges)} merges, ${tokenizer.addedTokens.length} added tokens; ${special}`,
-    );
-  }
+  if (report.tokenizer !== null) lines.push(tokenizerLine(report.tokenizer));
   for (const warning of report.warnings) lines.push(`warning       ${warning}`);
   if (options.tensors) {
     const withHash = report.tensors.some((tensor) => tensor.sha256 !== undefined);
@@ -53,6 +47,18 @@ export function renderInspect(report: InspectReport, options: { tensors: boolean
     lines.push('', table(['tensor', 'dtype', 'shape', 'bytes', 'file', ...(withHash ? ['sha256'] : [])], rows));
   }
   return lines.join('\n');
+}
+
+function configLines(config: NeoXConfig): string[] {
+  return [
+    `config        hidden ${config.hiddenSize}, layers ${config.numLayers}, heads ${config.numHeads} (head ${config.headDim}, rotary ${config.rotaryDims}), ffn ${config.intermediateSize}, vocab ${config.vocabSize}`,
+    `              ${config.useParallelResidual ? 'parallel' : 'sequential'} residual, ${config.hiddenAct}, rope base ${config.rotaryBase}, ln eps ${config.layerNormEps}, ${config.tieWordEmbeddings ? 'tied' : 'untied'} output head, max positions ${config.maxPositionEmbeddings}`,
+  ];
+}
+
+function tokenizerLine(tokenizer: TokenizerSummary): string {
+  const special = (['bos', 'eos', 'pad'] as const).map((key) => `${key} ${tokenizer[key].token ?? '-'}=${tokenizer[key].id ?? '-'}`).join(', ');
+  return `tokenizer     ${tokenizer.model}${tokenizer.byteLevel ? ' (byte-level)' : ''}, ${formatCount(tokenizer.vocabSize)} ids, ${formatCount(tokenizer.merges)} merges, ${tokenizer.addedTokens.length} added tokens; ${special}`;
 }
 
 /** The `convert` plan: each tensor's source, GGUF name, type and bytes (and error), then totals by type. */
@@ -119,4 +125,117 @@ export function renderGgufInspect(report: GgufInspectReport, options: { tensors:
     lines.push('', table(['tensor', 'type', 'ne', 'bytes', 'offset'], report.tensors.map((tensor) => [tensor.name, tensor.type, `[${tensor.ne.join(', ')}]`, formatCount(tensor.bytes), formatCount(tensor.offset)])));
   }
   return lines.join('\n');
+}
+
+/** An ONNX folder or file: the folder's config and tokenizer, then one section per model file. */
+export function renderOnnxInspect(report: OnnxInspectReport, options: { tensors: boolean }): string {
+  const lines: string[] = [];
+  const count = report.models.length;
+  lines.push(`${report.path}  (${report.kind === 'onnx-folder' ? `ONNX folder, ${count} model${count === 1 ? '' : 's'}` : 'ONNX model'})`);
+  if (report.kind === 'onnx-folder') {
+    lines.push(`architecture  ${report.architecture ?? 'unknown'}`);
+    if (report.config !== null) lines.push(...configLines(report.config));
+    if (report.configParameters !== null) lines.push(`parameters    ${formatCount(report.configParameters)} (by config.json)`);
+    if (report.tokenizer !== null) lines.push(tokenizerLine(report.tokenizer));
+    if (report.genai !== null) lines.push(`genai         ${report.genai.filename}${report.genai.exists ? '' : ' (missing)'}`);
+  }
+  for (const warning of report.warnings) lines.push(`warning       ${warning}`);
+  for (const model of report.models) lines.push('', ...onnxModelLines(model, options));
+  return lines.join('\n');
+}
+
+function onnxModelLines(model: OnnxInspectModel, options: { tensors: boolean }): string[] {
+  const external = model.dataFiles.reduce((sum, file) => sum + file.bytes, 0);
+  const lines = [
+    `${model.file}  (${model.type ?? 'other'}; ${formatBytes(model.fileBytes)} graph${model.dataFiles.length > 0 ? ` + ${formatBytes(external)} external data` : ''})`,
+    `onnx          IR ${model.irVersion}; opsets ${model.opsets.map((opset) => `${opset.domain} ${opset.version}`).join(', ')}; producer ${[model.producer.name, model.producer.version].filter((part) => part !== '').join(' ') || '-'}`,
+  ];
+  const metadata = Object.entries(model.metadata);
+  if (metadata.length > 0) lines.push(`metadata      ${metadata.map(([key, value]) => `${key}=${value}`).join(', ')}`);
+  const values = (label: string, list: readonly OnnxValueSummary[]): void => {
+    for (const [index, text] of groupIndexed(list).entries()) lines.push(`${(index === 0 ? label : '').padEnd(14)}${text}`);
+  };
+  values('inputs', model.inputs);
+  values('outputs', model.outputs);
+  const domains = [...new Set(model.ops.map((op) => op.domain))];
+  lines.push(
+    `nodes         ${formatCount(model.nodes)}: ${domains
+      .map((domain) => `${domain} ${model.ops.filter((op) => op.domain === domain).map((op) => `${op.opType} ${op.count}`).join(', ')}`)
+      .join('; ')}`,
+  );
+  for (const file of model.dataFiles) {
+    lines.push(`data          ${file.location}  ${formatCount(file.bytes)} bytes (${formatBytes(file.bytes)}): ${file.tensors} tensors, ${formatCount(file.tensorBytes)} bytes of tensor data`);
+  }
+  lines.push(
+    `weights       ${formatCount(model.parameters)} parameters in ${formatBytes(model.weightBytes)}: ${model.bitsPerWeight.toFixed(3)} bits per weight` +
+      notCountedText(model),
+  );
+  lines.push(
+    '',
+    table(
+      ['weight format', 'count', 'parameters', 'bytes', 'bits/weight'],
+      model.formats.map((format) => [describeFormat(format), formatCount(format.count), formatCount(format.parameters), formatCount(format.bytes), format.bitsPerWeight.toFixed(3)]),
+    ),
+  );
+  for (const warning of model.warnings) lines.push(`warning       ${warning}`);
+  if (options.tensors) {
+    lines.push(
+      '',
+      table(
+        ['tensor', 'role', 'type', 'dims', 'bytes', 'stored'],
+        model.tensors.map((tensor) => [
+          tensor.name,
+          tensor.role,
+          tensor.dataType,
+          `[${tensor.dims.join(', ')}]`,
+          formatCount(tensor.bytes),
+          tensor.storage === 'inline' ? 'inline' : `${tensor.storage.location} @ ${tensor.storage.offset}`,
+        ]),
+      ),
+    );
+  }
+  return lines;
+}
+
+function notCountedText(model: OnnxInspectModel): string {
+  const { rotaryTables, constants } = model.notCounted;
+  const parts = [
+    ...(rotaryTables.tensors > 0 ? [`${rotaryTables.tensors} rotary tables ${formatBytes(rotaryTables.bytes)}`] : []),
+    ...(constants.tensors > 0 ? [`${constants.tensors} constants ${formatBytes(constants.bytes)}`] : []),
+  ];
+  return parts.length > 0 ? `; not counted: ${parts.join(', ')}` : '';
+}
+
+function describeFormat(format: OnnxWeightFormat): string {
+  if (format.format === 'MatMulNBits') {
+    return `MatMulNBits ${format.bits}-bit, block ${format.blockSize}, accuracy_level ${format.accuracyLevel}, ${format.symmetric ? 'symmetric' : 'zero points'}, ${format.scaleType} scales`;
+  }
+  if (format.format === 'MatMulInteger') return `MatMulInteger ${format.weightType}, ${format.granularity}`;
+  return `float ${format.dataType}`;
+}
+
+function formatDims(dims: readonly OnnxDim[]): string {
+  return `[${dims.map((dim) => (dim === null ? '?' : String(dim))).join(', ')}]`;
+}
+
+/**
+ * Inputs and outputs, one per line, with per-layer runs folded: `past_key_values.{0..31}.key FLOAT [...]`
+ * for names that differ only in their first number and share type and shape.
+ */
+function groupIndexed(list: readonly OnnxValueSummary[]): string[] {
+  const groups: { pattern: string; indices: number[]; value: OnnxValueSummary }[] = [];
+  for (const value of list) {
+    const match = /\d+/.exec(value.name);
+    const pattern = match === null ? value.name : `${value.name.slice(0, match.index)}{}${value.name.slice(match.index + match[0].length)}`;
+    const signature = `${value.elemType} ${formatDims(value.dims)}`;
+    const group = match === null ? undefined : groups.find((entry) => entry.pattern === pattern && `${entry.value.elemType} ${formatDims(entry.value.dims)}` === signature);
+    if (group !== undefined && match !== null) group.indices.push(Number(match[0]));
+    else groups.push({ pattern, indices: match === null ? [] : [Number(match[0])], value });
+  }
+  return groups.map(({ pattern, indices, value }) => {
+    const contiguous = indices.every((index, position) => position === 0 || index === (indices[position - 1] as number) + 1);
+    const name =
+      indices.length <= 1 ? value.name : pattern.replace('{}', contiguous ? `{${indices[0]}..${indices[indices.length - 1]}}` : `{${indices.join(',')}}`);
+    return `${name}  ${value.elemType} ${formatDims(value.dims)}`;
+  });
 }

@@ -18,8 +18,9 @@ import { checkOutputFile, type OutputFile, refuseOverwritingInputs } from '../io
 import { modelFolderFiles } from '../readers/checkpoint.js';
 import { convertToOnnx, ONNX_ACCURACY_LEVELS, ONNX_BLOCK_SIZES } from '../converters/onnx/convert.js';
 import { ATTENTION_FORMS, type AttentionForm } from '../converters/onnx/graph.js';
+import { readOnnxModel } from '../converters/onnx/read.js';
 import { isOnnxTypeName, ONNX_TYPE_NAMES } from '../converters/onnx/types.js';
-import { checkExternalData, isOnnxFile, onnxFolderFiles } from '../verify/engines/onnx.js';
+import { isOnnxFile, onnxFolderFiles } from '../verify/engines/onnx.js';
 import { GGUF_FILE_TYPE_NAMES, isGgufFileType } from '../quant/policy.js';
 import { KOBEST_SPLITS, KOBEST_TASK_NAMES, type KobestTaskName, kobestSplitCandidates } from '../verify/kobest/index.js';
 import { PERPLEXITY_PROTOCOLS, type PerplexityProtocol } from '../verify/perplexity.js';
@@ -157,7 +158,7 @@ export async function main(argv: readonly string[], io: CliIO = processIO): Prom
           .option('asymmetric', { type: 'boolean', default: false, describe: 'ONNX q4/q4f16: zero points per block (default symmetric)' })
           .option('accuracy-level', { choices: ONNX_ACCURACY_LEVELS, default: 4, describe: 'ONNX: MatMulNBits accuracy_level (0 unset, 1 fp32, 2 fp16, 3 bf16, 4 int8 activations)' })
           .option('keep-head', { type: 'boolean', default: false, describe: 'ONNX: keep the output head in float instead of quantizing it like the other linears' })
-          .option('q8-format', { choices: ['integer', 'nbits'] as const, default: 'integer' as const, describe: 'ONNX q8: DynamicQuantizeLinear+MatMulInteger (transformers.js q8) or MatMulNBits bits=8' })
+          .option('q8-format', { choices: ['integer', 'nbits'] as const, default: 'nbits' as const, describe: 'ONNX q8: MatMulNBits bits=8 (batch-invariant, default) or DynamicQuantizeLinear+MatMulInteger (faster prefill on CPU; per-call activation scale)' })
           .option('json', { type: 'boolean', default: false, describe: 'print the plan as JSON' }),
       async (args) => {
         const model = resolve(args.model);
@@ -406,8 +407,8 @@ async function verifyInputFiles(
 
 /** A .onnx file's external data files (none when it cannot be read: verify reports that itself). */
 async function onnxExternalDataFiles(file: string): Promise<string[]> {
-  const references = await checkExternalData(file).catch(() => []);
-  return [...new Set(references.map((reference) => reference.file))];
+  const summary = await readOnnxModel(file).catch(() => undefined);
+  return summary?.dataFiles.map((dataFile) => dataFile.path) ?? [];
 }
 
 async function isFolder(path: string): Promise<boolean> {

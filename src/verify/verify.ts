@@ -8,6 +8,7 @@ import { stat } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import { extname, resolve } from 'node:path';
 import { isOnnxTypeName, ONNX_TYPE_NAMES, type OnnxTypeName } from '../converters/onnx/types.js';
+import { checkOnnxExternalData } from '../converters/onnx/read.js';
 import { ERROR_CODES, PolyquantError } from '../errors.js';
 import { ioError, withFile } from '../io/file.js';
 import { type Checkpoint, readCheckpoint } from '../readers/checkpoint.js';
@@ -16,7 +17,7 @@ import { compareKobest } from './compare-kobest.js';
 import type { Engine } from './engine.js';
 import { createLlamaCppEngine } from './engines/llamacpp.js';
 import { nativeKlDivergence } from './engines/llamacpp-native.js';
-import { checkExternalData, createOnnxEngine, isOnnxFile, isOnnxFolder, locateOnnxModel } from './engines/onnx.js';
+import { createOnnxEngine, isOnnxFile, isOnnxFolder, locateOnnxModel } from './engines/onnx.js';
 import { createReferenceEngine, referenceEngineFits } from './engines/reference.js';
 import { type KobestInputs, type KobestSplit, type KobestTaskName, runKobest } from './kobest/index.js';
 import { type PerplexityProtocol, planWindows, scoreWindows, type WindowScore } from './perplexity.js';
@@ -200,7 +201,7 @@ async function planModel(path: string, role: 'baseline' | 'candidate', options: 
     // The file is chosen, and its external data checked, before any model loads: an ambiguous folder or a
     // missing .onnx_data file is refused at once.
     const located = await locateOnnxModel(absolute, kind === 'onnx-folder' ? options.onnxType : undefined);
-    await checkExternalData(located.file);
+    await checkOnnxExternalData(located.file);
     return { role, path: absolute, engine, onnxFile: located.file, convert: false };
   }
   if (engine === 'llamacpp' && simulate !== undefined) {

@@ -25,7 +25,7 @@ import { type QkvLayout, reorderQkvRows } from '../gguf/names.js';
 import { readAsF32, storedQkvRowChunks, storedRowChunks, widenChunks } from '../gguf/source-rows.js';
 import { ATTENTION_FORMS, type AttentionForm, buildNeoXGraph, type GraphOptions, type InitializerSpec, type NeoXGraph, type WeightJob } from './graph.js';
 import { encodeModel, externalTensor, IR_VERSION, type TensorProto } from './proto.js';
-import { isOnnxTypeName, ONNX_TYPE_NAMES, ONNX_TYPES, type OnnxTypeName, onnxDataFileName, onnxModelFileName } from './types.js';
+import { isOnnxTypeName, ONNX_SUBFOLDER, ONNX_TYPE_NAMES, ONNX_TYPES, type OnnxTypeName, onnxDataFileName, onnxModelFileName } from './types.js';
 
 /** Float32 elements per chunk read from the checkpoint (4 MiB), as the GGUF converter reads them. */
 export const CHUNK_ELEMENTS = 1 << 20;
@@ -61,6 +61,12 @@ export interface ConvertToOnnxOptions {
   readonly asymmetric?: boolean | undefined;
   readonly accuracyLevel?: number | undefined;
   readonly keepHead?: boolean | undefined;
+  /** q8 as MatMulNBits bits=8 (default: per-row activation blocks, batch-invariant) or DynamicQuantizeLinear + MatMulInteger (one activation scale per call). */
+  /**
+   * q8 as MatMulNBits bits=8 (default: activations quantized per row block, so a row's logits do not
+   * depend on the rest of the batch) or DynamicQuantizeLinear + MatMulInteger (one activation scale per
+   * call: faster prefill on CPU, but batch- and cache-dependent). DESIGN-NOTES.md, "ONNX q8".
+   */
   readonly q8Format?: 'integer' | 'nbits' | undefined;
   /** Largest external data file (default 2 GiB; smaller for tests of the chunking). */
   readonly maxDataFileBytes?: number | undefined;
@@ -135,7 +141,7 @@ function resolveGraphOptions(options: ConvertToOnnxOptions): { types: OnnxTypeNa
       hint: '0 unset, 1 fp32, 2 fp16, 3 bf16, 4 int8 activations (MatMulNBits accuracy_level)',
     });
   }
-  const q8Format = options.q8Format ?? 'integer';
+  const q8Format = options.q8Format ?? 'nbits';
   if (q8Format !== 'integer' && q8Format !== 'nbits') {
     throw new PolyquantError(ERROR_CODES.USAGE, `--q8-format ${JSON.stringify(q8Format)} is not integer or nbits`);
   }
@@ -182,7 +188,7 @@ export async function convertToOnnx(modelDir: string, options: ConvertToOnnxOpti
   if (out === undefined) return plan;
 
   await writeFolderAtomically(out, options.force === true, ONNX_FOLDER_OWNERSHIP, async (temp) => {
-    await mkdir(join(temp, 'onnx'));
+    await mkdir(join(temp, ONNX_SUBFOLDER));
     await writeWeights(temp, checkpoint, graphs, models, options);
     for (const [index, { graph }] of graphs.entries()) await writeModelFile(temp, graph, models[index] as OnnxPlannedModel, checkpoint);
     await writeFolderFiles(temp, checkpoint, models, graphOptions);
@@ -448,7 +454,7 @@ async function writeWeights(
   const progress = (): void => options.onProgress?.(done, total);
   const quantized = graphs.some(({ graph }) => graph.weights.some((job) => job.encoding.kind !== 'float' || job.encoding.type === 'FLOAT16'));
   const pool = new QuantPool({ workers: quantized ? options.workers : 0 });
-  const dataFiles = graphs.map(() => new DataFiles(join(dir, 'onnx')));
+  const dataFiles = graphs.map(() => new DataFiles(join(dir, ONNX_SUBFOLDER)));
   try {
     // Each model's jobs by source tensor, with the planned initializers they fill.
     const bySource = new Map<string, { job: WeightJob; placed: Placed; files: DataFiles }[]>();

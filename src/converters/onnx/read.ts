@@ -32,7 +32,7 @@ import {
   type TensorProto,
   type ValueInfoProto,
 } from './proto.js';
-import { ONNX_TYPE_NAMES, type OnnxTypeName, onnxTypeOfFile } from './types.js';
+import { ONNX_SUBFOLDER, ONNX_TYPE_NAMES, type OnnxTypeName, onnxTypeOfFile } from './types.js';
 
 /**
  * Largest .onnx file read: protobuf refuses a message of 2 GiB or more (onnx.checker's MAXIMUM_PROTOBUF,
@@ -565,5 +565,5 @@ export async function listOnnxFiles(dir: string): Promise<OnnxModelFile[]> {
 
 /** The `onnx/*.onnx` model files of a transformers.js-style folder (none when it has no onnx/ subfolder). */
 export async function findOnnxModels(folder: string): Promise<OnnxModelFile[]> {
-  return listOnnxFiles(join(resolve(folder), 'onnx'));
+  return listOnnxFiles(join(resolve(folder), ONNX_SUBFOLDER));
 }

@@ -28,6 +28,9 @@ export interface OnnxTypeRow {
   readonly scaleType: 'f32' | 'f16';
 }
 
+/** The folder transformers.js loads decoder models from (models/modeling_utils.js, `subfolder='onnx'`; specs/onnx.md §3.2). */
+export const ONNX_SUBFOLDER = 'onnx';
+
 export const ONNX_TYPE_NAMES = ['fp32', 'fp16', 'q8', 'q4', 'q4f16'] as const;
 export type OnnxTypeName = (typeof ONNX_TYPE_NAMES)[number];
 

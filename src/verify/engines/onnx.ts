@@ -32,18 +32,19 @@
  *   CPU-only machine Dawn may find a software Vulkan adapter (lavapipe, SwiftShader — installed where our
  *   WebGPU runtime is tested) and a run there would be slow and reported as a GPU run.
  *
- * onnxruntime-node and onnx-proto are imported lazily: commands that never run an ONNX model never load
- * the native library.
+ * onnxruntime-node is imported lazily: commands that never run an ONNX model never load the native
+ * library. The graph is read and its external data checked by converters/onnx/read.ts before a session opens.
  */
 import { existsSync } from 'node:fs';
 import { readdir, stat } from 'node:fs/promises';
 import { createRequire } from 'node:module';
-import { basename, dirname, isAbsolute, join, normalize, resolve, sep } from 'node:path';
+import { basename, dirname, join, resolve, } from 'node:path';
 import type { InferenceSession, Tensor } from 'onnxruntime-node';
 import { type NeoXConfig, normaliseNeoXConfig } from '../../arch/gpt-neox.js';
-import { isOnnxTypeName, ONNX_TYPE_NAMES, type OnnxTypeName, onnxModelFileName, onnxTypeOfFile } from '../../converters/onnx/types.js';
+import { findOnnxModels, readOnnxModel } from '../../converters/onnx/read.js';
+import { isOnnxTypeName, ONNX_SUBFOLDER, ONNX_TYPE_NAMES, type OnnxTypeName, onnxModelFileName, onnxTypeOfFile } from '../../converters/onnx/types.js';
 import { ERROR_CODES, PolyquantError } from '../../errors.js';
-import { ioError, pathExists, readWholeFile } from '../../io/file.js';
+import { ioError, pathExists, } from '../../io/file.js';
 import { readJsonFile } from '../../readers/json-file.js';
 import { loadTokenizer, readTokenizerFiles, type TextTokenizer, TOKENIZER_FILE_NAMES } from '../../readers/tokenizer.js';
 import { f16ToF32Array } from '../../tensor/float.js';
@@ -53,7 +54,6 @@ import { rowMaximum, topKOfRow } from './reference-math.js';
 import { MatrixKernels, sharedMemory } from './reference-wasm.js';
 
 /** The folder transformers.js loads decoder graphs from (`subfolder = 'onnx'`, models/modeling_utils.js). */
-export const ONNX_SUBFOLDER = 'onnx';
 
 export type OnnxDevice = 'auto' | 'cpu' | 'gpu';
 export type OnnxExecutionProvider = 'cpu' | 'cuda' | 'webgpu';
@@ -103,11 +103,8 @@ export interface OnnxEngine extends Engine {
 const MAX_THREADS = 256;
 /** Past this positions lose float32 precision and the attention scores of one window run to gigabytes. */
 const MAX_CONTEXT_LENGTH = 1 << 16;
-/** protobuf's hard limit on a serialized message (specs/onnx.md §4): a larger .onnx file is not one. */
-const MAX_ONNX_FILE_BYTES = 2 ** 31 - 1;
 
 type OrtModule = typeof import('onnxruntime-node');
-type OnnxProtoModule = typeof import('onnx-proto');
 
 let ortLoad: Promise<OrtModule> | undefined;
 
@@ -131,11 +128,6 @@ function loadOrt(): Promise<OrtModule> {
   return ortLoad;
 }
 
-async function loadOnnxProto(): Promise<OnnxProtoModule['onnx']> {
-  const module = await import('onnx-proto');
-  return ((module as unknown as { default?: OnnxProtoModule }).default ?? module).onnx;
-}
-
 function message(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
 }
@@ -148,15 +140,9 @@ async function isDirectory(path: string): Promise<boolean> {
   }
 }
 
-/** The `.onnx` files of a folder's `onnx/` subfolder, sorted (none when there is no such subfolder). */
+/** The names of the `.onnx` files in a folder's `onnx/` subfolder (none when there is no such subfolder). */
 async function onnxFilesIn(dir: string): Promise<string[]> {
-  let names: string[];
-  try {
-    names = await readdir(join(dir, ONNX_SUBFOLDER));
-  } catch {
-    return [];
-  }
-  return names.filter((name) => name.toLowerCase().endsWith('.onnx')).sort();
+  return (await findOnnxModels(dir)).map((model) => model.name).sort();
 }
 
 /** Whether `path` is an ONNX folder: a folder with `onnx/*.onnx` (what `verify --engine auto` sends to this engine). */
@@ -256,143 +242,6 @@ export async function locateOnnxModel(path: string, onnxType?: OnnxTypeName): Pr
     tokenizerDir: await firstWith(TOKENIZER_FILE_NAMES.tokenizer),
     configFile: configDir === undefined ? undefined : join(configDir, 'config.json'),
   };
-}
-
-/** One external-data reference of a tensor in the graph (TensorProto.external_data; specs/onnx.md §4). */
-export interface ExternalDataReference {
-  readonly tensor: string;
-  /** The data file, absolute. */
-  readonly file: string;
-  readonly offset: number;
-  readonly length: number | undefined;
-}
-
-/** The parts of onnx-proto's decoded messages walked here. */
-interface DecodedTensor {
-  name?: string | null;
-  dataLocation?: number | null;
-  externalData?: { key?: string | null; value?: string | null }[] | null;
-}
-interface DecodedGraph {
-  initializer?: DecodedTensor[] | null;
-  sparseInitializer?: { values?: DecodedTensor | null; indices?: DecodedTensor | null }[] | null;
-  node?:
-    | {
-        opType?: string | null;
-        attribute?: { t?: DecodedTensor | null; tensors?: DecodedTensor[] | null; g?: DecodedGraph | null; graphs?: DecodedGraph[] | null }[] | null;
-      }[]
-    | null;
-}
-
-/** The op types of a graph and its subgraphs. */
-function graphOpTypes(graph: DecodedGraph, into = new Set<string>()): Set<string> {
-  for (const node of graph.node ?? []) {
-    if (node.opType) into.add(node.opType);
-    for (const attribute of node.attribute ?? []) {
-      if (attribute.g) graphOpTypes(attribute.g, into);
-      for (const sub of attribute.graphs ?? []) graphOpTypes(sub, into);
-    }
-  }
-  return into;
-}
-
-/** Every tensor of a graph and its subgraphs (If/Loop/Scan bodies, Constant attributes). */
-function* graphTensors(graph: DecodedGraph): Generator<DecodedTensor> {
-  yield* graph.initializer ?? [];
-  for (const sparse of graph.sparseInitializer ?? []) {
-    if (sparse.values) yield sparse.values;
-    if (sparse.indices) yield sparse.indices;
-  }
-  for (const node of graph.node ?? []) {
-    for (const attribute of node.attribute ?? []) {
-      if (attribute.t) yield attribute.t;
-      yield* attribute.tensors ?? [];
-      if (attribute.g) yield* graphTensors(attribute.g);
-      for (const sub of attribute.graphs ?? []) yield* graphTensors(sub);
-    }
-  }
-}
-
-const EXTERNAL = 1; // TensorProto.DataLocation.EXTERNAL
-
-/** Reads and decodes a .onnx file's ModelProto graph (onnx-proto), as our error type on bad bytes. */
-async function decodeGraph(file: string): Promise<DecodedGraph> {
-  const bytes = await readWholeFile(file, 'ONNX model file', MAX_ONNX_FILE_BYTES);
-  const onnx = await loadOnnxProto();
-  let graph: DecodedGraph | undefined;
-  try {
-    graph = (onnx.ModelProto.decode(bytes).graph ?? undefined) as DecodedGraph | undefined;
-  } catch (error) {
-    throw new PolyquantError(ERROR_CODES.MALFORMED, `not an ONNX model (the protobuf does not decode: ${message(error)})`, { file, cause: error });
-  }
-  if (graph === undefined) throw new PolyquantError(ERROR_CODES.MALFORMED, 'the ONNX model has no graph', { file });
-  return graph;
-}
-
-/**
- * Checks, before onnxruntime sees the file, that every external-data file the graph's tensors name exists
- * beside it and is long enough for their byte ranges: onnxruntime's own error for a missing one is a path
- * validation message that does not say which file to look for. Locations must be relative and stay inside
- * the model's folder (as onnxruntime requires). Returns the references, in graph order.
- */
-export async function checkExternalData(onnxPath: string): Promise<ExternalDataReference[]> {
-  const file = resolve(onnxPath);
-  return externalDataOf(file, await decodeGraph(file));
-}
-
-async function externalDataOf(file: string, graph: DecodedGraph): Promise<ExternalDataReference[]> {
-  const dir = dirname(file);
-  const references: ExternalDataReference[] = [];
-  const sizes = new Map<string, number | undefined>();
-  for (const tensor of graphTensors(graph)) {
-    if (tensor.dataLocation !== EXTERNAL) continue;
-    const name = tensor.name ?? '';
-    const entries = new Map((tensor.externalData ?? []).map((entry) => [entry.key ?? '', entry.value ?? '']));
-    const location = entries.get('location');
-    if (location === undefined || location === '') {
-      throw new PolyquantError(ERROR_CODES.MALFORMED, 'the tensor is stored externally but names no location', { file, tensor: name });
-    }
-    const normalised = normalize(location);
-    if (isAbsolute(location) || normalised === '..' || normalised.startsWith(`..${sep}`)) {
-      throw new PolyquantError(ERROR_CODES.UNSAFE, `external data location ${JSON.stringify(location)} leaves the model's folder`, {
-        file,
-        tensor: name,
-        hint: 'locations are relative to the .onnx file and may not contain ..',
-      });
-    }
-    const offset = parseDecimal(entries.get('offset') ?? '0', 'offset', file, name);
-    const lengthText = entries.get('length');
-    const length = lengthText === undefined ? undefined : parseDecimal(lengthText, 'length', file, name);
-    const dataFile = join(dir, normalised);
-    if (!sizes.has(dataFile)) {
-      const info = await stat(dataFile).catch(() => undefined);
-      sizes.set(dataFile, info?.isFile() === true ? info.size : undefined);
-    }
-    const size = sizes.get(dataFile);
-    if (size === undefined) {
-      throw new PolyquantError(ERROR_CODES.NOT_FOUND, `the external data file ${normalised} (tensor ${name}) is missing`, {
-        file: dataFile,
-        hint: `it must sit beside ${basename(file)}; copy every ${basename(file)}_data* file along with the .onnx file`,
-      });
-    }
-    if (offset + (length ?? 0) > size) {
-      throw new PolyquantError(
-        ERROR_CODES.MALFORMED,
-        `tensor ${name} needs bytes ${offset}..${offset + (length ?? 0)} of ${normalised}, which has ${size}; the file is truncated`,
-        { file: dataFile, tensor: name },
-      );
-    }
-    references.push({ tensor: name, file: dataFile, offset, length });
-  }
-  return references;
-}
-
-function parseDecimal(text: string, key: string, file: string, tensor: string): number {
-  const value = /^\d{1,16}$/.test(text) ? Number(text) : Number.NaN;
-  if (!Number.isSafeInteger(value)) {
-    throw new PolyquantError(ERROR_CODES.MALFORMED, `external data ${key} ${JSON.stringify(text)} is not a non-negative integer`, { file, tensor });
-  }
-  return value;
 }
 
 /** What the engine reads from the session's metadata: the graph's side of the contract in the file comment. */
@@ -564,11 +413,9 @@ export async function createOnnxEngine(path: string, options: OnnxEngineOptions 
     });
   }
   const tokenizerFiles = await readTokenizerFiles(location.tokenizerDir);
-  // Our checks first: a missing data file becomes an error naming it.
-  const graph = await decodeGraph(file);
-  await externalDataOf(file, graph);
-  const opTypes = graphOpTypes(graph);
-  const callDependent = [...CALL_DEPENDENT_OPS].filter((op) => opTypes.has(op));
+  // Our checks first (the validating reader): a missing or truncated data file becomes an error naming it.
+  const summary = await readOnnxModel(file);
+  const callDependent = [...CALL_DEPENDENT_OPS].filter((op) => summary.ops.some((entry) => entry.opType === op));
 
   const ort = await loadOrt();
   const { session, provider } = await openSession(ort, file, device, threads);
