@@ -141,6 +141,24 @@ function absMaxSequential(ptr: usize, n: i32): f32 {
   return amax;
 }
 
+/** The largest lane of four non-NaN floats (order-independent: no NaN, and ties are equal bits or ±0). */
+// @ts-ignore: decorator
+@inline
+export function horizontalMax(m: v128): f32 {
+  const a = f32x4.pmax(m, v128.shuffle<f32>(m, m, 2, 3, 0, 1));
+  const b = f32x4.pmax(a, v128.shuffle<f32>(a, a, 1, 0, 3, 2));
+  return f32x4.extract_lane(b, 0);
+}
+
+/** The smallest lane of four non-NaN floats (see horizontalMax). */
+// @ts-ignore: decorator
+@inline
+export function horizontalMin(m: v128): f32 {
+  const a = f32x4.pmin(m, v128.shuffle<f32>(m, m, 2, 3, 0, 1));
+  const b = f32x4.pmin(a, v128.shuffle<f32>(a, a, 1, 0, 3, 2));
+  return f32x4.extract_lane(b, 0);
+}
+
 /** First byte the host may use: everything below holds the module's static data and scratch. */
 export function heapBase(): usize {
   return __heap_base;

@@ -4,11 +4,13 @@
  * with llama-quantize's per-thread figures for comparison where known.
  *
  *   npx tsx bench/quant-kernels.ts [--rows 4096] [--cols 4096] [--types Q8_0,Q4_K] [--importance]
- *     [--budget-ms 1500] [--warm-up-ms 400] [--backend wasm|js|both]
+ *     [--budget-ms 1500] [--warm-up-ms 400] [--backend wasm|js|both] [--onnx onnx-q4-b32-sym-f32,…|none]
  *
  * Slow types run on fewer rows (a time budget per type) so the whole run stays short; the rate is per
  * parameter either way. Times are process CPU time. `--backend` picks the kernels (src/quant/wasm: the
- * WebAssembly ports where a type has one, else TypeScript); `both` prints a row for each.
+ * WebAssembly ports where a type has one, else TypeScript); `both` prints a row for each. `--onnx` adds
+ * the ONNX MatMulNBits layouts (default: those the converter writes, q4/q8/q4f16 with block 32, and an
+ * asymmetric one), quantized through the pool's entry point (`quantizeOnnxRows`).
  */
 
 import { parseArgs } from 'node:util';
@@ -23,6 +25,7 @@ import {
   rowBytes,
   setKernelBackend,
 } from '../src/quant/index.js';
+import { MATMULNBITS_LAYOUT_BY_ID, quantizeOnnxRows } from '../src/quant/onnx-layouts.js';
 
 /**
  * llama-quantize's single-thread speed (ns/param of float32 input), for the ratio column: Q8_0 and Q4_0
@@ -39,6 +42,7 @@ const { values } = parseArgs({
     'budget-ms': { type: 'string', default: '1500' },
     'warm-up-ms': { type: 'string', default: '400' },
     backend: { type: 'string', default: 'wasm' },
+    onnx: { type: 'string', default: 'onnx-q4-b32-sym-f32,onnx-q8-b32-sym-f32,onnx-q4-b32-sym-f16,onnx-q4-b32-asym-f32' },
   },
 });
 
@@ -51,6 +55,8 @@ const schemes = (values.types?.split(',') ?? GGML_TYPE_NAMES).filter((name): nam
   if (!isGgmlTypeName(name)) throw new Error(`unknown type ${name}`);
   return true;
 });
+const onnxLayouts = values.onnx === 'none' ? [] : values.onnx.split(',');
+for (const id of onnxLayouts) if (!MATMULNBITS_LAYOUT_BY_ID.has(id)) throw new Error(`unknown MatMulNBits layout ${id}`);
 
 /** A deterministic normal(0, 0.02) matrix (xorshift32 + Box–Muller); no Math.random so runs compare. */
 function normalMatrix(count: number): Float32Array {
@@ -111,6 +117,28 @@ for (const scheme of schemes) {
     setKernelBackend(backend);
     benchmark(scheme, backend);
   }
+}
+
+if (onnxLayouts.length > 0) {
+  console.log(`\nONNX MatMulNBits quantizers, single thread, ${rows}×${cols} normal(0, 0.02)`);
+  console.log('layout                 kernels  quantize MB/s  ns/param | rows timed');
+  for (const id of onnxLayouts) {
+    for (const backend of backends) {
+      setKernelBackend(backend);
+      benchmarkOnnx(id, backend);
+    }
+  }
+}
+
+function benchmarkOnnx(id: string, backend: KernelBackend): void {
+  const layout = MATMULNBITS_LAYOUT_BY_ID.get(id)!;
+  if (cols % layout.blockSize !== 0) return;
+  const chunkRows = 16;
+  const quantized = measure((start, count) => {
+    quantizeOnnxRows(id, matrix.subarray(start * cols, (start + count) * cols), cols);
+  }, chunkRows);
+  const ns = quantized.nsPerParam;
+  console.log(`${id.padEnd(22)} ${backend.padEnd(8)} ${(4000 / ns).toFixed(1).padStart(13)} ${ns.toFixed(2).padStart(9)} | ${quantized.rowsDone}`);
 }
 
 function benchmark(scheme: GgmlTypeName, backend: KernelBackend): void {

@@ -1,5 +1,6 @@
-import { describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { ERROR_CODES, PolyquantError } from '../src/errors.js';
+import { type KernelBackend, setKernelBackend } from '../src/quant/index.js';
 import { quantizeRowQ4_0 } from '../src/quant/legacy.js';
 import {
   createMatMulNBitsTensor,
@@ -26,6 +27,17 @@ import { f16ToF32, f32ToF16 } from '../src/tensor/float.js';
 import { bitsFromFloat, createRandom, floatFromBits } from './helpers/quant-random.js';
 
 // ------------------------------------------------------------------------------------------ helpers
+
+/**
+ * The MatMulNBits kernel tests run on both kernels: the WebAssembly port (assembly/onnx.ts, used when K is
+ * a multiple of the block) and the TypeScript reference.
+ */
+const KERNEL_BACKENDS: readonly KernelBackend[] = ['wasm', 'js'];
+
+function useBackend(backend: KernelBackend): void {
+  beforeEach(() => setKernelBackend(backend));
+  afterEach(() => setKernelBackend('wasm'));
+}
 
 function hex(bytes: ArrayLike<number>): string {
   return Array.from(bytes, (byte) => (byte & 0xff).toString(16).padStart(2, '0')).join('');
@@ -195,197 +207,202 @@ describe('MatMulInteger layout table', () => {
 
 // ------------------------------------------------------------------------------ hand-computed 4-bit
 
-describe('MatMulNBits 4-bit symmetric (MLAS range2scale)', () => {
-  it('quantizes a hand-computed row: scale −(negative extreme)/8, roundf ties away from zero, levels clamped to 15', () => {
-    // x_j = (j − 16)/4: the extreme is −4 (j = 0), so scale = 4/8 = 0.5 and level = roundf(2·x + 8) = roundf(j/2):
-    // odd j are ties that go up (round-half-even would give 0, 2, 2, 4 …); j = 31 gives 16 → 15.
-    const weight = Float32Array.from({ length: 32 }, (_, j) => (j - 16) / 4);
-    const tensor = quantizeMatMulNBits(weight, 1, 32, 'onnx-q4-b32-sym-f32');
-    expect(hex(tensor.B), 'B').toBe('102132435465768798a9bacbdcedfeff');
-    expect(Array.from(tensor.scales)).toEqual([0.5]);
-    expect(tensor.zeroPoints).toBeUndefined();
-  });
+describe.each(KERNEL_BACKENDS)('with the %s kernels', (backend) => {
+  useBackend(backend);
 
-  it('gives a negative scale when the largest magnitude is positive (the extreme always lands on level 0)', () => {
-    const tensor = quantizeMatMulNBits(row(16, { 0: 2, 1: -1, 2: 0.5 }), 1, 16, 'onnx-q4-b16-sym-f32');
-    // scale = −2/8 = −0.25, 1/scale = −4: 2 → 0, −1 → 12, 0.5 → 6, 0 → 8.
-    expect(Array.from(tensor.scales)).toEqual([-0.25]);
-    expect(hex(tensor.B), 'B').toBe('c086888888888888');
-    expect(Array.from(dequantizeMatMulNBits(tensor).subarray(0, 3))).toEqual([2, -1, 0.5]);
-  });
+  describe('MatMulNBits 4-bit symmetric (MLAS range2scale)', () => {
+    it('quantizes a hand-computed row: scale −(negative extreme)/8, roundf ties away from zero, levels clamped to 15', () => {
+      // x_j = (j − 16)/4: the extreme is −4 (j = 0), so scale = 4/8 = 0.5 and level = roundf(2·x + 8) = roundf(j/2):
+      // odd j are ties that go up (round-half-even would give 0, 2, 2, 4 …); j = 31 gives 16 → 15.
+      const weight = Float32Array.from({ length: 32 }, (_, j) => (j - 16) / 4);
+      const tensor = quantizeMatMulNBits(weight, 1, 32, 'onnx-q4-b32-sym-f32');
+      expect(hex(tensor.B), 'B').toBe('102132435465768798a9bacbdcedfeff');
+      expect(Array.from(tensor.scales)).toEqual([0.5]);
+      expect(tensor.zeroPoints).toBeUndefined();
+    });
 
-  it('picks the negative end when +a and −a tie for the largest magnitude', () => {
-    const tensor = quantizeMatMulNBits(row(16, { 0: 1, 1: -1 }), 1, 16, 'onnx-q4-b16-sym-f32');
-    // fabsf(max) > fabsf(min) is false on a tie, so max = min = −1 and scale = +1/8: 1 → 16 → 15, −1 → 0.
-    expect(Array.from(tensor.scales)).toEqual([0.125]);
-    expect(hex(tensor.B), 'B').toBe('0f88888888888888');
-  });
+    it('gives a negative scale when the largest magnitude is positive (the extreme always lands on level 0)', () => {
+      const tensor = quantizeMatMulNBits(row(16, { 0: 2, 1: -1, 2: 0.5 }), 1, 16, 'onnx-q4-b16-sym-f32');
+      // scale = −2/8 = −0.25, 1/scale = −4: 2 → 0, −1 → 12, 0.5 → 6, 0 → 8.
+      expect(Array.from(tensor.scales)).toEqual([-0.25]);
+      expect(hex(tensor.B), 'B').toBe('c086888888888888');
+      expect(Array.from(dequantizeMatMulNBits(tensor).subarray(0, 3))).toEqual([2, -1, 0.5]);
+    });
 
-  it('stores −0 for an all-zero block and writes the zero level, with no NaN anywhere', () => {
-    const tensor = quantizeMatMulNBits(new Float32Array(64), 1, 64, 'onnx-q4-b32-sym-f32');
-    expect(Array.from(tensor.scales as Float32Array, (scale) => bitsFromFloat(scale).toString(16))).toEqual(['80000000', '80000000']);
-    expect(hex(tensor.B), 'B').toBe('88'.repeat(32));
-    const values = dequantizeMatMulNBits(tensor);
-    expect(values.every((value) => value === 0)).toBe(true);
-  });
+    it('picks the negative end when +a and −a tie for the largest magnitude', () => {
+      const tensor = quantizeMatMulNBits(row(16, { 0: 1, 1: -1 }), 1, 16, 'onnx-q4-b16-sym-f32');
+      // fabsf(max) > fabsf(min) is false on a tie, so max = min = −1 and scale = +1/8: 1 → 16 → 15, −1 → 0.
+      expect(Array.from(tensor.scales)).toEqual([0.125]);
+      expect(hex(tensor.B), 'B').toBe('0f88888888888888');
+    });
 
-  it('quantizes against the rounded fp16 scale, after rounding the weights to fp16', () => {
-    // −0.3 becomes fp16 −0.300048828125, so scale = 0.0375061035… exactly (bits 0x28cd). With it,
-    // 0.09375 · (1/scale) + 8 = 10.4996 → 10; the unrounded scale 0.0375 would have given 10.5 → 11.
-    const tensor = quantizeMatMulNBits(row(16, { 0: -0.3, 1: 0.09375 }), 1, 16, 'onnx-q4-b16-sym-f16');
-    expect(tensor.scales).toBeInstanceOf(Uint16Array);
-    expect(tensor.scales[0]!.toString(16)).toBe('28cd');
-    expect(hex(tensor.B), 'B').toBe('a088888888888888');
-    expect(matMulNBitsScale(tensor, 0, 0)).toBe(0.037506103515625);
-  });
-
-  it('leaves the padding of a short last block zero, as np.zeros left it (K = 40, block 32)', () => {
-    const weight = row(40, { 0: -4, 1: 1, 32: -1, 33: 0.5 });
-    const tensor = quantizeMatMulNBits(weight, 1, 40, 'onnx-q4-b32-sym-f32');
-    expect(tensor.kBlocks).toBe(2);
-    // Block 1 holds 8 weights: −1 → 0, 0.5 → 12, zeros → 8; the 12 bytes for k ≥ 40 stay 0.
-    expect(blockHex(tensor, 0, 1), 'block 1').toBe(`c0888888${'00'.repeat(12)}`);
-    expect(Array.from(tensor.scales)).toEqual([0.5, 0.125]);
-  });
-
-  it('packs the level of element K−2 into the unused nibble after an odd K, as MLAS does with its stale vi[1]', () => {
-    // K = 49, block 16: element 48 is alone in block 3 and pairs with a padding slot. 48 is not the start
-    // of a 32-row thread block, so MLAS packs vi[1] from the previous pair: the level of element 47.
-    const weight = row(49, { 32: -1, 47: 0.5, 48: 3 });
-    const tensor = quantizeMatMulNBits(weight, 1, 49, 'onnx-q4-b16-sym-f32');
-    expect(levelAt(tensor, 0, 47)).toBe(12);
-    expect(blockHex(tensor, 0, 3), 'block 3').toBe(`c0${'00'.repeat(7)}`);
-    // K = 65: element 64 starts thread block 2, where vi is fresh zeros.
-    const fresh = quantizeMatMulNBits(row(65, { 48: -1, 63: 0.5, 64: 3 }), 1, 65, 'onnx-q4-b16-sym-f32');
-    expect(levelAt(fresh, 0, 63)).toBe(12);
-    expect(blockHex(fresh, 0, 4), 'block 4').toBe('00'.repeat(8));
-  });
-});
-
-describe('MatMulNBits 4-bit asymmetric (MLAS range2scalezp)', () => {
-  it('quantizes a hand-computed block with its zero point', () => {
-    // min −3, max 4.5: scale = 7.5/15 = 0.5, zp = roundf(3/0.5) = 6, level = roundf(2·x + 6):
-    // −3 → 0, 4.5 → 15, 0.25 → 6.5 → 7, −0.25 → 5.5 → 6 (both ties away from zero), 0 → 6.
-    const tensor = quantizeMatMulNBits(row(16, { 0: -3, 1: 4.5, 2: 0.25, 3: -0.25 }), 1, 16, 'onnx-q4-b16-asym-f32');
-    expect(Array.from(tensor.scales)).toEqual([0.5]);
-    expect(hex(tensor.B), 'B').toBe('f067666666666666');
-    // One block: its zero point in the low nibble; the high nibble is MLAS's kMid filler, 8.
-    expect(hex(tensor.zeroPoints!), 'zero points').toBe('86');
-  });
-
-  it('packs two zero points per byte, low nibble first, and fills an odd count with 8', () => {
-    const weight = row(48, { 0: -3, 1: 4.5, 16: 1.5, 32: -1.5 });
-    const tensor = quantizeMatMulNBits(weight, 1, 48, 'onnx-q4-b16-asym-f32');
-    // Block 0: zp 6. Block 1 (all ≥ 0): min clamps to 0, zp 0. Block 2 (all ≤ 0): zp = 1.5/0.1 → 15.
-    expect([0, 1, 2].map((block) => matMulNBitsZeroPoint(tensor, 0, block))).toEqual([6, 0, 15]);
-    expect(hex(tensor.zeroPoints!), 'zero points').toBe('068f');
-  });
-
-  it('gives an all-zero block scale 0 and zero point 0', () => {
-    const tensor = quantizeMatMulNBits(new Float32Array(16), 1, 16, 'onnx-q4-b16-asym-f16');
-    expect(Array.from(tensor.scales)).toEqual([0]);
-    expect(hex(tensor.zeroPoints!)).toBe('80');
-    expect(hex(tensor.B)).toBe('00'.repeat(8));
-    expect(Array.from(dequantizeMatMulNBits(tensor)).every((value) => value === 0)).toBe(true);
-  });
-});
-
-describe('MatMulNBits 8-bit', () => {
-  it('quantizes a hand-computed symmetric block: scale −(extreme)/128, levels around 128', () => {
-    // ±2 tie → extreme −2, scale 2/128 = 1/64: 127/64 → 255; 2 → 256 → 255; 0.5/64 → 128.5 → 129; −0.5/64 → 127.5 → 128.
-    const tensor = quantizeMatMulNBits(
-      row(16, { 0: -2, 1: 127 / 64, 2: 2, 3: 0.5 / 64, 4: -0.5 / 64 }),
-      1,
-      16,
-      'onnx-q8-b16-sym-f32',
-    );
-    expect(Array.from(tensor.scales)).toEqual([0.015625]);
-    expect(hex(tensor.B), 'B').toBe(`00ffff8180${'80'.repeat(11)}`);
-  });
-
-  it('quantizes a hand-computed asymmetric block with one zero-point byte per block', () => {
-    // min −0.5, max 1.4921875: scale = 1.9921875/255 = 1/128, zp = roundf(64) = 64, level = roundf(128·x + 64).
-    const tensor = quantizeMatMulNBits(row(16, { 0: -0.5, 1: 1.4921875, 2: 1.5 / 128, 3: 2.5 / 128 }), 1, 16, 'onnx-q8-b16-asym-f32');
-    expect(Array.from(tensor.scales)).toEqual([0.0078125]);
-    expect(hex(tensor.B), 'B').toBe(`00ff4243${'40'.repeat(12)}`);
-    expect(hex(tensor.zeroPoints!)).toBe('40');
-  });
-
-  it('leaves the padding of a short last block zero (K = 20, block 16)', () => {
-    const tensor = quantizeMatMulNBits(row(20, { 16: -1 }), 1, 20, 'onnx-q8-b16-sym-f32');
-    expect(blockHex(tensor, 0, 1), 'block 1').toBe(`00808080${'00'.repeat(12)}`);
-  });
-});
-
-describe('MatMulNBits nibble and element order', () => {
-  it('puts element 2i in the low nibble and element 2i+1 in the high nibble of byte i (runtimes.md §1)', () => {
-    const levels = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0];
-    const weight = Float32Array.from(levels, (level) => (level - 8) / 2); // extreme −4 → scale 0.5, level = 2x + 8
-    const tensor = quantizeMatMulNBits(weight, 1, 32, 'onnx-q4-b32-sym-f32');
-    for (let i = 0; i < 16; i++) {
-      expect(tensor.B[i]! & 0x0f, `low nibble of byte ${i}`).toBe(levels[2 * i]);
-      expect(tensor.B[i]! >> 4, `high nibble of byte ${i}`).toBe(levels[2 * i + 1]);
-    }
-    expect(hex(tensor.B.subarray(0, 2))).toBe('1032');
-  });
-
-  it('orders B as [N, kBlocks, blob] and scales as [N·kBlocks], row by row', () => {
-    const weight = new Float32Array(2 * 64);
-    weight[0] = -8; // row 0 block 0 → scale 1
-    weight[32] = -16; // row 0 block 1 → scale 2
-    weight[64] = -4; // row 1 block 0 → scale 0.5
-    weight[96] = -2; // row 1 block 1 → scale 0.25
-    weight[97] = 0.25; // row 1 block 1, element 1 → level 9
-    const tensor = quantizeMatMulNBits(weight, 2, 64, 'onnx-q4-b32-sym-f32');
-    expect(Array.from(tensor.scales)).toEqual([1, 2, 0.5, 0.25]);
-    expect(tensor.B[3 * 16]!.toString(16)).toBe('90');
-  });
-
-  it('writes the same bytes when the weight is streamed in row chunks', () => {
-    const random = createRandom(11);
-    const weight = Float32Array.from({ length: 5 * 70 }, () => random.normal());
-    const whole = quantizeMatMulNBits(weight, 5, 70, 'onnx-q4-b32-asym-f16');
-    const chunked = createMatMulNBitsTensor('onnx-q4-b32-asym-f16', 5, 70);
-    quantizeMatMulNBitsRowsInto(chunked, weight.subarray(0, 140), 0);
-    quantizeMatMulNBitsRowsInto(chunked, weight.subarray(140), 2);
-    expect(hex(chunked.B)).toBe(hex(whole.B));
-    expect(Array.from(chunked.scales)).toEqual(Array.from(whole.scales));
-    expect(hex(chunked.zeroPoints!)).toBe(hex(whole.zeroPoints!));
-  });
-});
-
-// ---------------------------------------------------------------------------------------- round trips
-
-describe('MatMulNBits round trips', () => {
-  const random = createRandom(20240611);
-  for (const layout of MATMULNBITS_LAYOUTS) {
-    it(`dequantizes ${layout.id} to within half a step (a whole step at the clamped levels)`, () => {
-      const N = 3;
-      const K = 200; // not a multiple of 16·k: every block size has a short last block
-      const weight = Float32Array.from({ length: N * K }, (_, index) => {
-        const value = random.normal() * 0.05;
-        return index % 37 === 5 ? value * 40 : value; // outliers
-      });
-      const tensor = quantizeMatMulNBits(weight, N, K, layout.id);
+    it('stores −0 for an all-zero block and writes the zero level, with no NaN anywhere', () => {
+      const tensor = quantizeMatMulNBits(new Float32Array(64), 1, 64, 'onnx-q4-b32-sym-f32');
+      expect(Array.from(tensor.scales as Float32Array, (scale) => bitsFromFloat(scale).toString(16))).toEqual(['80000000', '80000000']);
+      expect(hex(tensor.B), 'B').toBe('88'.repeat(32));
       const values = dequantizeMatMulNBits(tensor);
-      const { maxLevel } = MATMULNBITS_BIT_WIDTHS[layout.bits];
-      for (let n = 0; n < N; n++) {
-        for (let k = 0; k < K; k++) {
-          const block = Math.floor(k / layout.blockSize);
-          const scale = Math.abs(matMulNBitsScale(tensor, n, block));
-          const level = levelAt(tensor, n, k);
-          // What the quantizer saw: the fp16 layouts read the weight as fp16 first.
-          const seen = layout.scaleType === 'f16' ? f16ToF32(f32ToF16(weight[n * K + k]!)) : weight[n * K + k]!;
-          const steps = level === 0 || level === maxLevel ? 1 : 0.5;
-          const bound = scale * steps * (1 + 2 ** -10) + 1e-30;
-          const error = Math.abs(values[n * K + k]! - seen);
-          if (error > bound) {
-            throw new Error(`${layout.id} row ${n} k ${k}: |${values[n * K + k]} − ${seen}| = ${error} > ${bound} (level ${level}, scale ${scale})`);
+      expect(values.every((value) => value === 0)).toBe(true);
+    });
+
+    it('quantizes against the rounded fp16 scale, after rounding the weights to fp16', () => {
+      // −0.3 becomes fp16 −0.300048828125, so scale = 0.0375061035… exactly (bits 0x28cd). With it,
+      // 0.09375 · (1/scale) + 8 = 10.4996 → 10; the unrounded scale 0.0375 would have given 10.5 → 11.
+      const tensor = quantizeMatMulNBits(row(16, { 0: -0.3, 1: 0.09375 }), 1, 16, 'onnx-q4-b16-sym-f16');
+      expect(tensor.scales).toBeInstanceOf(Uint16Array);
+      expect(tensor.scales[0]!.toString(16)).toBe('28cd');
+      expect(hex(tensor.B), 'B').toBe('a088888888888888');
+      expect(matMulNBitsScale(tensor, 0, 0)).toBe(0.037506103515625);
+    });
+
+    it('leaves the padding of a short last block zero, as np.zeros left it (K = 40, block 32)', () => {
+      const weight = row(40, { 0: -4, 1: 1, 32: -1, 33: 0.5 });
+      const tensor = quantizeMatMulNBits(weight, 1, 40, 'onnx-q4-b32-sym-f32');
+      expect(tensor.kBlocks).toBe(2);
+      // Block 1 holds 8 weights: −1 → 0, 0.5 → 12, zeros → 8; the 12 bytes for k ≥ 40 stay 0.
+      expect(blockHex(tensor, 0, 1), 'block 1').toBe(`c0888888${'00'.repeat(12)}`);
+      expect(Array.from(tensor.scales)).toEqual([0.5, 0.125]);
+    });
+
+    it('packs the level of element K−2 into the unused nibble after an odd K, as MLAS does with its stale vi[1]', () => {
+      // K = 49, block 16: element 48 is alone in block 3 and pairs with a padding slot. 48 is not the start
+      // of a 32-row thread block, so MLAS packs vi[1] from the previous pair: the level of element 47.
+      const weight = row(49, { 32: -1, 47: 0.5, 48: 3 });
+      const tensor = quantizeMatMulNBits(weight, 1, 49, 'onnx-q4-b16-sym-f32');
+      expect(levelAt(tensor, 0, 47)).toBe(12);
+      expect(blockHex(tensor, 0, 3), 'block 3').toBe(`c0${'00'.repeat(7)}`);
+      // K = 65: element 64 starts thread block 2, where vi is fresh zeros.
+      const fresh = quantizeMatMulNBits(row(65, { 48: -1, 63: 0.5, 64: 3 }), 1, 65, 'onnx-q4-b16-sym-f32');
+      expect(levelAt(fresh, 0, 63)).toBe(12);
+      expect(blockHex(fresh, 0, 4), 'block 4').toBe('00'.repeat(8));
+    });
+  });
+
+  describe('MatMulNBits 4-bit asymmetric (MLAS range2scalezp)', () => {
+    it('quantizes a hand-computed block with its zero point', () => {
+      // min −3, max 4.5: scale = 7.5/15 = 0.5, zp = roundf(3/0.5) = 6, level = roundf(2·x + 6):
+      // −3 → 0, 4.5 → 15, 0.25 → 6.5 → 7, −0.25 → 5.5 → 6 (both ties away from zero), 0 → 6.
+      const tensor = quantizeMatMulNBits(row(16, { 0: -3, 1: 4.5, 2: 0.25, 3: -0.25 }), 1, 16, 'onnx-q4-b16-asym-f32');
+      expect(Array.from(tensor.scales)).toEqual([0.5]);
+      expect(hex(tensor.B), 'B').toBe('f067666666666666');
+      // One block: its zero point in the low nibble; the high nibble is MLAS's kMid filler, 8.
+      expect(hex(tensor.zeroPoints!), 'zero points').toBe('86');
+    });
+
+    it('packs two zero points per byte, low nibble first, and fills an odd count with 8', () => {
+      const weight = row(48, { 0: -3, 1: 4.5, 16: 1.5, 32: -1.5 });
+      const tensor = quantizeMatMulNBits(weight, 1, 48, 'onnx-q4-b16-asym-f32');
+      // Block 0: zp 6. Block 1 (all ≥ 0): min clamps to 0, zp 0. Block 2 (all ≤ 0): zp = 1.5/0.1 → 15.
+      expect([0, 1, 2].map((block) => matMulNBitsZeroPoint(tensor, 0, block))).toEqual([6, 0, 15]);
+      expect(hex(tensor.zeroPoints!), 'zero points').toBe('068f');
+    });
+
+    it('gives an all-zero block scale 0 and zero point 0', () => {
+      const tensor = quantizeMatMulNBits(new Float32Array(16), 1, 16, 'onnx-q4-b16-asym-f16');
+      expect(Array.from(tensor.scales)).toEqual([0]);
+      expect(hex(tensor.zeroPoints!)).toBe('80');
+      expect(hex(tensor.B)).toBe('00'.repeat(8));
+      expect(Array.from(dequantizeMatMulNBits(tensor)).every((value) => value === 0)).toBe(true);
+    });
+  });
+
+  describe('MatMulNBits 8-bit', () => {
+    it('quantizes a hand-computed symmetric block: scale −(extreme)/128, levels around 128', () => {
+      // ±2 tie → extreme −2, scale 2/128 = 1/64: 127/64 → 255; 2 → 256 → 255; 0.5/64 → 128.5 → 129; −0.5/64 → 127.5 → 128.
+      const tensor = quantizeMatMulNBits(
+        row(16, { 0: -2, 1: 127 / 64, 2: 2, 3: 0.5 / 64, 4: -0.5 / 64 }),
+        1,
+        16,
+        'onnx-q8-b16-sym-f32',
+      );
+      expect(Array.from(tensor.scales)).toEqual([0.015625]);
+      expect(hex(tensor.B), 'B').toBe(`00ffff8180${'80'.repeat(11)}`);
+    });
+
+    it('quantizes a hand-computed asymmetric block with one zero-point byte per block', () => {
+      // min −0.5, max 1.4921875: scale = 1.9921875/255 = 1/128, zp = roundf(64) = 64, level = roundf(128·x + 64).
+      const tensor = quantizeMatMulNBits(row(16, { 0: -0.5, 1: 1.4921875, 2: 1.5 / 128, 3: 2.5 / 128 }), 1, 16, 'onnx-q8-b16-asym-f32');
+      expect(Array.from(tensor.scales)).toEqual([0.0078125]);
+      expect(hex(tensor.B), 'B').toBe(`00ff4243${'40'.repeat(12)}`);
+      expect(hex(tensor.zeroPoints!)).toBe('40');
+    });
+
+    it('leaves the padding of a short last block zero (K = 20, block 16)', () => {
+      const tensor = quantizeMatMulNBits(row(20, { 16: -1 }), 1, 20, 'onnx-q8-b16-sym-f32');
+      expect(blockHex(tensor, 0, 1), 'block 1').toBe(`00808080${'00'.repeat(12)}`);
+    });
+  });
+
+  describe('MatMulNBits nibble and element order', () => {
+    it('puts element 2i in the low nibble and element 2i+1 in the high nibble of byte i (runtimes.md §1)', () => {
+      const levels = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0];
+      const weight = Float32Array.from(levels, (level) => (level - 8) / 2); // extreme −4 → scale 0.5, level = 2x + 8
+      const tensor = quantizeMatMulNBits(weight, 1, 32, 'onnx-q4-b32-sym-f32');
+      for (let i = 0; i < 16; i++) {
+        expect(tensor.B[i]! & 0x0f, `low nibble of byte ${i}`).toBe(levels[2 * i]);
+        expect(tensor.B[i]! >> 4, `high nibble of byte ${i}`).toBe(levels[2 * i + 1]);
+      }
+      expect(hex(tensor.B.subarray(0, 2))).toBe('1032');
+    });
+
+    it('orders B as [N, kBlocks, blob] and scales as [N·kBlocks], row by row', () => {
+      const weight = new Float32Array(2 * 64);
+      weight[0] = -8; // row 0 block 0 → scale 1
+      weight[32] = -16; // row 0 block 1 → scale 2
+      weight[64] = -4; // row 1 block 0 → scale 0.5
+      weight[96] = -2; // row 1 block 1 → scale 0.25
+      weight[97] = 0.25; // row 1 block 1, element 1 → level 9
+      const tensor = quantizeMatMulNBits(weight, 2, 64, 'onnx-q4-b32-sym-f32');
+      expect(Array.from(tensor.scales)).toEqual([1, 2, 0.5, 0.25]);
+      expect(tensor.B[3 * 16]!.toString(16)).toBe('90');
+    });
+
+    it('writes the same bytes when the weight is streamed in row chunks', () => {
+      const random = createRandom(11);
+      const weight = Float32Array.from({ length: 5 * 70 }, () => random.normal());
+      const whole = quantizeMatMulNBits(weight, 5, 70, 'onnx-q4-b32-asym-f16');
+      const chunked = createMatMulNBitsTensor('onnx-q4-b32-asym-f16', 5, 70);
+      quantizeMatMulNBitsRowsInto(chunked, weight.subarray(0, 140), 0);
+      quantizeMatMulNBitsRowsInto(chunked, weight.subarray(140), 2);
+      expect(hex(chunked.B)).toBe(hex(whole.B));
+      expect(Array.from(chunked.scales)).toEqual(Array.from(whole.scales));
+      expect(hex(chunked.zeroPoints!)).toBe(hex(whole.zeroPoints!));
+    });
+  });
+
+  // ---------------------------------------------------------------------------------------- round trips
+
+  describe('MatMulNBits round trips', () => {
+    const random = createRandom(20240611);
+    for (const layout of MATMULNBITS_LAYOUTS) {
+      it(`dequantizes ${layout.id} to within half a step (a whole step at the clamped levels)`, () => {
+        const N = 3;
+        const K = 200; // not a multiple of 16·k: every block size has a short last block
+        const weight = Float32Array.from({ length: N * K }, (_, index) => {
+          const value = random.normal() * 0.05;
+          return index % 37 === 5 ? value * 40 : value; // outliers
+        });
+        const tensor = quantizeMatMulNBits(weight, N, K, layout.id);
+        const values = dequantizeMatMulNBits(tensor);
+        const { maxLevel } = MATMULNBITS_BIT_WIDTHS[layout.bits];
+        for (let n = 0; n < N; n++) {
+          for (let k = 0; k < K; k++) {
+            const block = Math.floor(k / layout.blockSize);
+            const scale = Math.abs(matMulNBitsScale(tensor, n, block));
+            const level = levelAt(tensor, n, k);
+            // What the quantizer saw: the fp16 layouts read the weight as fp16 first.
+            const seen = layout.scaleType === 'f16' ? f16ToF32(f32ToF16(weight[n * K + k]!)) : weight[n * K + k]!;
+            const steps = level === 0 || level === maxLevel ? 1 : 0.5;
+            const bound = scale * steps * (1 + 2 ** -10) + 1e-30;
+            const error = Math.abs(values[n * K + k]! - seen);
+            if (error > bound) {
+              throw new Error(`${layout.id} row ${n} k ${k}: |${values[n * K + k]} − ${seen}| = ${error} > ${bound} (level ${level}, scale ${scale})`);
+            }
           }
         }
-      }
-    });
-  }
+      });
+    }
+  });
+
 });
 
 // -------------------------------------------------------------------------------------- MatMulInteger
@@ -451,67 +468,71 @@ describe('MatMulInteger weights (quantize_dynamic)', () => {
 
 // -------------------------------------------------------------------------- agreement with ggml Q4_0
 
-describe('MatMulNBits 4-bit against ggml Q4_0 (specs/onnx.md §2.1)', () => {
-  /** Q4_0's 32 levels: element j in the low nibble of qs[j], element j+16 in its high nibble. */
-  function q4_0Levels(block: Uint8Array): number[] {
-    return Array.from({ length: 32 }, (_, j) => (j < 16 ? block[2 + j]! & 0x0f : block[2 + j - 16]! >> 4));
-  }
+describe.each(KERNEL_BACKENDS)('with the %s kernels', (backend) => {
+  useBackend(backend);
 
-  it('gives the same levels as Q4_0 with fp32 scales when no ±extreme tie exists, in another nibble order', () => {
-    const random = createRandom(99);
-    let compared = 0;
-    for (let trial = 0; trial < 3000; trial++) {
-      const step = Math.exp((random.next() - 0.5) * 20);
-      const weight = new Float32Array(32);
-      weight[0] = -8 * step;
-      for (let j = 1; j < 32; j++) {
-        // Half-steps plus a hair of noise, to land on and around the rounding boundaries.
-        const level = random.integer(-7, 7) + 0.5 + (trial % 2 === 0 ? 0 : (random.next() - 0.5) * 1e-6);
-        weight[j] = level * step;
+  describe('MatMulNBits 4-bit against ggml Q4_0 (specs/onnx.md §2.1)', () => {
+    /** Q4_0's 32 levels: element j in the low nibble of qs[j], element j+16 in its high nibble. */
+    function q4_0Levels(block: Uint8Array): number[] {
+      return Array.from({ length: 32 }, (_, j) => (j < 16 ? block[2 + j]! & 0x0f : block[2 + j - 16]! >> 4));
+    }
+
+    it('gives the same levels as Q4_0 with fp32 scales when no ±extreme tie exists, in another nibble order', () => {
+      const random = createRandom(99);
+      let compared = 0;
+      for (let trial = 0; trial < 3000; trial++) {
+        const step = Math.exp((random.next() - 0.5) * 20);
+        const weight = new Float32Array(32);
+        weight[0] = -8 * step;
+        for (let j = 1; j < 32; j++) {
+          // Half-steps plus a hair of noise, to land on and around the rounding boundaries.
+          const level = random.integer(-7, 7) + 0.5 + (trial % 2 === 0 ? 0 : (random.next() - 0.5) * 1e-6);
+          weight[j] = level * step;
+        }
+        const onnx = quantizeMatMulNBits(weight, 1, 32, 'onnx-q4-b32-sym-f32');
+        const ggml = new Uint8Array(18);
+        quantizeRowQ4_0(weight, 0, ggml, 0, 32, null);
+        const onnxLevels = Array.from({ length: 32 }, (_, k) => levelAt(onnx, 0, k));
+        expect(onnxLevels, `trial ${trial}`).toEqual(q4_0Levels(ggml));
+        compared++;
       }
+      expect(compared).toBe(3000);
+    });
+
+    it('differs from Q4_0 when +a and −a tie for the largest magnitude', () => {
+      const weight = row(32, { 0: 1, 1: -1 });
       const onnx = quantizeMatMulNBits(weight, 1, 32, 'onnx-q4-b32-sym-f32');
       const ggml = new Uint8Array(18);
       quantizeRowQ4_0(weight, 0, ggml, 0, 32, null);
-      const onnxLevels = Array.from({ length: 32 }, (_, k) => levelAt(onnx, 0, k));
-      expect(onnxLevels, `trial ${trial}`).toEqual(q4_0Levels(ggml));
-      compared++;
-    }
-    expect(compared).toBe(3000);
+      // Q4_0 keeps the first extreme (+1): d = −1/8, so 1 → 0 and −1 → 15. MLAS keeps −1: 1 → 15, −1 → 0.
+      expect(q4_0Levels(ggml).slice(0, 2)).toEqual([0, 15]);
+      expect([levelAt(onnx, 0, 0), levelAt(onnx, 0, 1)]).toEqual([15, 0]);
+    });
   });
 
-  it('differs from Q4_0 when +a and −a tie for the largest magnitude', () => {
-    const weight = row(32, { 0: 1, 1: -1 });
-    const onnx = quantizeMatMulNBits(weight, 1, 32, 'onnx-q4-b32-sym-f32');
-    const ggml = new Uint8Array(18);
-    quantizeRowQ4_0(weight, 0, ggml, 0, 32, null);
-    // Q4_0 keeps the first extreme (+1): d = −1/8, so 1 → 0 and −1 → 15. MLAS keeps −1: 1 → 15, −1 → 0.
-    expect(q4_0Levels(ggml).slice(0, 2)).toEqual([0, 15]);
-    expect([levelAt(onnx, 0, 0), levelAt(onnx, 0, 1)]).toEqual([15, 0]);
-  });
-});
+  // -------------------------------------------------------------------------------------------- fuzzing
 
-// -------------------------------------------------------------------------------------------- fuzzing
-
-describe('ONNX layouts on hostile floats', () => {
-  it('never throw and always write valid levels for NaN, ±inf, subnormals and huge values', () => {
-    const random = createRandom(4242);
-    const weight = Float32Array.from({ length: 4 * 96 }, () => floatFromBits(random.nextUint32()));
-    weight[1] = Number.NaN;
-    weight[2] = Number.POSITIVE_INFINITY;
-    weight[3] = Number.NEGATIVE_INFINITY;
-    weight[100] = 1e-45;
-    for (const layout of MATMULNBITS_LAYOUTS) {
-      const tensor = quantizeMatMulNBits(weight, 4, 96, layout.id);
-      const { maxLevel } = MATMULNBITS_BIT_WIDTHS[layout.bits];
-      let invalid = 0;
-      for (let n = 0; n < 4; n++) for (let k = 0; k < 96; k++) if (!(levelAt(tensor, n, k) <= maxLevel)) invalid++;
-      expect(invalid, layout.id).toBe(0);
-      expect(dequantizeMatMulNBits(tensor)).toHaveLength(4 * 96);
-    }
-    for (const layout of MATMULINTEGER_LAYOUTS) {
-      const tensor = quantizeMatMulInteger(weight, 4, 96, layout.id);
-      const invalid = Array.from(tensor.B).filter((level) => !(level >= layout.clipMin && level <= layout.clipMax));
-      expect(invalid, layout.id).toEqual([]);
-    }
+  describe('ONNX layouts on hostile floats', () => {
+    it('never throw and always write valid levels for NaN, ±inf, subnormals and huge values', () => {
+      const random = createRandom(4242);
+      const weight = Float32Array.from({ length: 4 * 96 }, () => floatFromBits(random.nextUint32()));
+      weight[1] = Number.NaN;
+      weight[2] = Number.POSITIVE_INFINITY;
+      weight[3] = Number.NEGATIVE_INFINITY;
+      weight[100] = 1e-45;
+      for (const layout of MATMULNBITS_LAYOUTS) {
+        const tensor = quantizeMatMulNBits(weight, 4, 96, layout.id);
+        const { maxLevel } = MATMULNBITS_BIT_WIDTHS[layout.bits];
+        let invalid = 0;
+        for (let n = 0; n < 4; n++) for (let k = 0; k < 96; k++) if (!(levelAt(tensor, n, k) <= maxLevel)) invalid++;
+        expect(invalid, layout.id).toBe(0);
+        expect(dequantizeMatMulNBits(tensor)).toHaveLength(4 * 96);
+      }
+      for (const layout of MATMULINTEGER_LAYOUTS) {
+        const tensor = quantizeMatMulInteger(weight, 4, 96, layout.id);
+        const invalid = Array.from(tensor.B).filter((level) => !(level >= layout.clipMin && level <= layout.clipMax));
+        expect(invalid, layout.id).toEqual([]);
+      }
+    });
   });
 });

@@ -18,6 +18,9 @@
  *    `quantize_initializer_impl` → `quant_utils.quantize_data` → `compute_scale_zp` + `quantize_nparray`
  *    (onnxruntime/python/tools/quantization/quant_utils.py).
  *
+ * The MatMulNBits kernel below is the reference; assembly/onnx.ts is its WebAssembly port (the same bytes,
+ * test/quant-wasm-onnx.test.ts), used under the wasm backend when K is a multiple of the block size.
+ *
  * MatMulNBits takes W exactly as torch stores it (row n of B is output n), so nothing is transposed;
  * MatMulInteger multiplies by B `[K, N]` (W^T), so its int8 matrix is written transposed.
  *
@@ -43,6 +46,7 @@
 import { ERROR_CODES, PolyquantError } from '../errors.js';
 import * as float from '../tensor/float.js';
 import * as common from './layout-common.js';
+import { wasmMatMulNBitsQuantizer } from './wasm/runtime.js';
 
 // Module-local aliases of the hot helpers (as legacy.ts does): under some loaders (tsx) every use of an
 // imported binding is a getter call, which keeps V8 from inlining them into the per-element loops.
@@ -363,6 +367,24 @@ function quantizeMatMulNBitsRow(tensor: MatMulNBitsTensor, src: Float32Array, sr
 }
 
 /**
+ * The WebAssembly kernel (assembly/onnx.ts: the same bytes as quantizeMatMulNBitsRow) on `rowCount` rows
+ * of `src` into rows `firstRow…` of `tensor`, when the WASM backend is chosen and K is a multiple of the
+ * block size (a short last block and an odd K keep their quirks on the TypeScript path). Returns whether it ran.
+ */
+function quantizeMatMulNBitsRowsWasm(tensor: MatMulNBitsTensor, src: Float32Array, rowCount: number, firstRow: number): boolean {
+  const { layout, K } = tensor;
+  if (K % layout.blockSize !== 0) return false;
+  const kernel = wasmMatMulNBitsQuantizer();
+  if (kernel === undefined) return false;
+  const rowBytes = matMulNBitsBytes(layout, 1, K);
+  const part = (array: ArrayBufferView, perRow: number): Uint8Array =>
+    new Uint8Array(array.buffer, array.byteOffset + firstRow * perRow, rowCount * perRow);
+  const zeroPoints = tensor.zeroPoints === undefined ? new Uint8Array(0) : part(tensor.zeroPoints, rowBytes.zeroPoints);
+  kernel(layout, rowBytes, src, 0, rowCount, K, part(tensor.B, rowBytes.B), part(tensor.scales, rowBytes.scales), zeroPoints);
+  return true;
+}
+
+/**
  * Quantizes whole rows into an existing tensor (from createMatMulNBitsTensor): `rows` holds a multiple of
  * K floats, which become rows `firstRow…` of the tensor. For streaming a weight in row chunks.
  */
@@ -372,6 +394,7 @@ export function quantizeMatMulNBitsRowsInto(tensor: MatMulNBitsTensor, rows: Flo
   const rowCount = rows.length / K;
   checkRowRange(layout.id, firstRow, rowCount, N);
   checkOutputLength(layout.id, 'B', tensor.B.length, N * tensor.kBlocks * layout.blobBytes);
+  if (quantizeMatMulNBitsRowsWasm(tensor, rows, rowCount, firstRow)) return;
   for (let row = 0; row < rowCount; row++) quantizeMatMulNBitsRow(tensor, rows, row * K, firstRow + row);
 }
 
@@ -385,6 +408,7 @@ export function quantizeMatMulNBits(
   const layout = matMulNBitsLayout(selector, K);
   checkWeightMatrix(layout.id, layout.blockSize, weight, N, K);
   const tensor = createMatMulNBitsTensor(layout.id, N, K);
+  if (quantizeMatMulNBitsRowsWasm(tensor, weight, N, 0)) return tensor;
   for (let row = 0; row < N; row++) quantizeMatMulNBitsRow(tensor, weight, row * K, row);
   return tensor;
 }
@@ -658,6 +682,17 @@ export function quantizeOnnxRows(id: string, rows: Float32Array, K: number): Uin
   let parts: Uint8Array[];
   if (nbits !== undefined) {
     checkWholeRows(nbits.id, nbits.blockSize, rows.length, K);
+    const kernel = K % nbits.blockSize === 0 ? wasmMatMulNBitsQuantizer() : undefined;
+    if (kernel !== undefined) {
+      // The WebAssembly kernel writes each part straight into its place in the chunk's output.
+      checkShape(nbits.id, nbits.blockSize, count, K);
+      const rowBytes = matMulNBitsBytes(nbits, 1, K);
+      const out = new Uint8Array(count * rowBytes.total);
+      const scalesStart = count * rowBytes.B;
+      const zeroPointsStart = scalesStart + count * rowBytes.scales;
+      kernel(nbits, rowBytes, rows, 0, count, K, out.subarray(0, scalesStart), out.subarray(scalesStart, zeroPointsStart), out.subarray(zeroPointsStart));
+      return out;
+    }
     const tensor = createMatMulNBitsTensor(nbits.id, count, K);
     for (let row = 0; row < count; row++) quantizeMatMulNBitsRow(tensor, rows, row * K, row);
     parts = [tensor.B, bytesOf(tensor.scales), ...(tensor.zeroPoints === undefined ? [] : [tensor.zeroPoints])];

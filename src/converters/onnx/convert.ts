@@ -17,12 +17,14 @@ import { ERROR_CODES, PolyquantError } from '../../errors.js';
 import { ioError, pathExists } from '../../io/file.js';
 import { checkFolderOutput, type FolderOwnership, writeFolderAtomically } from '../../io/output-folder.js';
 import { onnxChunkParts } from '../../quant/onnx-layouts.js';
-import { QuantPool } from '../../quant/pool.js';
+import { QuantPool, type RowChunk } from '../../quant/pool.js';
 import { type Checkpoint, readCheckpoint, type WeightsPreference } from '../../readers/checkpoint.js';
 import type { TensorRef } from '../../readers/tensor-ref.js';
 import { TOKENIZER_FILE_NAMES } from '../../readers/tokenizer.js';
+import { DTYPES } from '../../tensor/dtype.js';
+import { widenRows } from '../../tensor/widen.js';
 import { type QkvLayout, reorderQkvRows } from '../gguf/names.js';
-import { readAsF32, storedQkvRowChunks, storedRowChunks, widenChunks } from '../gguf/source-rows.js';
+import { readAsF32, storedQkvRowChunks, storedRowChunks } from '../gguf/source-rows.js';
 import { ATTENTION_FORMS, type AttentionForm, buildNeoXGraph, type GraphOptions, type InitializerSpec, type NeoXGraph, type WeightJob } from './graph.js';
 import { encodeModel, externalTensor, IR_VERSION, type TensorProto } from './proto.js';
 import { isOnnxTypeName, ONNX_SUBFOLDER, ONNX_TYPE_NAMES, ONNX_TYPES, type OnnxTypeName, onnxDataFileName, onnxModelFileName } from './types.js';
@@ -302,9 +304,13 @@ class DataFiles {
   }
 }
 
-/** One job of one model, consuming the source tensor's float32 row chunks. */
+/**
+ * One job of one model, consuming the source tensor's row chunks: float32, or as the checkpoint stores
+ * them, for the pool's threads to widen (the main thread reads and writes; widening every weight here
+ * made it the bottleneck of a quantized conversion).
+ */
 interface Encoder {
-  take(rows: Float32Array, firstRow: number): Promise<void>;
+  take(rows: RowChunk, firstRow: number): Promise<void>;
   finish(): Promise<void>;
 }
 
@@ -350,7 +356,7 @@ function floatEncoder(job: WeightJob, placed: Placed, files: DataFiles, pool: Qu
   return {
     async take(chunk, firstRow) {
       if (type === 'FLOAT') {
-        place(chunk, firstRow);
+        place(widenRows(chunk, target.name), firstRow);
         return;
       }
       const promise = pool.quantize({ scheme: 'F16', nPerRow: columns, tensor: target.name }, chunk);
@@ -416,7 +422,7 @@ function pooledEncoder(job: WeightJob, placed: Placed, files: DataFiles, pool: Q
   return {
     async take(chunk, firstRow) {
       // Counted before the pool takes the chunk's buffer.
-      const rows = chunk.length / K;
+      const rows = chunkElements(chunk) / K;
       const promise = pool.quantize({ scheme, nPerRow: K, tensor: placed[0]?.name }, chunk);
       promise.catch(() => undefined);
       pending.push({ promise, firstRow, rows });
@@ -487,13 +493,14 @@ async function writeWeights(
       const layout: QkvLayout = { numHeads: config.numHeads, headDim: config.headDim };
       const qkv = consumers[0]?.job.qkv === true;
       let firstRow = 0;
-      for await (const chunk of floatRows(tensor, entry.role, qkv, layout)) {
-        const rowLength = tensor.shape.length > 1 ? (tensor.shape[1] as number) : chunk.length;
+      for await (const chunk of sourceRows(tensor, entry.role, qkv, layout)) {
+        const elements = chunkElements(chunk);
+        const rowLength = tensor.shape.length > 1 ? (tensor.shape[1] as number) : elements;
         // Counted first: the pool may take the chunk's buffer (leaving it empty).
-        const rows = chunk.length / rowLength;
+        const rows = elements / rowLength;
         for (const [index, encoder] of encoders.entries()) {
           // The pool takes ownership of what it is given: every encoder but the last gets a copy.
-          await encoder.take(index === encoders.length - 1 ? chunk : chunk.slice(), firstRow);
+          await encoder.take(index === encoders.length - 1 ? chunk : copyChunk(chunk), firstRow);
         }
         firstRow += rows;
       }
@@ -505,12 +512,24 @@ async function writeWeights(
   }
 }
 
-/** A source tensor's rows as float32 chunks, fused QKV rows (and bias) in [Q; K; V] order. */
-function floatRows(tensor: TensorRef, role: NeoXTensorRole, qkv: boolean, layout: QkvLayout): AsyncIterable<Float32Array> {
+/**
+ * A source tensor's rows in chunks, fused QKV rows (and bias) in [Q; K; V] order: matrices as stored, each
+ * chunk in a fresh buffer (the pool takes it), 1-D tensors as float32.
+ */
+function sourceRows(tensor: TensorRef, role: NeoXTensorRole, qkv: boolean, layout: QkvLayout): AsyncIterable<RowChunk> {
   if (tensor.shape.length === 1) return oneChunk(tensor, role === 'qkv-bias' ? layout : undefined);
   const rowLength = tensor.shape[1] as number;
-  if (qkv) return widenChunks(storedQkvRowChunks(tensor, layout, CHUNK_ELEMENTS / (layout.headDim * rowLength)), tensor.name);
-  return widenChunks(storedRowChunks(tensor, Math.max(1, Math.floor(CHUNK_ELEMENTS / rowLength))), tensor.name);
+  if (qkv) return storedQkvRowChunks(tensor, layout, CHUNK_ELEMENTS / (layout.headDim * rowLength));
+  return storedRowChunks(tensor, Math.max(1, Math.floor(CHUNK_ELEMENTS / rowLength)));
+}
+
+function chunkElements(chunk: RowChunk): number {
+  return chunk instanceof Float32Array ? chunk.length : chunk.bytes.length / DTYPES[chunk.dtype].bytes;
+}
+
+/** A copy in its own buffer (a Node Buffer's `slice` would share the memory the pool is about to take). */
+function copyChunk(chunk: RowChunk): RowChunk {
+  return chunk instanceof Float32Array ? chunk.slice() : { dtype: chunk.dtype, bytes: new Uint8Array(chunk.bytes) };
 }
 
 async function* oneChunk(tensor: TensorRef, qkv: QkvLayout | undefined): AsyncIterable<Float32Array> {

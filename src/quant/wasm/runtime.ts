@@ -9,15 +9,19 @@
  * importance 0 for none, and `dequantize_<TYPE>(src, dst, rows, n)`. A type without an export runs
  * its TypeScript kernel; both give identical bytes (test/quant-wasm.test.ts).
  *
+ * The ONNX MatMulNBits quantizer has its own export, `quantize_matmulnbits` (assembly/onnx.ts), staged
+ * the same way with three outputs (B, scales, zero points); see `wasmMatMulNBitsQuantizer`.
+ *
  * `POLYQUANT_KERNELS=js` (or `setKernelBackend('js')`) forces the TypeScript kernels everywhere.
  */
 
 import type { GgmlTypeInfo } from '../ggml-types.js';
 import { WASM_BASE64 as KQUANTS } from './kquants.generated.js';
 import { WASM_BASE64 as LEGACY } from './legacy.generated.js';
+import { WASM_BASE64 as ONNX } from './onnx.generated.js';
 
 /** The kernel modules (scripts/build-wasm.ts's entries), base64-encoded. */
-const WASM_MODULES: Readonly<Record<string, string>> = { legacy: LEGACY, kquants: KQUANTS };
+const WASM_MODULES: Readonly<Record<string, string>> = { legacy: LEGACY, kquants: KQUANTS, onnx: ONNX };
 
 export type KernelBackend = 'wasm' | 'js';
 
@@ -204,4 +208,88 @@ function makeDequantizer(moduleName: string, exportName: string, info: GgmlTypeI
       out.set(floats.subarray(dstPtr >>> 2, (dstPtr >>> 2) + count * nPerRow), outOffset + row * nPerRow);
     }
   };
+}
+
+/** The layout fields the MatMulNBits kernel takes (onnx-layouts.ts `MatMulNBitsLayout`). */
+export interface MatMulNBitsKernelLayout {
+  readonly bits: 4 | 8;
+  readonly blockSize: number;
+  readonly symmetric: boolean;
+  readonly scaleType: 'f32' | 'f16';
+}
+
+/** Bytes of each output part per row of K elements (from onnx-layouts.ts's table). */
+export interface MatMulNBitsRowBytes {
+  readonly B: number;
+  readonly scales: number;
+  readonly zeroPoints: number;
+}
+
+/**
+ * Quantizes `rows` rows of K floats (from float `srcOffset`; K a multiple of the block size) into the
+ * three parts, each written from its array's start: B, the scales' bytes, the zero points (empty when
+ * symmetric).
+ */
+export type MatMulNBitsRowsQuantizer = (
+  layout: MatMulNBitsKernelLayout,
+  rowBytes: MatMulNBitsRowBytes,
+  src: Float32Array,
+  srcOffset: number,
+  rows: number,
+  K: number,
+  B: Uint8Array,
+  scales: Uint8Array,
+  zeroPoints: Uint8Array,
+) => void;
+
+type MatMulNBitsExport = (
+  src: number,
+  B: number,
+  scales: number,
+  zeroPoints: number,
+  rows: number,
+  K: number,
+  bits: number,
+  blockSize: number,
+  symmetric: number,
+  halfScales: number,
+) => void;
+
+let matMulNBitsQuantizer: MatMulNBitsRowsQuantizer | undefined;
+
+/**
+ * The WebAssembly MatMulNBits quantizer (assembly/onnx.ts, byte-identical to onnx-layouts.ts's
+ * TypeScript kernel for K a multiple of the block size), or undefined under the JS backend. Memory:
+ * [statics | input staging | B | scales | zero points], at most STAGING_BYTES of input per call; the
+ * kernel may overwrite its staged input (fp16 rounding in place).
+ */
+export function wasmMatMulNBitsQuantizer(): MatMulNBitsRowsQuantizer | undefined {
+  if (backend !== 'wasm') return undefined;
+  matMulNBitsQuantizer ??= (layout, rowBytes, src, srcOffset, rows, K, B, scales, zeroPoints) => {
+    const module = instance('onnx');
+    const kernel = module.exports['quantize_matmulnbits'] as MatMulNBitsExport;
+    const chunkRows = Math.max(1, Math.floor(STAGING_BYTES / (K * 4)));
+    const srcPtr = module.heapBase;
+    const bPtr = alignUp(srcPtr + chunkRows * K * 4, 16);
+    const scalesPtr = alignUp(bPtr + chunkRows * rowBytes.B, 16);
+    const zeroPointsPtr = alignUp(scalesPtr + chunkRows * rowBytes.scales, 16);
+    reserve(module, zeroPointsPtr + chunkRows * rowBytes.zeroPoints);
+    const buffer = module.memory.buffer;
+    const floats = new Float32Array(buffer);
+    const bytes = new Uint8Array(buffer);
+    const symmetric = layout.symmetric ? 1 : 0;
+    const halfScales = layout.scaleType === 'f16' ? 1 : 0;
+    for (let row = 0; row < rows; row += chunkRows) {
+      const count = Math.min(chunkRows, rows - row);
+      const from = srcOffset + row * K;
+      floats.set(src.subarray(from, from + count * K), srcPtr >>> 2);
+      kernel(srcPtr, bPtr, scalesPtr, zeroPointsPtr, count, K, layout.bits, layout.blockSize, symmetric, halfScales);
+      B.set(bytes.subarray(bPtr, bPtr + count * rowBytes.B), row * rowBytes.B);
+      scales.set(bytes.subarray(scalesPtr, scalesPtr + count * rowBytes.scales), row * rowBytes.scales);
+      if (rowBytes.zeroPoints > 0) {
+        zeroPoints.set(bytes.subarray(zeroPointsPtr, zeroPointsPtr + count * rowBytes.zeroPoints), row * rowBytes.zeroPoints);
+      }
+    }
+  };
+  return matMulNBitsQuantizer;
 }
