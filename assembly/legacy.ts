@@ -14,7 +14,7 @@
  * float sum sequential in C's order; make_qx_quants runs four trials side by side, one per lane, and
  * make_qkx3_quants skips trials that provably cannot win.
  */
-import { absMax, f16BitsToF32, f32ToF16Bits, GROUP_MAX_EPS, loadF16, lowBytes, roundHalfAwayFromZeroX4, storeF16 } from './common';
+import { absMax, f16BitsToF32, f32ToF16Bits, GROUP_MAX_EPS, horizontalMax, horizontalMin, loadF16, lowBytes, roundHalfAwayFromZeroX4, storeF16 } from './common';
 
 export { heapBase } from './common';
 
@@ -89,23 +89,6 @@ function packSignedBytes(a: v128, b: v128, c: v128, d: v128): v128 {
 function nearestIntX4(value: v128): v128 {
   const shifted = f32x4.add(value, f32x4.splat(12582912.0));
   return i32x4.sub(v128.and(shifted, i32x4.splat(0x007fffff)), i32x4.splat(0x00400000));
-}
-
-/** The largest lane of four non-NaN floats (order-independent: no NaN, and ties are equal bits or ±0). */
-// @ts-ignore: decorator
-@inline
-function horizontalMax(m: v128): f32 {
-  const a = f32x4.pmax(m, v128.shuffle<f32>(m, m, 2, 3, 0, 1));
-  const b = f32x4.pmax(a, v128.shuffle<f32>(a, a, 1, 0, 3, 2));
-  return f32x4.extract_lane(b, 0);
-}
-
-// @ts-ignore: decorator
-@inline
-function horizontalMin(m: v128): f32 {
-  const a = f32x4.pmin(m, v128.shuffle<f32>(m, m, 2, 3, 0, 1));
-  const b = f32x4.pmin(a, v128.shuffle<f32>(a, a, 1, 0, 3, 2));
-  return f32x4.extract_lane(b, 0);
 }
 
 /**
