@@ -4,12 +4,15 @@ import type { OnnxDim, OnnxValueSummary } from '../converters/onnx/read.js';
 import type { GgufInspectReport } from '../inspect/gguf.js';
 import type { InspectReport } from '../inspect/hf.js';
 import { INSPECT_ONNX_SCHEMA, type OnnxInspectModel, type OnnxInspectReport, type OnnxWeightFormat } from '../inspect/onnx.js';
+import { INSPECT_WEBGPU_SCHEMA, type WebGpuInspectReport } from '../inspect/webgpu.js';
 import type { TokenizerSummary } from '../readers/tokenizer.js';
 import { formatBytes, formatCount, table } from './format.js';
 
-/** The terminal rendering of an inspect report (HF inputs; ONNX reports go to renderOnnxInspect). */
-export function renderInspect(report: InspectReport | OnnxInspectReport, options: { tensors: boolean }): string {
-  return report.schema === INSPECT_ONNX_SCHEMA ? renderOnnxInspect(report, options) : renderHfInspect(report, options);
+/** The terminal rendering of an inspect report (HF inputs; ONNX and WebGPU reports go to their own renderers). */
+export function renderInspect(report: InspectReport | OnnxInspectReport | WebGpuInspectReport, options: { tensors: boolean }): string {
+  if (report.schema === INSPECT_ONNX_SCHEMA) return renderOnnxInspect(report, options);
+  if (report.schema === INSPECT_WEBGPU_SCHEMA) return renderWebGpuInspect(report, options);
+  return renderHfInspect(report, options);
 }
 
 function renderHfInspect(report: InspectReport, options: { tensors: boolean }): string {
@@ -238,4 +241,56 @@ function groupIndexed(list: readonly OnnxValueSummary[]): string[] {
       indices.length <= 1 ? value.name : pattern.replace('{}', contiguous ? `{${indices[0]}..${indices[indices.length - 1]}}` : `{${indices.join(',')}}`);
     return `${name}  ${value.elemType} ${formatDims(value.dims)}`;
   });
+}
+
+/** A WebGPU folder: quantization, model config, manifests, shards and their hashes, records by dtype, bits per weight. */
+export function renderWebGpuInspect(report: WebGpuInspectReport, options: { tensors: boolean }): string {
+  const lines = [`${report.path}  (WebGPU folder${report.quantization === null ? '' : `, ${report.quantization}`})`];
+  const config = report.modelConfig;
+  if (config !== null) {
+    const field = (key: string): string => (config[key] === undefined ? '?' : String(config[key]));
+    lines.push(
+      `model         ${report.modelType ?? 'unknown'}: hidden ${field('hidden_size')}, layers ${field('num_hidden_layers')}, heads ${field('num_attention_heads')} (head ${field('head_dim')}), ffn ${field('intermediate_size')}, vocab ${field('vocab_size')}`,
+      `              rotary ${field('rotary_pct')} base ${field('position_embedding_base')}, context ${field('context_window_size')}, ${config['use_parallel_residual'] === false ? 'sequential' : 'parallel'} residual, ffn out ${field('ffn_out_dtype')}`,
+    );
+  }
+  const twin = { identical: 'ndarray-cache.json identical', different: 'ndarray-cache.json DIFFERS', absent: 'no ndarray-cache.json', only: 'legacy name only' }[report.legacyManifest];
+  lines.push(`manifest      ${report.manifest} (${twin}${report.b16Manifest ? ', tensor-cache-b16.json' : ''}): ${formatCount(report.records)} records`);
+  const { shards } = report;
+  const hashes = (counts: WebGpuInspectReport['shards']['sha256']): string =>
+    (['ok', 'mismatch', 'absent'] as const).filter((status) => counts[status] > 0).map((status) => `${status} ${counts[status]}`).join(', ') || '-';
+  lines.push(
+    `shards        ${shards.count} file${shards.count === 1 ? '' : 's'}, ${formatCount(shards.bytes)} bytes (${formatBytes(shards.bytes)}), largest ${formatBytes(shards.largest)}; sha256 ${hashes(shards.sha256)}; md5sum ${hashes(shards.md5)}`,
+  );
+  const bits = report.bitsPerWeight === null ? 'bits per weight unknown' : `${report.bitsPerWeight.toFixed(3)} bits per weight`;
+  const stated = typeof report.metadata['BitsPerParam'] === 'number' ? ` (manifest says ${(report.metadata['BitsPerParam'] as number).toFixed(3)})` : '';
+  lines.push(
+    `weights       ${report.parameters === null ? '?' : formatCount(report.parameters)} parameters in ${formatBytes(report.memoryBytes)} (${formatBytes(report.diskBytes)} on disk): ${bits}${stated}`,
+  );
+  if (report.tokenizerFiles.length > 0) {
+    lines.push(`tokenizer     ${report.tokenizerFiles.map((file) => `${file.name}${file.exists ? '' : ' (missing)'}`).join(', ')}`);
+  }
+  lines.push(
+    '',
+    table(
+      ['dtype', 'format', 'records', 'elements', 'bytes'],
+      report.byDtype.map((group) => [group.dtype, group.format, formatCount(group.records), formatCount(group.elements), formatCount(group.bytes)]),
+    ),
+  );
+  for (const warning of report.warnings) lines.push(`warning       ${warning}`);
+  if (options.tensors) {
+    lines.push(
+      '',
+      table(
+        ['tensor', 'dtype', 'format', 'shape', 'bytes', 'shard', 'offset'],
+        report.tensors.map((tensor) => [tensor.name, tensor.dtype, tensor.format, `[${tensor.shape.join(', ')}]`, formatCount(tensor.nbytes), tensor.dataPath, formatCount(tensor.byteOffset)]),
+      ),
+      '',
+      table(
+        ['shard', 'bytes', 'records', 'sha256', 'md5sum'],
+        shards.files.map((file) => [file.dataPath, formatCount(file.nbytes), String(file.records), file.sha256, file.md5]),
+      ),
+    );
+  }
+  return lines.join('\n');
 }

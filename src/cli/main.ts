@@ -17,6 +17,8 @@ import { writeAtomically } from '../io/file.js';
 import { checkOutputFile, type OutputFile, refuseOverwritingInputs } from '../io/output.js';
 import { modelFolderFiles } from '../readers/checkpoint.js';
 import { convertToOnnx, ONNX_ACCURACY_LEVELS, ONNX_BLOCK_SIZES } from '../converters/onnx/convert.js';
+import { convertToWebGpu } from '../converters/webgpu/convert.js';
+import { isWebGpuLayoutName, TENSOR_CACHE_STORAGES, WEBGPU_LAYOUT_NAMES } from '../quant/webgpu-layouts.js';
 import { ATTENTION_FORMS, type AttentionForm } from '../converters/onnx/graph.js';
 import { readOnnxModel } from '../converters/onnx/read.js';
 import { isOnnxTypeName, ONNX_TYPE_NAMES } from '../converters/onnx/types.js';
@@ -27,10 +29,11 @@ import { PERPLEXITY_PROTOCOLS, type PerplexityProtocol } from '../verify/perplex
 import { renderMarkdown, renderText } from '../verify/report.js';
 import { parseThreshold } from '../verify/thresholds.js';
 import { DEVICE_NAMES, type DeviceName, ENGINE_NAMES, type EngineName, verify } from '../verify/verify.js';
+import { serve } from '../serve/serve.js';
 import { renderDemo } from './demo-text.js';
 import { attachNegativeValues, integerFlag, MAX_CTX, positiveNumberFlag, shotsFlag, THREAD_FLAG_RANGE } from './flags.js';
 import { table } from './format.js';
-import { renderOnnxConversionPlan } from './convert-text.js';
+import { renderOnnxConversionPlan, renderWebGpuConversionPlan } from './convert-text.js';
 import { renderConversionPlan, renderGgufInspect, renderInspect } from './inspect-text.js';
 import { createCountProgress, createProgress } from './progress.js';
 
@@ -131,18 +134,22 @@ export async function main(argv: readonly string[], io: CliIO = processIO): Prom
     )
     .command(
       'convert <model>',
-      'Convert an HF GPT-NeoX folder to GGUF (llama-quantize\'s tensor types for each --type) or to an ONNX folder (transformers.js / onnxruntime-genai layout), streaming',
+      'Convert an HF GPT-NeoX folder to GGUF (llama-quantize\'s tensor types for each --type), to an ONNX folder (transformers.js / onnxruntime-genai layout) or to a WebGPU folder (MLC tensor cache: tensor-cache.json + params_shard_N.bin), streaming',
       (y: Argv) =>
         y
           .positional('model', { type: 'string', demandOption: true, describe: 'HF model folder' })
-          .option('to', { choices: ['gguf', 'onnx'] as const, default: 'gguf' as const, describe: 'output format (WebGPU comes later)' })
+          .option('to', { choices: ['gguf', 'onnx', 'webgpu'] as const, default: 'gguf' as const, describe: 'output format' })
           .option('type', {
             type: 'string',
             demandOption: true,
-            describe: `GGUF: one file type (${GGUF_FILE_TYPE_NAMES.join(', ')}); ONNX: one or more of ${ONNX_TYPE_NAMES.join(', ')}, comma-separated`,
+            describe: `GGUF: one file type (${GGUF_FILE_TYPE_NAMES.join(', ')}); ONNX: one or more of ${ONNX_TYPE_NAMES.join(', ')}, comma-separated; WebGPU: one or more of ${WEBGPU_LAYOUT_NAMES.join(', ')} (several: one sub-folder each)`,
           })
-          .option('out', { type: 'string', describe: 'output file (GGUF; default <model>-<type>.gguf) or folder (ONNX; default <model>-onnx) next to the model' })
-          .option('force', { type: 'boolean', default: false, describe: 'ONNX: replace an existing output folder that holds only files this converter writes' })
+          .option('out', { type: 'string', describe: 'output file (GGUF; default <model>-<type>.gguf) or folder (ONNX: default <model>-onnx; WebGPU: <model>-<type>-webgpu, or <model>-webgpu for several types) next to the model' })
+          .option('force', { type: 'boolean', default: false, describe: 'ONNX, WebGPU: replace an existing output folder that holds only files this converter writes' })
+          .option('f32-storage', {
+            choices: TENSOR_CACHE_STORAGES,
+            describe: 'WebGPU: float32 tensors written raw (default: exact, format "raw") or as bf16 (mlc_llm convert_weight\'s "f32-to-bf16" bytes)',
+          })
           .option('dry-run', { type: 'boolean', default: false, describe: 'print the plan (tensors, types, bytes) without writing' })
           .option('error', { type: 'boolean', default: false, describe: "GGUF, with --dry-run: quantize each tensor and report its error (RMSE, max, SQNR, cosine); reads the whole model" })
           .option('weights', { choices: ['auto', 'safetensors', 'bin'] as const, default: 'auto' as const })
@@ -164,6 +171,33 @@ export async function main(argv: readonly string[], io: CliIO = processIO): Prom
         const model = resolve(args.model);
         const workers = integerFlag('--workers', args.workers, THREAD_FLAG_RANGE.min, THREAD_FLAG_RANGE.max);
         const json = (value: unknown): string => `${JSON.stringify(value, (_key, item) => (typeof item === 'bigint' ? item.toString() : item), 2)}\n`;
+        if (args.to !== 'webgpu' && args['f32-storage'] !== undefined) {
+          throw new PolyquantError(ERROR_CODES.USAGE, '--f32-storage applies to --to webgpu only');
+        }
+        if (args.to === 'webgpu') {
+          for (const flag of ['error', 'imatrix', 'asymmetric', 'keep-head'] as const) {
+            if (args[flag] !== undefined && args[flag] !== false) {
+              throw new PolyquantError(ERROR_CODES.USAGE, `--${flag} does not apply to --to webgpu`);
+            }
+          }
+          const types = args.type.split(',');
+          const stem = model.replace(/[/\\]+$/, '');
+          const progress = args['dry-run'] ? undefined : createProgress('converting');
+          const plan = await convertToWebGpu(model, {
+            types,
+            out: args.out ?? (types.length === 1 ? `${stem}-${(types[0] as string).trim().toLowerCase()}-webgpu` : `${stem}-webgpu`),
+            force: args.force,
+            dryRun: args['dry-run'],
+            weights: args.weights,
+            dropExtraLayers: args['drop-extra-layers'],
+            f32Storage: args['f32-storage'],
+            ...(workers !== undefined && { workers }),
+            onProgress: progress ? (done, total) => progress.update(done, total) : undefined,
+          });
+          progress?.succeed(`wrote ${plan.out}`);
+          io.stdout(args.json ? json(plan) : `${renderWebGpuConversionPlan(plan)}\n`);
+          return;
+        }
         if (args.to === 'onnx') {
           for (const flag of ['error', 'imatrix'] as const) {
             if (args[flag] !== undefined && args[flag] !== false) {
@@ -194,7 +228,7 @@ export async function main(argv: readonly string[], io: CliIO = processIO): Prom
         const type = args.type.trim().toLowerCase();
         if (!isGgufFileType(type)) {
           throw new PolyquantError(ERROR_CODES.USAGE, `${JSON.stringify(args.type)} is not a GGUF file type`, {
-            hint: `GGUF types are ${GGUF_FILE_TYPE_NAMES.join(', ')}${isOnnxTypeName(type) ? `; ${type} is an ONNX type: add --to onnx` : ''}`,
+            hint: `GGUF types are ${GGUF_FILE_TYPE_NAMES.join(', ')}${isOnnxTypeName(type) ? `; ${type} is an ONNX type: add --to onnx` : ''}${isWebGpuLayoutName(type) ? `; ${type} is a WebGPU type: add --to webgpu` : ''}`,
           });
         }
         for (const flag of ['force', 'asymmetric', 'keep-head'] as const) {
@@ -242,12 +276,12 @@ export async function main(argv: readonly string[], io: CliIO = processIO): Prom
           .option('shots', { type: 'string', default: '0', describe: 'comma-separated shot counts, e.g. 0,5' })
           .option('split', { choices: ['train', 'validation', 'test', 'test_originated'] as const, default: 'test' as const })
           .option('limit', { type: 'string', describe: 'first N documents after the shuffle (N ≥ 1, or a fraction in (0, 1))' })
-          .option('simulate', { type: 'string', describe: 'quantize→dequantize the candidate weights: a ggml type (Q4_K) or GGUF type (q4_k_m)' })
+          .option('simulate', { type: 'string', describe: 'quantize→dequantize the candidate weights: a ggml type (Q4_K), GGUF type (q4_k_m) or WebGPU layout (q4f16_1, q8f16_pq, …)' })
           .option('engine', {
             choices: ENGINE_NAMES,
             default: 'auto' as EngineName,
             describe:
-              'auto: reference for HF folders it can hold (≈ 1 B parameters), llamacpp (node-llama-cpp) for .gguf files and, on their cached f16 GGUF, for larger HF folders, onnx (onnxruntime-node) for ONNX folders and .onnx files',
+              'auto: reference for HF folders it can hold (≈ 1 B parameters), llamacpp (node-llama-cpp) for .gguf files and, on their cached f16 GGUF, for larger HF folders, onnx (onnxruntime-node) for ONNX folders and .onnx files, webgpu (our WGSL runtime on Dawn) for WebGPU folders',
           })
           .option('onnx-type', {
             choices: ONNX_TYPE_NAMES,
@@ -255,7 +289,7 @@ export async function main(argv: readonly string[], io: CliIO = processIO): Prom
           })
           .option('cache-dir', { type: 'string', describe: 'where HF folders run by llama.cpp are converted to (default $POLYQUANT_CACHE_DIR or ~/.cache/polyquant)' })
           .option('baseline-type', { choices: ['f16', 'bf16', 'f32'] as const, default: 'f16' as const, describe: 'GGUF type an HF folder run by llama.cpp is converted to' })
-          .option('device', { choices: DEVICE_NAMES, default: 'auto' as DeviceName, describe: 'where the llamacpp and onnx engines run (gpu: fail without one)' })
+          .option('device', { choices: DEVICE_NAMES, default: 'auto' as DeviceName, describe: 'where the llamacpp, onnx and webgpu engines run (gpu: fail without one; webgpu cpu: a software adapter such as SwiftShader)' })
           .option('threads', {
             type: 'string',
             describe: `per engine: reference worker threads, llama.cpp compute threads, onnxruntime intra-op threads (${THREAD_FLAG_RANGE.min} to ${THREAD_FLAG_RANGE.max})`,
@@ -358,7 +392,23 @@ export async function main(argv: readonly string[], io: CliIO = processIO): Prom
         if (result.verdict === 'fail') exitCode = 1;
       },
     )
-    .demandCommand(1, 'name a command: demo, inspect, convert, verify, synth')
+    .command(
+      'serve <dir>',
+      'Serve the WebGPU browser page over a WebGPU folder (convert --to webgpu): the page loads the model in the browser, shows the adapter, load progress, tokens/s and a greedy continuation',
+      (y: Argv) =>
+        y
+          .positional('dir', { type: 'string', demandOption: true, describe: 'WebGPU folder (tensor-cache.json + params_shard_*.bin)' })
+          .option('port', { type: 'string', default: '8080', describe: 'TCP port (0: any free port)' })
+          .option('host', { type: 'string', default: '127.0.0.1', describe: 'address to listen on (browsers allow WebGPU on localhost; other hosts need HTTPS)' }),
+      async (args) => {
+        const port = integerFlag('--port', args.port, 0, 65535) as number;
+        const server = await serve(resolve(args.dir), { port, host: args.host });
+        io.stdout(`serving ${resolve(args.dir)} at ${server.url} (Ctrl-C stops)\n`);
+        // Runs until the process is interrupted (the CLI's signal handlers exit 130 / 143).
+        await new Promise<never>(() => {});
+      },
+    )
+    .demandCommand(1, 'name a command: demo, inspect, convert, verify, synth, serve')
     .help()
     .version();
   try {
@@ -375,7 +425,7 @@ async function writeTextFile(path: string, text: string): Promise<void> {
 
 /** Flags that take a value, which may start with `-` (a negative number, refused by the flag's own check). */
 const VALUE_FLAGS: ReadonlySet<string> = new Set(
-  ['ctx', 'stride', 'max-windows', 'limit', 'threads', 'workers', 'seed', 'shard-size', 'shots', 'max-ppl-increase', 'max-kld', 'min-top1', 'max-acc-drop', 'max-f1-drop'].map(
+  ['ctx', 'port', 'stride', 'max-windows', 'limit', 'threads', 'workers', 'seed', 'shard-size', 'shots', 'max-ppl-increase', 'max-kld', 'min-top1', 'max-acc-drop', 'max-f1-drop'].map(
     (name) => `--${name}`,
   ),
 );

@@ -5,9 +5,10 @@ import { quantizeRows } from './api.js';
 import { type StoredRows, widenRows } from '../tensor/widen.js';
 import type { GgmlTypeName } from './ggml-types.js';
 import { isOnnxChunkLayout, quantizeOnnxRows } from './onnx-layouts.js';
+import { isWebGpuChunkLayout, quantizeWebGpuChunk } from './webgpu-layouts.js';
 
 export interface QuantTask {
-  /** A ggml type, or an ONNX layout id (onnx-layouts.ts `isOnnxChunkLayout`). */
+  /** A ggml type, an ONNX layout id (onnx-layouts.ts `isOnnxChunkLayout`) or a WebGPU one (webgpu-layouts.ts `webGpuChunkLayoutId`). */
   readonly scheme: GgmlTypeName | string;
   /** Float32 rows, or stored rows this thread widens first. */
   readonly src: Float32Array | StoredRows;
@@ -41,7 +42,7 @@ export default function quantizeTask(task: QuantTask): unknown {
   }
 }
 
-/** One chunk in a ggml type or an ONNX layout (the pool's inline path calls this too). */
+/** One chunk in a ggml type, an ONNX layout or a WebGPU layout (the pool's inline path calls this too). */
 export function quantizeChunk(
   scheme: GgmlTypeName | string,
   rows: Float32Array,
@@ -50,5 +51,6 @@ export function quantizeChunk(
   tensor: string | undefined,
 ): Uint8Array {
   if (isOnnxChunkLayout(scheme)) return quantizeOnnxRows(scheme, rows, nPerRow);
+  if (isWebGpuChunkLayout(scheme)) return quantizeWebGpuChunk(scheme, rows, nPerRow);
   return quantizeRows(scheme as GgmlTypeName, rows, nPerRow, { importance, tensor });
 }

@@ -26,7 +26,7 @@ export interface QuantPoolOptions {
 }
 
 export interface QuantChunkJob {
-  /** A ggml type, or an ONNX layout id (onnx-layouts.ts `isOnnxChunkLayout`: MatMulNBits, per-channel MatMulInteger). */
+  /** A ggml type, an ONNX layout id (onnx-layouts.ts `isOnnxChunkLayout`: MatMulNBits, per-channel MatMulInteger) or a WebGPU one (webgpu-layouts.ts `webGpuChunkLayoutId`). */
   readonly scheme: GgmlTypeName | string;
   readonly nPerRow: number;
   readonly importance?: Float32Array | undefined;

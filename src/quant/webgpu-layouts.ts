@@ -27,7 +27,7 @@ import * as common from './layout-common.js';
 
 // Module-local aliases of the hot helpers (as legacy.ts does): under some loaders (tsx) every use of an
 // imported binding is a getter call, which keeps V8 from inlining them into the per-element loops.
-const { bf16ToF32, F16_TO_F32_VALUES, f32ToBf16, f32ToF16, f32ToF16Array } = float;
+const { bf16ToF32, F16_TO_F32_VALUES, f32Bits, f32ToF16, f32ToF16Array } = float;
 const { ceilDivide, checkRowRange, checkShape, checkWeightMatrix, checkWholeRows, clampLevel, roundHalfToEven } = common;
 const fround = Math.fround;
 
@@ -385,7 +385,7 @@ export function dequantizeWebGpu(tensor: WebGpuTensor, options: WebGpuDequantize
   if (tensor.kind === 'no-quant') {
     const { weight } = tensor;
     for (let i = 0; i < N * K; i++) {
-      out[i] = weight instanceof Uint16Array ? F16_TO_F32_VALUES[weight[i]!]! : onDisk ? bf16ToF32(f32ToBf16(weight[i]!)) : weight[i]!;
+      out[i] = weight instanceof Uint16Array ? F16_TO_F32_VALUES[weight[i]!]! : onDisk ? bf16ToF32(f32ToTensorCacheBf16(weight[i]!)) : weight[i]!;
     }
     return out;
   }
@@ -400,7 +400,7 @@ export function dequantizeWebGpu(tensor: WebGpuTensor, options: WebGpuDequantize
     for (let group = 0; group < groups; group++) {
       const index = row * groups + group;
       let scale = qScale instanceof Uint16Array ? F16_TO_F32_VALUES[qScale[index]!]! : qScale[index]!;
-      if (onDisk && layout.scaleFormat === 'f32-to-bf16') scale = bf16ToF32(f32ToBf16(scale));
+      if (onDisk && layout.scaleFormat === 'f32-to-bf16') scale = bf16ToF32(f32ToTensorCacheBf16(scale));
       const start = group * layout.groupSize;
       const count = Math.min(layout.groupSize, K - start);
       for (let j = 0; j < count; j++) {
@@ -417,5 +417,111 @@ export function dequantizeWebGpu(tensor: WebGpuTensor, options: WebGpuDequantize
       }
     }
   }
+  return out;
+}
+
+// ================================================================= the tensor cache's float32 storage
+
+/**
+ * How float32 tensors go to disk: `raw` (as is, `format: "raw"`, which every MLC reader accepts) or `bf16`
+ * (mlc_llm convert_weight's `f32-to-bf16`: the upper 16 bits, rounded as below). The layout table's
+ * `weightFormat` / `scaleFormat` say which tensors MLC encodes; q8f32_pq's scales stay raw either way.
+ */
+export type TensorCacheStorage = 'raw' | 'bf16';
+export const TENSOR_CACHE_STORAGES: readonly TensorCacheStorage[] = ['raw', 'bf16'];
+
+/** bf16_limit of tvmjs.py: float32 max with its low 16 bits cleared (0x7f7f0000 ≈ 3.3895e38). */
+const BF16_LIMIT_BITS = 0x7f7f0000;
+
+/**
+ * Float32 bits → bf16 bits as the tensor cache's dumper writes them (apache/tvm python/tvm/contrib/
+ * tvmjs.py `_convert_f32_to_bf16`): round to nearest even for |v| < bf16_limit, and plain truncation
+ * otherwise (values past the limit, ±inf and NaN, whose comparisons are false in numpy). This differs from
+ * ggml's conversion (tensor/float.ts) only there: ggml rounds 3.4e38 up to inf and quiets NaNs.
+ */
+export function f32BitsToTensorCacheBf16Bits(bits: number): number {
+  if ((bits & 0x7fffffff) < BF16_LIMIT_BITS) return ((bits >>> 0) + 0x7fff + ((bits >>> 16) & 1)) >>> 16;
+  return bits >>> 16;
+}
+
+/** A number rounded to float32, then to bf16 bits by the tensor cache's rule. */
+export function f32ToTensorCacheBf16(value: number): number {
+  return f32BitsToTensorCacheBf16Bits(f32Bits(value));
+}
+
+/** Float32 values → the tensor cache's bf16 bits (into `out` when given). */
+export function f32ToTensorCacheBf16Array(values: Float32Array, out: Uint16Array = new Uint16Array(values.length)): Uint16Array {
+  const bits = new Uint32Array(values.buffer, values.byteOffset, values.length);
+  for (let i = 0; i < values.length; i++) out[i] = f32BitsToTensorCacheBf16Bits(bits[i]!);
+  return out;
+}
+
+/** Whether a float32 part (`weight` / `scale`) of `layout` is stored as bf16 under `storage`. */
+export function webGpuStoresBf16(layout: WebGpuLayout, part: 'weight' | 'scale', storage: TensorCacheStorage): boolean {
+  if (storage === 'raw') return false;
+  return (part === 'weight' ? layout.weightFormat : layout.scaleFormat) === 'f32-to-bf16';
+}
+
+// ============================================================================ row chunks for the pool
+
+const CHUNK_ID = /^webgpu:([a-z0-9_]+):(raw|bf16)$/;
+
+/** The pool's id for rows of a weight in `layout`, float32 parts stored per `storage`: `webgpu:q4f32_1:raw`. */
+export function webGpuChunkLayoutId(layout: WebGpuLayoutName, storage: TensorCacheStorage): string {
+  return `webgpu:${layout}:${storage}`;
+}
+
+function parseChunkId(id: string): { layout: WebGpuLayout; storage: TensorCacheStorage } | undefined {
+  const match = CHUNK_ID.exec(id);
+  if (match === null || !isWebGpuLayoutName(match[1])) return undefined;
+  return { layout: WEBGPU_LAYOUTS[match[1]], storage: match[2] as TensorCacheStorage };
+}
+
+/** Whether `id` names a WebGPU layout the quantizer pool can produce in row chunks (webGpuChunkLayoutId). */
+export function isWebGpuChunkLayout(id: string): boolean {
+  return parseChunkId(id) !== undefined;
+}
+
+function chunkLayout(id: string): { layout: WebGpuLayout; storage: TensorCacheStorage } {
+  const parsed = parseChunkId(id);
+  if (parsed === undefined) throw new PolyquantError(ERROR_CODES.USAGE, `${JSON.stringify(id)} is not a WebGPU chunk layout (webgpu:LAYOUT:raw|bf16)`);
+  return parsed;
+}
+
+/**
+ * Bytes on disk of each record a chunk of `rows` whole rows of length K becomes, in the order they are
+ * packed: `[q_weight, q_scale]` for group layouts, `[weight]` for no-quant ones. Rows are independent, so
+ * each part is a contiguous run of its whole record.
+ */
+export function webGpuChunkParts(id: string, rows: number, K: number): number[] {
+  const { layout, storage } = chunkLayout(id);
+  return webGpuTensorSpecs(layout, 'w.weight', rows, K).map((spec, index) => {
+    const part = index === 0 ? 'weight' : 'scale';
+    return spec.dtype === 'float32' && !webGpuStoresBf16(layout, part, storage) ? spec.bytes : spec.diskBytes;
+  });
+}
+
+function bytesOf(array: ArrayBufferView): Uint8Array {
+  return new Uint8Array(array.buffer, array.byteOffset, array.byteLength);
+}
+
+/**
+ * Quantizes a chunk of whole rows of a torch `[N, K]` weight (or an embedding) in a WebGPU layout and packs
+ * its records' parts back to back as they go to disk (webGpuChunkParts): little-endian words, fp16 bits,
+ * float32 values or, where the storage encodes them, the tensor cache's bf16.
+ */
+export function quantizeWebGpuChunk(id: string, rows: Float32Array, K: number): Uint8Array {
+  const { layout, storage } = chunkLayout(id);
+  checkWholeRows(layout.name, layout.groupSize, rows.length, K);
+  const tensor = createWebGpuTensor(layout.name, rows.length / K, K);
+  quantizeWebGpuRowsInto(tensor, rows, 0);
+  const stored = (values: Uint16Array | Float32Array, part: 'weight' | 'scale'): Uint8Array =>
+    values instanceof Float32Array && webGpuStoresBf16(layout, part, storage) ? bytesOf(f32ToTensorCacheBf16Array(values)) : bytesOf(values);
+  if (tensor.kind === 'no-quant') return stored(tensor.weight, 'weight');
+  const weight = bytesOf(tensor.qWeight);
+  const scale = stored(tensor.qScale, 'scale');
+  const out = new Uint8Array(weight.length + scale.length);
+  out.set(weight, 0);
+  out.set(scale, weight.length);
   return out;
 }

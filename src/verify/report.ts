@@ -63,6 +63,8 @@ export interface ModelDescription {
   readonly device: string;
   /** With device `gpu`: the backend that ran it (node-llama-cpp's `cuda`/`vulkan`/`metal`, or llama.cpp's device name). */
   readonly gpu?: string;
+  /** The webgpu engine's adapter, e.g. "software WebGPU adapter: SwiftShader driver 5.0.0" (device cpu). */
+  readonly adapter?: string;
   /** The ggml type applied by --simulate, if any. */
   readonly simulate?: string;
   /**
@@ -72,9 +74,10 @@ export interface ModelDescription {
   readonly artifact?: { readonly file: string; readonly type: string; readonly cached: boolean; readonly seconds: number };
 }
 
-/** `cpu`, or `gpu (cuda)` with the backend that ran it. */
+/** `cpu`, or `gpu (cuda)` with the backend that ran it, or `cpu (software WebGPU adapter: …)`. */
 function deviceNote(model: ModelDescription): string {
-  return model.gpu === undefined ? model.device : `${model.device} (${model.gpu})`;
+  if (model.gpu !== undefined) return `${model.device} (${model.gpu})`;
+  return model.adapter === undefined ? model.device : `${model.device} (${model.adapter})`;
 }
 
 /** ` on f16 GGUF FILE` when the model ran from a converted file, else nothing. */

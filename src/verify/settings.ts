@@ -9,7 +9,7 @@ import { ERROR_CODES, PolyquantError } from '../errors.js';
 import { withFile } from '../io/file.js';
 import { type KobestInputs, loadKobestInputs } from './kobest/index.js';
 import { PERPLEXITY_PROTOCOLS } from './perplexity.js';
-import { simulationFileType } from './simulate.js';
+import { simulationScheme } from './simulate.js';
 
 /** The longest window any engine takes (both engines' MAX_CONTEXT_LENGTH). */
 const MAX_CTX = 1 << 16;
@@ -42,7 +42,7 @@ export async function checkVerifySettings(options: VerifySettings): Promise<Kobe
     throw new PolyquantError(ERROR_CODES.USAGE, `--stride applies only to --protocol strided, not ${protocol}`);
   }
   integer('--max-windows', options.maxWindows, 1, Number.MAX_SAFE_INTEGER);
-  if (options.simulate !== undefined) simulationFileType(options.simulate);
+  if (options.simulate !== undefined) simulationScheme(options.simulate);
   // Each text must be a readable regular file now, not after the models are loaded.
   for (const file of options.pplFiles ?? []) await withFile(file, async () => undefined);
   if (options.kobestDir === undefined) {

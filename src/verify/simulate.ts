@@ -2,6 +2,14 @@
  * Simulated quantization (`verify --simulate`): the reference engine runs on weights passed through
  * quantize → dequantize with the per-tensor types a GGUF of that type would get (llama-quantize's mixture,
  * src/quant/policy.ts), norms and biases untouched — a quality sweep without writing any file.
+ *
+ * A WebGPU layout name (q4f16_1, q4f32_1, q0f16, q0f32, q8f16_pq, q8f32_pq) simulates what
+ * `convert --to webgpu` writes with its default raw float32 storage: every tensor the layout quantizes —
+ * the four linears of each block, embed_out and embed_in (group layouts quantize both; the q0 layouts
+ * round them to their dtype) — goes through quantizeWebGpu → dequantizeWebGpu (quant/webgpu-layouts.ts),
+ * i.e. exactly the values a kernel reads from the converted file; norms and biases stay as they are. The
+ * fused QKV reorder the converter applies only moves rows, and rows are quantized independently, so the
+ * HF-layout result is the same numbers.
  */
 import type { NeoXConfig } from '../arch/gpt-neox.js';
 import { expectedTensors } from '../arch/gpt-neox.js';
@@ -10,6 +18,7 @@ import { ERROR_CODES, PolyquantError } from '../errors.js';
 import { dequantizeRows, quantizeRows } from '../quant/api.js';
 import { GGML_TYPE_NAMES, type GgmlTypeName, isGgmlTypeName } from '../quant/ggml-types.js';
 import { GGUF_FILE_TYPE_NAMES, type GgufFileType, isGgufFileType, tensorTypeFor } from '../quant/policy.js';
+import { dequantizeWebGpu, isWebGpuLayoutName, quantizeWebGpu, WEBGPU_LAYOUT_NAMES, WEBGPU_LAYOUTS, type WebGpuLayoutName } from '../quant/webgpu-layouts.js';
 import type { WeightTransform } from './engines/reference-layout.js';
 
 /**
@@ -49,15 +58,35 @@ export function simulationFileType(scheme: string): GgufFileType {
 }
 
 
+/** What `--simulate` names: a GGUF file type (from a ggml or file type name) or a WebGPU layout. */
+export type SimulationScheme = { readonly format: 'gguf'; readonly fileType: GgufFileType } | { readonly format: 'webgpu'; readonly layout: WebGpuLayoutName };
+
+/** Checks a `--simulate` value: a WebGPU layout name (any case), else what simulationFileType accepts. */
+export function simulationScheme(scheme: string): SimulationScheme {
+  const lower = scheme.trim().toLowerCase();
+  if (isWebGpuLayoutName(lower)) return { format: 'webgpu', layout: lower };
+  try {
+    return { format: 'gguf', fileType: simulationFileType(scheme) };
+  } catch (error) {
+    if (!(error instanceof PolyquantError)) throw error;
+    throw new PolyquantError(ERROR_CODES.USAGE, `--simulate ${JSON.stringify(scheme)} is not a ggml type, GGUF file type or WebGPU layout`, {
+      hint: `use one of ${[...GGML_TYPE_NAMES, ...GGUF_FILE_TYPE_NAMES, ...WEBGPU_LAYOUT_NAMES].join(', ')}`,
+    });
+  }
+}
+
 export interface Simulation {
-  readonly fileType: GgufFileType;
-  /** HF tensor name → the ggml type it is simulated in. */
-  readonly types: ReadonlyMap<string, GgmlTypeName>;
+  /** The GGUF file type or WebGPU layout simulated (what the report names). */
+  readonly fileType: GgufFileType | WebGpuLayoutName;
+  /** HF tensor name → the ggml type or WebGPU layout it is simulated in. */
+  readonly types: ReadonlyMap<string, GgmlTypeName | WebGpuLayoutName>;
   readonly transform: WeightTransform;
 }
 
 export function planSimulation(scheme: string, config: NeoXConfig): Simulation {
-  const fileType = simulationFileType(scheme);
+  const chosen = simulationScheme(scheme);
+  if (chosen.format === 'webgpu') return planWebGpuSimulation(chosen.layout, config);
+  const { fileType } = chosen;
   const types = new Map<string, GgmlTypeName>();
   for (const entry of expectedTensors(config)) {
     // The policy keys on GGUF names and ggml dims; it leaves norms and biases (1-D) unquantized.
@@ -75,4 +104,19 @@ export function planSimulation(scheme: string, config: NeoXConfig): Simulation {
     return dequantizeRows(type, quantizeRows(type, values, nPerRow, { tensor: name }), nPerRow, { tensor: name });
   };
   return { fileType, types, transform };
+}
+
+/** WebGPU layouts (see the module comment): every 2-D weight the layout stores in its own form. */
+function planWebGpuSimulation(name: WebGpuLayoutName, config: NeoXConfig): Simulation {
+  const layout = WEBGPU_LAYOUTS[name];
+  const types = new Map<string, WebGpuLayoutName>();
+  // q0f32 stores float32 weights as they are: nothing to simulate.
+  const changes = layout.kind === 'group-quant' || layout.modelDType !== 'float32';
+  for (const entry of expectedTensors(config)) if (entry.shape.length === 2 && changes) types.set(entry.name, name);
+  const transform: WeightTransform = (tensorName, values, shape) => {
+    if (!types.has(tensorName) || shape.length !== 2) return values;
+    const [N, K] = shape as [number, number];
+    return dequantizeWebGpu(quantizeWebGpu(name, values, N, K));
+  };
+  return { fileType: name, types, transform };
 }

@@ -19,6 +19,7 @@ import { createLlamaCppEngine } from './engines/llamacpp.js';
 import { nativeKlDivergence } from './engines/llamacpp-native.js';
 import { createOnnxEngine, isOnnxFile, isOnnxFolder, locateOnnxModel } from './engines/onnx.js';
 import { createReferenceEngine, referenceEngineFits } from './engines/reference.js';
+import { createWebGpuEngine, isWebGpuFolder } from './engines/webgpu.js';
 import { type KobestInputs, type KobestSplit, type KobestTaskName, runKobest } from './kobest/index.js';
 import { type PerplexityProtocol, planWindows, scoreWindows, type WindowScore } from './perplexity.js';
 import {
@@ -38,10 +39,11 @@ import { CheckList, type Thresholds } from './thresholds.js';
 
 /**
  * The `--engine` choices: `auto` picks reference for an HF folder the reference engine can hold, llamacpp
- * for a GGUF file, llamacpp on a cached f16 GGUF for a larger HF folder (baseline-cache.ts), and onnx
- * (onnxruntime-node) for an ONNX folder (one with onnx/*.onnx) or a .onnx file.
+ * for a GGUF file, llamacpp on a cached f16 GGUF for a larger HF folder (baseline-cache.ts), onnx
+ * (onnxruntime-node) for an ONNX folder (one with onnx/*.onnx) or a .onnx file, and webgpu (our WGSL runtime
+ * on Dawn) for a WebGPU folder (one with tensor-cache.json).
  */
-export const ENGINE_NAMES = ['auto', 'reference', 'llamacpp', 'onnx'] as const;
+export const ENGINE_NAMES = ['auto', 'reference', 'llamacpp', 'onnx', 'webgpu'] as const;
 export type EngineName = (typeof ENGINE_NAMES)[number];
 /** The `--device` choices; the llamacpp and onnx engines can use a GPU, the reference engine cannot. */
 export const DEVICE_NAMES = ['auto', 'cpu', 'gpu'] as const;
@@ -101,7 +103,7 @@ interface LoadedModel {
   readonly description: ModelDescription;
 }
 
-type ModelKind = 'folder' | 'onnx-folder' | 'onnx-file' | 'gguf' | 'other';
+type ModelKind = 'folder' | 'onnx-folder' | 'webgpu-folder' | 'onnx-file' | 'gguf' | 'other';
 
 /**
  * What a path holds: an HF folder, an ONNX folder (onnx/*.onnx; it may hold HF weights too), a GGUF file
@@ -114,7 +116,7 @@ async function modelKind(absolute: string, role: 'baseline' | 'candidate'): Prom
   } catch (error) {
     throw ioError(absolute, `open the ${role}`, error);
   }
-  if (isDirectory) return (await isOnnxFolder(absolute)) ? 'onnx-folder' : 'folder';
+  if (isDirectory) return (await isOnnxFolder(absolute)) ? 'onnx-folder' : (await isWebGpuFolder(absolute)) ? 'webgpu-folder' : 'folder';
   if (isOnnxFile(absolute)) return 'onnx-file';
   // A .gguf file goes to the GGUF reader whatever its bytes, so a damaged one is reported as such.
   if (extname(absolute).toLowerCase() === '.gguf') return 'gguf';
@@ -125,7 +127,7 @@ async function modelKind(absolute: string, role: 'baseline' | 'candidate'): Prom
 interface ModelPlan {
   readonly role: 'baseline' | 'candidate';
   readonly path: string;
-  readonly engine: 'reference' | 'llamacpp' | 'onnx';
+  readonly engine: 'reference' | 'llamacpp' | 'onnx' | 'webgpu';
   /** For the onnx engine: the .onnx file that runs (chosen in an ONNX folder by --onnx-type). */
   readonly onnxFile?: string;
   /** An HF folder for llama.cpp: converted to a cached GGUF first. */
@@ -148,7 +150,7 @@ async function planModel(path: string, role: 'baseline' | 'candidate', options: 
   if (!(ENGINE_NAMES as readonly string[]).includes(requested)) {
     throw new PolyquantError(ERROR_CODES.USAGE, `engine ${JSON.stringify(requested)} is not one of ${ENGINE_NAMES.join(', ')}`);
   }
-  let engine: 'reference' | 'llamacpp' | 'onnx';
+  let engine: 'reference' | 'llamacpp' | 'onnx' | 'webgpu';
   let checkpoint: Checkpoint | undefined;
   if (requested !== 'auto') {
     engine = requested;
@@ -156,18 +158,29 @@ async function planModel(path: string, role: 'baseline' | 'candidate', options: 
     engine = 'llamacpp';
   } else if (kind === 'onnx-folder' || kind === 'onnx-file') {
     engine = 'onnx';
+  } else if (kind === 'webgpu-folder') {
+    engine = 'webgpu';
   } else {
     // The reference engine is the oracle where it fits (≈ 1 B parameters); beyond, the folder's f16 GGUF in llama.cpp.
     checkpoint = await readCheckpoint(absolute);
     const fits = referenceEngineFits(checkpoint.config, { ...(options.threads !== undefined && { threads: options.threads }) });
     engine = fits || simulate !== undefined ? 'reference' : 'llamacpp';
   }
-  const kindInWords = kind === 'gguf' ? 'a GGUF file' : 'a .onnx file';
+  const kindInWords = kind === 'gguf' ? 'a GGUF file' : kind === 'webgpu-folder' ? 'a WebGPU folder' : 'a .onnx file';
   if (engine === 'reference' && kind !== 'folder' && kind !== 'onnx-folder') {
     throw new PolyquantError(ERROR_CODES.USAGE, `the reference engine runs Hugging Face folders; the ${role} is ${kindInWords}`, {
       file: absolute,
-      hint: `use --engine auto or ${kind === 'gguf' ? 'llamacpp' : 'onnx'}`,
+      hint: `use --engine auto or ${kind === 'gguf' ? 'llamacpp' : kind === 'webgpu-folder' ? 'webgpu' : 'onnx'}`,
     });
+  }
+  if (engine === 'webgpu' && kind !== 'webgpu-folder') {
+    throw new PolyquantError(ERROR_CODES.USAGE, `the webgpu engine runs WebGPU folders (tensor-cache.json); the ${role} is ${kind === 'folder' || kind === 'onnx-folder' ? 'a folder without tensor-cache.json' : kind === 'gguf' ? 'a GGUF file' : 'a .onnx file'}`, {
+      file: absolute,
+      hint: 'convert it first (polyquant convert --to webgpu --type …), or use --engine auto',
+    });
+  }
+  if (kind === 'webgpu-folder' && engine !== 'webgpu') {
+    throw new PolyquantError(ERROR_CODES.USAGE, `the ${role} is a WebGPU folder, which only the webgpu engine runs`, { file: absolute, hint: 'use --engine auto or webgpu' });
   }
   if (engine === 'llamacpp' && kind === 'onnx-file') {
     throw new PolyquantError(ERROR_CODES.USAGE, `the llamacpp engine runs GGUF files and Hugging Face folders; the ${role} is a .onnx file`, {
@@ -188,7 +201,7 @@ async function planModel(path: string, role: 'baseline' | 'candidate', options: 
   if (simulate !== undefined && kind !== 'folder' && kind !== 'onnx-folder') {
     throw new PolyquantError(ERROR_CODES.USAGE, `--simulate quantizes the weights of a Hugging Face folder; the ${role} is ${kindInWords}`, {
       file: absolute,
-      hint: `${kindInWords === 'a GGUF file' ? 'a GGUF file' : 'an ONNX model'} is already converted: verify it directly, without --simulate`,
+      hint: `${kindInWords === 'a GGUF file' ? 'a GGUF file' : kindInWords === 'a WebGPU folder' ? 'a WebGPU folder' : 'an ONNX model'} is already converted: verify it directly, without --simulate`,
     });
   }
   if (engine === 'onnx' && simulate !== undefined) {
@@ -216,6 +229,20 @@ async function planModel(path: string, role: 'baseline' | 'candidate', options: 
 async function loadModel(plan: ModelPlan, options: VerifyOptions, simulate: string | undefined): Promise<LoadedModel> {
   const { role, path } = plan;
   options.onProgress?.({ stage: 'load', model: role, path });
+  if (plan.engine === 'webgpu') {
+    const engine = await createWebGpuEngine(path, {
+      ...(options.device !== undefined && { device: options.device }),
+      ...(options.threads !== undefined && { threads: options.threads }),
+      // Perplexity alone needs windows of ctx: a cache of ctx positions, not the model's whole context.
+      ...(options.kobestDir === undefined && { contextLength: options.ctx ?? DEFAULT_CTX }),
+    });
+    const ctx = options.ctx ?? DEFAULT_CTX;
+    if (ctx > engine.trainContextLength) {
+      await engine.close();
+      throw new PolyquantError(ERROR_CODES.USAGE, `--ctx ${ctx} is longer than the model's context length ${engine.trainContextLength}`, { file: path });
+    }
+    return loaded(path, engine, {});
+  }
   if (plan.engine === 'onnx') {
     const file = plan.onnxFile ?? path;
     const engine = await createOnnxEngine(file, {
@@ -268,7 +295,12 @@ async function loadModel(plan: ModelPlan, options: VerifyOptions, simulate: stri
 function loaded(path: string, engine: Engine, extra: Pick<ModelDescription, 'simulate' | 'artifact'>): LoadedModel {
   // The GPU backend actually used (llamacpp: cuda, vulkan, … or the device name), not just "gpu".
   const gpu: unknown = (engine as Partial<{ gpu: unknown }>).gpu;
-  return { engine, description: { path, engine: engine.name, device: engine.device, ...(typeof gpu === 'string' && { gpu }), ...extra } };
+  // The webgpu engine names its adapter (a software one runs on the CPU and says so).
+  const adapter: unknown = (engine as Partial<{ adapter: unknown }>).adapter;
+  return {
+    engine,
+    description: { path, engine: engine.name, device: engine.device, ...(typeof gpu === 'string' && { gpu }), ...(typeof adapter === 'string' && { adapter }), ...extra },
+  };
 }
 
 /** The first index where two token lists differ, or −1 when they are identical. */

@@ -22,9 +22,7 @@
  *   ~1e-6 for fp16 (its kernels round differently for other row counts). Graphs with dynamic int8
  *   quantization (q8) quantize each call's activations with one scale over all of its tokens, so there
  *   every continuation runs with its context in one pass instead (see CALL_DEPENDENT_OPS).
- * - Log-softmax: each row's maximum, argmax and top-k use reference-math.ts; its Σ exp runs in the
- *   reference engine's WebAssembly kernel (double accumulation, within 2 ulp of Math.exp) on a one-row
- *   buffer the row is copied into, so a row of logits gets exactly the reference engine's log-sum-exp.
+ * - Log-softmax: row-statistics.ts, so a row of logits gets exactly the reference engine's log-sum-exp.
  * - onnxruntime-node runs a session synchronously on the JS thread (inside setImmediate): one request at a
  *   time, with `threads` intra-op threads (default: physical cores, as the llamacpp engine counts them).
  * - Devices: `cpu`; `gpu` tries the CUDA execution provider, then WebGPU, and fails with a typed error when
@@ -50,8 +48,7 @@ import { loadTokenizer, readTokenizerFiles, type TextTokenizer, TOKENIZER_FILE_N
 import { f16ToF32Array } from '../../tensor/float.js';
 import { allocateScoreResult, type Engine, resolveScoreOptions, type ScoreOptions, type ScoreResult } from '../engine.js';
 import { defaultMathThreads } from './llamacpp.js';
-import { rowMaximum, topKOfRow } from './reference-math.js';
-import { MatrixKernels, sharedMemory } from './reference-wasm.js';
+import { RowStatistics } from './row-statistics.js';
 
 /** The folder transformers.js loads decoder graphs from (`subfolder = 'onnx'`, models/modeling_utils.js). */
 
@@ -353,39 +350,6 @@ function integerTensor(ort: OrtModule, type: 'int64' | 'int32', values: ArrayLik
 
 /** The KV cache after some tokens: one present tensor per past input name. */
 type Past = { readonly length: number; readonly tensors: ReadonlyMap<string, Tensor> };
-
-/**
- * Log-softmax statistics of a vocabulary row: the row is copied (float16 widened) into a one-row
- * WebAssembly buffer whose Σ exp(x − max) the reference engine's kernel computes in double.
- */
-class RowStatistics {
-  readonly row: Float32Array;
-  private readonly kernels: MatrixKernels;
-  private readonly kept: Uint8Array;
-
-  constructor(private readonly vocab: number) {
-    const memory = sharedMemory(Math.max(1, Math.ceil((vocab * 4) / 65536)));
-    this.kernels = new MatrixKernels(memory);
-    this.row = new Float32Array(memory.buffer, 0, vocab);
-    this.kept = new Uint8Array(vocab);
-  }
-
-  /** Loads row `index` of a [rows × vocab] logits array; returns its log Σ exp and argmax. */
-  load(data: Float32Array | Uint16Array, index: number): { logSumExp: number; argmax: number } {
-    const vocab = this.vocab;
-    const source = data.subarray(index * vocab, (index + 1) * vocab);
-    if (source instanceof Float32Array) this.row.set(source);
-    else f16ToF32Array(source, this.row);
-    const { max, argmax } = rowMaximum(this.row, 0, vocab);
-    if (!Number.isFinite(max)) return { logSumExp: max, argmax };
-    return { logSumExp: max + Math.log(this.kernels.sumExp(0, vocab, max)), argmax };
-  }
-
-  /** Top-k of the loaded row (see topKOfRow); returns the log of the rest's mass. */
-  topK(k: number, logSumExp: number, ids: Int32Array, logProbs: Float32Array, outOffset: number): number {
-    return topKOfRow(this.row, 0, this.vocab, k, logSumExp, ids, logProbs, outOffset, this.kept);
-  }
-}
 
 export async function createOnnxEngine(path: string, options: OnnxEngineOptions = {}): Promise<OnnxEngine> {
   const device = options.device ?? 'auto';
