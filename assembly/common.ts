@@ -109,6 +109,46 @@ export function loadF16(ptr: usize): f32 {
   return f16BitsToF32(<u32>load<u16>(ptr));
 }
 
+/** 65520: the smallest float32 magnitude that fp16 rounds to inf (65504 + half an ulp, a tie to even). */
+const HALF_OVERFLOW: f32 = 65520;
+
+/**
+ * Each lane's magnitude rounded to fp16 and widened back, for magnitudes below 65520 (and ±inf and NaN,
+ * which come back as they are): float.ts `f32BitsToF16Bits` then the exact widening, by float arithmetic.
+ * fp16's quantum at |x| is 2^(e − 10) for |x| in [2^e, 2^(e+1)), e ≥ −14, and 2^-24 below 2^-14 (the
+ * subnormals); it is the float32 ulp of 2^(e+13), so `(|x| + 2^(e+13)) − 2^(e+13)` rounds |x| to it with
+ * ties to even (the sum's last bit is the quotient's parity), and the subtraction is exact. A carry up to
+ * 2^(e+1) is the right answer. The magic number is built from |x|'s exponent bits, clamped below at 2^-14.
+ */
+// @ts-ignore: decorator
+@inline
+export function halfMagnitudeInRangeX4(magnitude: v128): v128 {
+  const exponent = i32x4.max_s(v128.and(magnitude, i32x4.splat(0x7f800000)), i32x4.splat(0x38800000));
+  const magic = i32x4.add(exponent, i32x4.splat(13 << 23));
+  return f32x4.sub(f32x4.add(magnitude, magic), magic);
+}
+
+/** halfMagnitudeInRangeX4 for any magnitude: from 65520 up (past the largest half) it is inf; NaN stays NaN. */
+// @ts-ignore: decorator
+@inline
+export function halfMagnitudeX4(magnitude: v128): v128 {
+  const overflow = f32x4.ge(magnitude, f32x4.splat(HALF_OVERFLOW));
+  return v128.bitselect(f32x4.splat(Infinity), halfMagnitudeInRangeX4(magnitude), overflow);
+}
+
+/**
+ * fp16 rounding of lanes that are ±0, ±inf, NaN or of magnitude in [2^-14, 65520) — no fp16 subnormal, no
+ * overflow: the normal branch of float.ts `f32BitsToF16Bits` on the bits (drop 13 mantissa bits with
+ * round-half-even; a carry bumps the exponent; the sign bit is never reached). ±0 and ±inf come back as
+ * they are; a NaN's result is unspecified (callers test NaN before rounding).
+ */
+// @ts-ignore: decorator
+@inline
+export function roundNormalToHalfX4(value: v128): v128 {
+  const rounded = i32x4.add(i32x4.add(value, i32x4.splat(0xfff)), v128.and(i32x4.shr_u(value, 13), i32x4.splat(1)));
+  return v128.and(rounded, i32x4.splat(0xffffe000));
+}
+
 /**
  * C's running `amax = MAX(amax, fabsf(x[j]))` over n floats at ptr (n a multiple of 4). Lane-parallel
  * when the group has no NaN (the maximum is then order-independent); with a NaN, the sequential loop,

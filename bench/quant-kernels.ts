@@ -5,12 +5,15 @@
  *
  *   npx tsx bench/quant-kernels.ts [--rows 4096] [--cols 4096] [--types Q8_0,Q4_K] [--importance]
  *     [--budget-ms 1500] [--warm-up-ms 400] [--backend wasm|js|both] [--onnx onnx-q4-b32-sym-f32,…|none]
+ *     [--webgpu webgpu:q4f16_1:raw,…|none]
  *
  * Slow types run on fewer rows (a time budget per type) so the whole run stays short; the rate is per
  * parameter either way. Times are process CPU time. `--backend` picks the kernels (src/quant/wasm: the
  * WebAssembly ports where a type has one, else TypeScript); `both` prints a row for each. `--onnx` adds
  * the ONNX MatMulNBits layouts (default: those the converter writes, q4/q8/q4f16 with block 32, and an
- * asymmetric one), quantized through the pool's entry point (`quantizeOnnxRows`).
+ * asymmetric one), quantized through the pool's entry point (`quantizeOnnxRows`). `--webgpu` adds the
+ * WebGPU layouts as the pool's chunk ids (default: the group layouts, q4f32_1 also with bf16 scales, and
+ * q0f16), quantized through `quantizeWebGpuChunk`.
  */
 
 import { parseArgs } from 'node:util';
@@ -26,6 +29,7 @@ import {
   setKernelBackend,
 } from '../src/quant/index.js';
 import { MATMULNBITS_LAYOUT_BY_ID, quantizeOnnxRows } from '../src/quant/onnx-layouts.js';
+import { isWebGpuChunkLayout, quantizeWebGpuChunk } from '../src/quant/webgpu-layouts.js';
 
 /**
  * llama-quantize's single-thread speed (ns/param of float32 input), for the ratio column: Q8_0 and Q4_0
@@ -43,6 +47,7 @@ const { values } = parseArgs({
     'warm-up-ms': { type: 'string', default: '400' },
     backend: { type: 'string', default: 'wasm' },
     onnx: { type: 'string', default: 'onnx-q4-b32-sym-f32,onnx-q8-b32-sym-f32,onnx-q4-b32-sym-f16,onnx-q4-b32-asym-f32' },
+    webgpu: { type: 'string', default: 'webgpu:q4f16_1:raw,webgpu:q4f32_1:raw,webgpu:q4f32_1:bf16,webgpu:q8f16_pq:raw,webgpu:q8f32_pq:raw,webgpu:q0f16:raw' },
   },
 });
 
@@ -57,6 +62,8 @@ const schemes = (values.types?.split(',') ?? GGML_TYPE_NAMES).filter((name): nam
 });
 const onnxLayouts = values.onnx === 'none' ? [] : values.onnx.split(',');
 for (const id of onnxLayouts) if (!MATMULNBITS_LAYOUT_BY_ID.has(id)) throw new Error(`unknown MatMulNBits layout ${id}`);
+const webGpuLayouts = values.webgpu === 'none' ? [] : values.webgpu.split(',');
+for (const id of webGpuLayouts) if (!isWebGpuChunkLayout(id)) throw new Error(`unknown WebGPU chunk layout ${id} (webgpu:LAYOUT:raw|bf16)`);
 
 /** A deterministic normal(0, 0.02) matrix (xorshift32 + Box–Muller); no Math.random so runs compare. */
 function normalMatrix(count: number): Float32Array {
@@ -128,6 +135,25 @@ if (onnxLayouts.length > 0) {
       benchmarkOnnx(id, backend);
     }
   }
+}
+
+if (webGpuLayouts.length > 0) {
+  console.log(`\nWebGPU layouts, single thread, ${rows}×${cols} normal(0, 0.02)`);
+  console.log('layout                 kernels  quantize MB/s  ns/param | rows timed');
+  for (const id of webGpuLayouts) {
+    for (const backend of backends) {
+      setKernelBackend(backend);
+      benchmarkWebGpu(id, backend);
+    }
+  }
+}
+
+function benchmarkWebGpu(id: string, backend: KernelBackend): void {
+  const quantized = measure((start, count) => {
+    quantizeWebGpuChunk(id, matrix.subarray(start * cols, (start + count) * cols), cols);
+  }, 16);
+  const ns = quantized.nsPerParam;
+  console.log(`${id.padEnd(22)} ${backend.padEnd(8)} ${(4000 / ns).toFixed(1).padStart(13)} ${ns.toFixed(2).padStart(9)} | ${quantized.rowsDone}`);
 }
 
 function benchmarkOnnx(id: string, backend: KernelBackend): void {

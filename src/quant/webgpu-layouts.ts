@@ -11,6 +11,10 @@
  * - polyquant's own int8 group layout **q8f16_pq** / **q8f32_pq** (MLC ships no int8 preset): symmetric
  *   signed int8, group 32 along K, four per uint32, specified in docs/webgpu-int8-layout.md.
  *
+ * The group-quant kernels run in WebAssembly SIMD under the wasm backend (assembly/webgpu.ts, byte-identical
+ * to the TypeScript kernels below, which stay as the reference and for `POLYQUANT_KERNELS=js`;
+ * test/quant-wasm-webgpu.test.ts holds it to them).
+ *
  * Words are built as numbers and kept in a Uint32Array; the tensor cache stores them little-endian
  * (`numpy.tobytes()` on every supported host), which is the byte order of a Uint32Array on every platform
  * Node supports (x64, arm64), so a writer can dump `qWeight.buffer` as is.
@@ -23,7 +27,9 @@
 
 import { ERROR_CODES, PolyquantError } from '../errors.js';
 import * as float from '../tensor/float.js';
+import { GGML_TYPES } from './ggml-types.js';
 import * as common from './layout-common.js';
+import { type WebGpuKernelLayout, wasmQuantizer, wasmWebGpuQuantizer } from './wasm/runtime.js';
 
 // Module-local aliases of the hot helpers (as legacy.ts does): under some loaders (tsx) every use of an
 // imported binding is a getter call, which keeps V8 from inlining them into the per-element loops.
@@ -330,11 +336,51 @@ function quantizeRowPolyquantInt8(tensor: WebGpuGroupTensor, src: Float32Array, 
   }
 }
 
-/** Writes rows of a no-quant layout: fp16 rounds to nearest even (MLC casts with `astype`), f32 copies. */
+/**
+ * Writes rows of a no-quant layout: fp16 rounds to nearest even (MLC casts with `astype`), f32 copies. The
+ * fp16 rule is ggml's F16 (both are float.ts `f32BitsToF16Bits`), so under the wasm backend ggml F16's
+ * WebAssembly kernel writes them (test/quant-wasm.test.ts holds it to the same rule).
+ */
 function copyPlainRows(tensor: WebGpuPlainTensor, rows: Float32Array, firstRow: number): void {
-  const offset = firstRow * tensor.K;
-  if (tensor.weight instanceof Uint16Array) f32ToF16Array(rows, tensor.weight.subarray(offset, offset + rows.length));
-  else tensor.weight.set(rows, offset);
+  const { K, weight } = tensor;
+  const offset = firstRow * K;
+  if (!(weight instanceof Uint16Array)) {
+    weight.set(rows, offset);
+    return;
+  }
+  const kernel = wasmQuantizer(GGML_TYPES.F16);
+  if (kernel === undefined) f32ToF16Array(rows, weight.subarray(offset, offset + rows.length));
+  else kernel(rows, 0, rows.length / K, K, new Uint8Array(weight.buffer, weight.byteOffset, weight.byteLength), offset * 2, null);
+}
+
+/**
+ * What the WebAssembly kernel needs to know of a group layout: which quantizer, whether it computes in
+ * fp16, and how q_scale is written (`bf16`: the tensor cache's encoding of the float32 scale).
+ */
+function webGpuKernelLayout(layout: WebGpuLayout, bf16Scales: boolean): WebGpuKernelLayout {
+  return {
+    int8: layout.source === 'polyquant',
+    halfArithmetic: layout.source === 'mlc' && layout.modelDType === 'float16',
+    scaleEncoding: layout.scaleDType === 'float16' ? 'f16' : bf16Scales ? 'bf16' : 'f32',
+  };
+}
+
+/**
+ * The WebAssembly kernel (assembly/webgpu.ts: the same bytes as the kernels above) on `rowCount` rows of
+ * `rows` into rows `firstRow…` of a group tensor, when the wasm backend is chosen. Returns whether it ran.
+ */
+function quantizeWebGpuRowsWasm(tensor: WebGpuGroupTensor, rows: Float32Array, rowCount: number, firstRow: number): boolean {
+  const kernel = wasmWebGpuQuantizer();
+  if (kernel === undefined) return false;
+  const { layout, K, qWeight, qScale } = tensor;
+  const groups = ceilDivide(K, layout.groupSize);
+  const part = (array: Uint32Array | Uint16Array | Float32Array, perRow: number): Uint8Array => {
+    const rowBytes = perRow * array.BYTES_PER_ELEMENT;
+    return new Uint8Array(array.buffer, array.byteOffset + firstRow * rowBytes, rowCount * rowBytes);
+  };
+  const wordsPerRow = groups * (layout.groupSize / layout.elementsPerWord);
+  kernel(webGpuKernelLayout(layout, false), rows, 0, rowCount, K, part(qWeight, wordsPerRow), part(qScale, groups));
+  return true;
 }
 
 /**
@@ -350,6 +396,7 @@ export function quantizeWebGpuRowsInto(tensor: WebGpuTensor, rows: Float32Array,
     copyPlainRows(tensor, rows, firstRow);
     return;
   }
+  if (quantizeWebGpuRowsWasm(tensor, rows, rowCount, firstRow)) return;
   const kernel = layout.source === 'mlc' ? quantizeRowMlcInt4 : quantizeRowPolyquantInt8;
   for (let row = 0; row < rowCount; row++) kernel(tensor, rows, row * K, firstRow + row);
 }
@@ -513,6 +560,17 @@ function bytesOf(array: ArrayBufferView): Uint8Array {
 export function quantizeWebGpuChunk(id: string, rows: Float32Array, K: number): Uint8Array {
   const { layout, storage } = chunkLayout(id);
   checkWholeRows(layout.name, layout.groupSize, rows.length, K);
+  const kernel = layout.kind === 'group-quant' ? wasmWebGpuQuantizer() : undefined;
+  if (kernel !== undefined) {
+    // The WebAssembly kernel writes both parts straight into their places in the chunk's output.
+    const count = rows.length / K;
+    checkShape(layout.name, layout.groupSize, count, K);
+    const [weightBytes, scaleBytes] = webGpuChunkParts(id, count, K) as [number, number];
+    const out = new Uint8Array(weightBytes + scaleBytes);
+    const bf16Scales = webGpuStoresBf16(layout, 'scale', storage);
+    kernel(webGpuKernelLayout(layout, bf16Scales), rows, 0, count, K, out.subarray(0, weightBytes), out.subarray(weightBytes));
+    return out;
+  }
   const tensor = createWebGpuTensor(layout.name, rows.length / K, K);
   quantizeWebGpuRowsInto(tensor, rows, 0);
   const stored = (values: Uint16Array | Float32Array, part: 'weight' | 'scale'): Uint8Array =>

@@ -10,7 +10,9 @@
  * its TypeScript kernel; both give identical bytes (test/quant-wasm.test.ts).
  *
  * The ONNX MatMulNBits quantizer has its own export, `quantize_matmulnbits` (assembly/onnx.ts), staged
- * the same way with three outputs (B, scales, zero points); see `wasmMatMulNBitsQuantizer`.
+ * the same way with three outputs (B, scales, zero points); see `wasmMatMulNBitsQuantizer`. The WebGPU
+ * group-quant layouts have `quantize_webgpu` (assembly/webgpu.ts), with two (q_weight, q_scale); see
+ * `wasmWebGpuQuantizer`.
  *
  * `POLYQUANT_KERNELS=js` (or `setKernelBackend('js')`) forces the TypeScript kernels everywhere.
  */
@@ -19,9 +21,10 @@ import type { GgmlTypeInfo } from '../ggml-types.js';
 import { WASM_BASE64 as KQUANTS } from './kquants.generated.js';
 import { WASM_BASE64 as LEGACY } from './legacy.generated.js';
 import { WASM_BASE64 as ONNX } from './onnx.generated.js';
+import { WASM_BASE64 as WEBGPU } from './webgpu.generated.js';
 
 /** The kernel modules (scripts/build-wasm.ts's entries), base64-encoded. */
-const WASM_MODULES: Readonly<Record<string, string>> = { legacy: LEGACY, kquants: KQUANTS, onnx: ONNX };
+const WASM_MODULES: Readonly<Record<string, string>> = { legacy: LEGACY, kquants: KQUANTS, onnx: ONNX, webgpu: WEBGPU };
 
 export type KernelBackend = 'wasm' | 'js';
 
@@ -292,4 +295,75 @@ export function wasmMatMulNBitsQuantizer(): MatMulNBitsRowsQuantizer | undefined
     }
   };
   return matMulNBitsQuantizer;
+}
+
+/** The layout fields the WebGPU group-quant kernel takes (webgpu-layouts.ts `WebGpuLayout`, resolved). */
+export interface WebGpuKernelLayout {
+  /** polyquant int8 (q8f*_pq) rather than MLC int4 (q4f*_1). */
+  readonly int8: boolean;
+  /** MLC int4 computed in fp16 (q4f16_1): every operation rounded to fp16. */
+  readonly halfArithmetic: boolean;
+  /** How q_scale is written: fp16 bits, float32, or the tensor cache's bf16 of the float32 scale. */
+  readonly scaleEncoding: 'f16' | 'f32' | 'bf16';
+}
+
+/**
+ * Quantizes `rows` rows of K floats (from float `srcOffset`) into q_weight bytes and q_scale bytes, each
+ * written from its array's start (ceil(K/32) groups per row: 16 or 32 bytes of words, 2 or 4 bytes of scale).
+ */
+export type WebGpuRowsQuantizer = (layout: WebGpuKernelLayout, src: Float32Array, srcOffset: number, rows: number, K: number, qWeight: Uint8Array, qScale: Uint8Array) => void;
+
+type WebGpuExport = (
+  src: number,
+  qWeight: number,
+  qScale: number,
+  rows: number,
+  K: number,
+  int8: number,
+  halfArithmetic: number,
+  scaleEncoding: number,
+) => void;
+
+const SCALE_ENCODINGS: Readonly<Record<WebGpuKernelLayout['scaleEncoding'], { readonly code: number; readonly bytes: number }>> = {
+  f16: { code: 0, bytes: 2 },
+  f32: { code: 1, bytes: 4 },
+  bf16: { code: 2, bytes: 2 },
+};
+
+let webGpuQuantizer: WebGpuRowsQuantizer | undefined;
+
+/**
+ * The WebAssembly WebGPU group quantizer (assembly/webgpu.ts, byte-identical to webgpu-layouts.ts's
+ * TypeScript kernels for every K), or undefined under the JS backend. Memory: [statics | input staging |
+ * q_weight | q_scale], at most STAGING_BYTES of input per call (one row at least).
+ */
+export function wasmWebGpuQuantizer(): WebGpuRowsQuantizer | undefined {
+  if (backend !== 'wasm') return undefined;
+  webGpuQuantizer ??= (layout, src, srcOffset, rows, K, qWeight, qScale) => {
+    const module = instance('webgpu');
+    const kernel = module.exports['quantize_webgpu'] as WebGpuExport;
+    const groups = Math.ceil(K / 32);
+    const weightRowBytes = groups * (layout.int8 ? 32 : 16);
+    const encoding = SCALE_ENCODINGS[layout.scaleEncoding];
+    const scaleRowBytes = groups * encoding.bytes;
+    const chunkRows = Math.max(1, Math.floor(STAGING_BYTES / (K * 4)));
+    const srcPtr = module.heapBase;
+    const weightPtr = alignUp(srcPtr + chunkRows * K * 4, 16);
+    const scalePtr = alignUp(weightPtr + chunkRows * weightRowBytes, 16);
+    reserve(module, scalePtr + chunkRows * scaleRowBytes);
+    const buffer = module.memory.buffer;
+    const floats = new Float32Array(buffer);
+    const bytes = new Uint8Array(buffer);
+    const int8 = layout.int8 ? 1 : 0;
+    const halfArithmetic = layout.halfArithmetic ? 1 : 0;
+    for (let row = 0; row < rows; row += chunkRows) {
+      const count = Math.min(chunkRows, rows - row);
+      const from = srcOffset + row * K;
+      floats.set(src.subarray(from, from + count * K), srcPtr >>> 2);
+      kernel(srcPtr, weightPtr, scalePtr, count, K, int8, halfArithmetic, encoding.code);
+      qWeight.set(bytes.subarray(weightPtr, weightPtr + count * weightRowBytes), row * weightRowBytes);
+      qScale.set(bytes.subarray(scalePtr, scalePtr + count * scaleRowBytes), row * scaleRowBytes);
+    }
+  };
+  return webGpuQuantizer;
 }
