@@ -36,6 +36,7 @@ import { table } from './format.js';
 import { renderOnnxConversionPlan, renderWebGpuConversionPlan } from './convert-text.js';
 import { renderConversionPlan, renderGgufInspect, renderInspect } from './inspect-text.js';
 import { createCountProgress, createProgress } from './progress.js';
+import { sweepCommand } from './sweep-command.js';
 
 export interface CliIO {
   stdout(text: string): void;
@@ -408,7 +409,12 @@ export async function main(argv: readonly string[], io: CliIO = processIO): Prom
         await new Promise<never>(() => {});
       },
     )
-    .demandCommand(1, 'name a command: demo, inspect, convert, verify, synth, serve')
+    .command(
+      sweepCommand(io, (code) => {
+        exitCode = code;
+      }),
+    )
+    .demandCommand(1, 'name a command: demo, inspect, convert, verify, sweep, synth, serve')
     .help()
     .version();
   try {
@@ -425,7 +431,7 @@ async function writeTextFile(path: string, text: string): Promise<void> {
 
 /** Flags that take a value, which may start with `-` (a negative number, refused by the flag's own check). */
 const VALUE_FLAGS: ReadonlySet<string> = new Set(
-  ['ctx', 'port', 'stride', 'max-windows', 'limit', 'threads', 'workers', 'seed', 'shard-size', 'shots', 'max-ppl-increase', 'max-kld', 'min-top1', 'max-acc-drop', 'max-f1-drop'].map(
+  ['ctx', 'port', 'stride', 'max-windows', 'limit', 'threads', 'workers', 'seed', 'shard-size', 'shots', 'max-ppl-increase', 'max-kld', 'min-top1', 'max-acc-drop', 'max-f1-drop', 'shard', 'baseline-cache-limit'].map(
     (name) => `--${name}`,
   ),
 );

@@ -3,6 +3,7 @@
  * every few seconds) otherwise, so CI logs stay readable.
  */
 import ora, { type Ora } from 'ora';
+import type { SweepProgress } from '../sweep/sweep.js';
 import type { VerifyProgress } from '../verify/verify.js';
 import { formatBytes } from './format.js';
 
@@ -103,6 +104,84 @@ export function createCountProgress(stream: NodeJS.WriteStream = process.stderr)
         const seconds = Math.max(1e-3, (Date.now() - stageStarted) / 1000);
         show(`perplexity ${event.file}: window ${event.done}/${event.windows}, ${Math.round(event.tokens / seconds)} tokens/s (each model)${eta(event.done, event.windows)}`);
       } else show(`KOBEST ${event.task} ${event.shots}-shot (${event.model}): ${event.done}/${event.total}${eta(event.done, event.total)}`);
+    },
+    done() {
+      spinner?.stop();
+    },
+  };
+}
+
+/** One line for a verify event, without timing (the sweep's progress adds its own). */
+function describeVerifyEvent(event: VerifyProgress): string {
+  if (event.stage === 'load') return `loading the ${event.model}`;
+  if (event.stage === 'cache') return `${event.model}: ${event.step === 'hash' ? 'hashing for the GGUF cache' : 'converting to GGUF (once; cached)'} ${((event.done / Math.max(1, event.total)) * 100).toFixed(0)}%`;
+  if (event.stage === 'perplexity') return `perplexity window ${event.done}/${event.windows}`;
+  return `KOBEST ${event.task} ${event.shots}-shot (${event.model}) ${event.done}/${event.total}`;
+}
+
+const clock = (seconds: number): string => (seconds >= 90 ? `${Math.floor(seconds / 60)}m${String(Math.round(seconds % 60)).padStart(2, '0')}s` : `${Math.round(seconds)}s`);
+
+/**
+ * Progress across a whole sweep: cells done of the run's total, the current cell and its step (convert,
+ * verify and what verify is doing), and an ETA once a cell has been computed (the mean time of the cells
+ * computed so far × the cells left). Cell starts, ends and skips are always printed as lines, so a CI log
+ * shows which cell ran and which was found done; the step inside a cell is a spinner on a TTY and a line
+ * every few seconds otherwise.
+ */
+export function createSweepProgress(stream: NodeJS.WriteStream = process.stderr): { report(event: SweepProgress): void; done(): void } {
+  const isTTY = stream.isTTY === true;
+  let spinner: Ora | undefined;
+  let lastPlain = 0;
+  const durations: number[] = [];
+  let cellStarted = Date.now();
+  let position = { index: 0, total: 0 };
+  const eta = (): string => {
+    // Cells left, counting the one in flight (position.index is the next cell once one has finished).
+    if (durations.length === 0 || position.total - position.index + 1 <= 0) return '';
+    const mean = durations.reduce((sum, value) => sum + value, 0) / durations.length;
+    const left = Math.max(0, mean * (position.total - position.index + 1) - (Date.now() - cellStarted) / 1000);
+    return `, ETA ${clock(left)}`;
+  };
+  const transient = (text: string): void => {
+    if (isTTY) {
+      spinner ??= ora({ stream, isEnabled: true }).start();
+      spinner.text = text;
+    } else if (Date.now() - lastPlain >= PLAIN_INTERVAL_MS) {
+      lastPlain = Date.now();
+      stream.write(`${text}\n`);
+    }
+  };
+  const line = (text: string): void => {
+    if (spinner !== undefined) {
+      spinner.clear();
+      stream.write(`${text}\n`);
+      spinner.render();
+    } else stream.write(`${text}\n`);
+  };
+  return {
+    report(event) {
+      if (event.stage === 'hash') transient(`hashing the model ${((event.done / Math.max(1, event.total)) * 100).toFixed(0)}%`);
+      else if (event.stage === 'baseline') transient(`baseline: ${describeVerifyEvent(event.event)}`);
+      else if (event.stage === 'baseline-done') line(`baseline scored once in ${event.seconds.toFixed(1)} s; every cell replays it`);
+      else if (event.stage === 'step') {
+        position = { index: event.index, total: event.total };
+        const what = event.step.step === 'convert' ? `converting ${((event.step.done / Math.max(1, event.step.total)) * 100).toFixed(0)}%` : `verifying: ${describeVerifyEvent(event.step.event)}`;
+        transient(`[${event.index}/${event.total}] ${event.cell}: ${what}${eta()}`);
+      } else {
+        position = { index: event.index, total: event.total };
+        const tag = `[${event.index}/${event.total}] ${event.cell}`;
+        if (event.event === 'start') {
+          cellStarted = Date.now();
+          line(`${tag}: converting and verifying${eta()}`);
+        } else if (event.event === 'skip') line(`${tag}: skipped, already done (${event.verdict})`);
+        else if (event.event === 'regate') line(`${tag}: already done; gated again under the new thresholds (${event.verdict})`);
+        else {
+          durations.push(event.seconds ?? 0);
+          position = { index: event.index + 1, total: event.total };
+          cellStarted = Date.now();
+          line(event.event === 'done' ? `${tag}: ${event.verdict} in ${(event.seconds ?? 0).toFixed(1)} s${eta()}` : `${tag}: error: ${event.message ?? ''}`);
+        }
+      }
     },
     done() {
       spinner?.stop();

@@ -116,6 +116,22 @@ async function inputFiles(checkpoint: Checkpoint): Promise<string[]> {
  * when its size, mtime and inode are unchanged).
  */
 export async function baselineKey(checkpoint: Checkpoint, type: BaselineGgufType, cacheDir: string, onProgress?: BaselineCacheOptions['onProgress']): Promise<string> {
+  const parts = await hashModelFiles(checkpoint, cacheDir, onProgress);
+  return createHash('sha256').update(JSON.stringify({ revision: CACHE_REVISION, type, files: parts })).digest('hex');
+}
+
+/**
+ * The sha256 of an HF folder's content: of every file a conversion reads (config.json, tokenizer files,
+ * weight index and files), by name within the folder, so a copy elsewhere hashes the same. Each file's
+ * hash is remembered in `memoDir`'s hashes.json (see baselineKey), so an unchanged folder is not read again.
+ */
+export async function modelContentHash(checkpoint: Checkpoint, memoDir: string = defaultCacheDir(), onProgress?: BaselineCacheOptions['onProgress']): Promise<string> {
+  const parts = await hashModelFiles(checkpoint, resolve(memoDir), onProgress);
+  return createHash('sha256').update(JSON.stringify({ files: parts })).digest('hex');
+}
+
+/** [name within the folder, sha256] of every file a conversion of the checkpoint reads, through the memo. */
+async function hashModelFiles(checkpoint: Checkpoint, cacheDir: string, onProgress?: BaselineCacheOptions['onProgress']): Promise<[string, string][]> {
   const files = await inputFiles(checkpoint);
   const memoFile = join(cacheDir, HASH_MEMO);
   const memo = await readMemo(memoFile);
@@ -153,7 +169,7 @@ export async function baselineKey(checkpoint: Checkpoint, type: BaselineGgufType
     await mkdir(cacheDir, { recursive: true });
     await writeText(memoFile, `${JSON.stringify(memo)}\n`);
   }
-  return createHash('sha256').update(JSON.stringify({ revision: CACHE_REVISION, type, files: parts })).digest('hex');
+  return parts;
 }
 
 /** The HF folder's (or already read checkpoint's) GGUF of `type` from the cache, converting it first when it is not there. */

@@ -3,6 +3,7 @@
  * produce. A failed check makes `verify` exit 1 (bad input is 2).
  */
 import { ERROR_CODES, PolyquantError } from '../errors.js';
+import type { KobestSection, PerplexitySection } from './report.js';
 
 export interface Thresholds {
   /** Largest allowed perplexity increase, in percent (3 = 3 %). */
@@ -93,4 +94,27 @@ export class CheckList {
   get passed(): boolean {
     return this.checks.every((check) => check.passed);
   }
+}
+
+/**
+ * The checks a report's sections get under `thresholds`, in verify's order: per perplexity text its
+ * non-finite checks (baseline, then candidate) and its ΔPPL / mean KLD / top-1 gates, then per KOBEST
+ * section its accuracy and macro-F1 drops. A pure function of the numbers, so a sweep can gate stored
+ * results again under other thresholds without scoring anything.
+ */
+export function gateSections(
+  perplexity: readonly PerplexitySection[],
+  kobest: readonly KobestSection[],
+  thresholds: Thresholds,
+): { checks: Check[]; verdict: 'pass' | 'fail' } {
+  const list = new CheckList(thresholds);
+  for (const section of perplexity) {
+    list.finite(`ppl ${section.file} baseline`, section.baseline.non_finite_positions);
+    list.finite(`ppl ${section.file} candidate`, section.candidate.non_finite_positions);
+    list.perplexity(`ppl ${section.file}`, section.comparison.delta_ppl_pct, section.comparison.kld?.mean, section.comparison.top1_agreement);
+  }
+  for (const section of kobest) {
+    list.kobest(`${section.task} ${section.shots}-shot`, -section.comparison.delta_acc, -section.comparison.delta_macro_f1);
+  }
+  return { checks: list.checks, verdict: list.passed ? 'pass' : 'fail' };
 }

@@ -13,6 +13,8 @@ import { ERROR_CODES, PolyquantError } from '../errors.js';
 import { ioError, withFile } from '../io/file.js';
 import { type Checkpoint, readCheckpoint } from '../readers/checkpoint.js';
 import { type BaselineGgufType, cachedBaselineGguf } from './baseline-cache.js';
+import type { BaselineSession } from './baseline-session.js';
+import { type BaselineSource, engineBaselineSource } from './baseline-source.js';
 import { compareKobest } from './compare-kobest.js';
 import type { Engine } from './engine.js';
 import { createLlamaCppEngine } from './engines/llamacpp.js';
@@ -20,8 +22,8 @@ import { nativeKlDivergence } from './engines/llamacpp-native.js';
 import { createOnnxEngine, isOnnxFile, isOnnxFolder, locateOnnxModel } from './engines/onnx.js';
 import { createReferenceEngine, referenceEngineFits } from './engines/reference.js';
 import { createWebGpuEngine, isWebGpuFolder } from './engines/webgpu.js';
-import { type KobestInputs, type KobestSplit, type KobestTaskName, runKobest } from './kobest/index.js';
-import { type PerplexityProtocol, planWindows, scoreWindows, type WindowScore } from './perplexity.js';
+import type { KobestInputs, KobestRunOptions, KobestSplit, KobestTaskName } from './kobest/index.js';
+import { type PerplexityProtocol, planWindows, type ScoreWindowsOptions, type WindowPlan, type WindowScore } from './perplexity.js';
 import {
   distributionSection,
   type KobestSection,
@@ -35,7 +37,7 @@ import { planSimulation } from './simulate.js';
 import { checkVerifySettings } from './settings.js';
 import { checkWindowShapes, DistributionComparer, nonFinitePositions } from './stats.js';
 import { readTextFile } from './text.js';
-import { CheckList, type Thresholds } from './thresholds.js';
+import { gateSections, type Thresholds } from './thresholds.js';
 
 /**
  * The `--engine` choices: `auto` picks reference for an HF folder the reference engine can hold, llamacpp
@@ -87,6 +89,13 @@ export interface VerifyOptions {
   readonly baselineType?: BaselineGgufType;
   readonly thresholds?: Thresholds;
   readonly onProgress?: (event: VerifyProgress) => void;
+  /**
+   * The baseline scored once and replayed (baseline-session.ts; what a sweep passes to every cell): its
+   * tokens, windows, full rows and KOBEST results are taken from the session instead of loading and
+   * scoring `baseline` again. The session must have been made for `baseline` with these options' engine
+   * settings; the report is the one verify would write without it.
+   */
+  readonly baselineSession?: BaselineSession;
 }
 
 export type VerifyProgress =
@@ -95,10 +104,10 @@ export type VerifyProgress =
   | { readonly stage: 'perplexity'; readonly file: string; readonly windows: number; readonly done: number; readonly tokens: number }
   | { readonly stage: 'kobest'; readonly model: 'baseline' | 'candidate'; readonly task: string; readonly shots: number; readonly done: number; readonly total: number };
 
-const DEFAULT_CTX = 512;
+export const DEFAULT_CTX = 512;
 const GGUF_MAGIC = 'GGUF';
 
-interface LoadedModel {
+export interface LoadedModel {
   readonly engine: Engine;
   readonly description: ModelDescription;
 }
@@ -124,7 +133,7 @@ async function modelKind(absolute: string, role: 'baseline' | 'candidate'): Prom
   return magic === GGUF_MAGIC ? 'gguf' : 'other';
 }
 
-interface ModelPlan {
+export interface ModelPlan {
   readonly role: 'baseline' | 'candidate';
   readonly path: string;
   readonly engine: 'reference' | 'llamacpp' | 'onnx' | 'webgpu';
@@ -137,7 +146,7 @@ interface ModelPlan {
 }
 
 /** Which engine runs `path`, refusing combinations that cannot work before anything is loaded. */
-async function planModel(path: string, role: 'baseline' | 'candidate', options: VerifyOptions, simulate: string | undefined): Promise<ModelPlan> {
+export async function planModel(path: string, role: 'baseline' | 'candidate', options: VerifyOptions, simulate: string | undefined): Promise<ModelPlan> {
   const absolute = resolve(path);
   const kind = await modelKind(absolute, role);
   if (kind === 'other') {
@@ -226,7 +235,7 @@ async function planModel(path: string, role: 'baseline' | 'candidate', options: 
   return { role, path: absolute, engine, convert: engine === 'llamacpp' && kind === 'folder', ...(checkpoint !== undefined && { checkpoint }) };
 }
 
-async function loadModel(plan: ModelPlan, options: VerifyOptions, simulate: string | undefined): Promise<LoadedModel> {
+export async function loadModel(plan: ModelPlan, options: VerifyOptions, simulate: string | undefined): Promise<LoadedModel> {
   const { role, path } = plan;
   options.onProgress?.({ stage: 'load', model: role, path });
   if (plan.engine === 'webgpu') {
@@ -332,9 +341,35 @@ function numbers(
   };
 }
 
-async function comparePerplexity(baseline: Engine, candidate: Engine, file: string, options: VerifyOptions): Promise<PerplexitySection> {
+/** The windows verify scores on a text's tokens and how (shared by the comparison and scoreBaseline). */
+function windowRequest(tokens: Int32Array, file: string, options: Omit<VerifyOptions, 'candidate'>): { windows: WindowPlan[]; full: boolean; scoreOptions: ScoreWindowsOptions } {
+  const ctx = options.ctx ?? DEFAULT_CTX;
+  const protocol = options.protocol ?? 'windows';
+  let windows = planWindows(tokens.length, { protocol, ctx, ...(options.stride !== undefined && { stride: options.stride }), source: file });
+  if (options.maxWindows !== undefined) windows = windows.slice(0, options.maxWindows);
+  const full = options.kld ?? true;
+  // recycle: the comparer reduces each window's rows before the next is asked for.
+  return { windows, full, scoreOptions: { distributions: full ? 'full' : 'none', recycle: true } };
+}
+
+/** The KOBEST run options of one side (shared by the comparison and scoreBaseline). */
+function kobestRequest(options: Omit<VerifyOptions, 'candidate'>, inputs: KobestInputs | undefined, maxLength: number, model: 'baseline' | 'candidate'): KobestRunOptions {
+  return {
+    dir: options.kobestDir as string,
+    ...(inputs !== undefined && { inputs }),
+    ...(options.tasks !== undefined && { tasks: options.tasks }),
+    shots: options.shots ?? [0],
+    ...(options.split !== undefined && { split: options.split }),
+    ...(options.limit !== undefined && { limit: options.limit }),
+    maxLength,
+    onProgress: (progress) =>
+      options.onProgress?.({ stage: 'kobest', model, task: progress.task, shots: progress.shots, done: progress.done, total: progress.total }),
+  };
+}
+
+async function comparePerplexity(baseline: BaselineSource, candidate: Engine, file: string, options: VerifyOptions): Promise<PerplexitySection> {
   const text = await readTextFile(file);
-  const tokens = baseline.tokenize(text.text);
+  const tokens = await baseline.tokenize(text.text);
   const candidateTokens = candidate.tokenize(text.text);
   const mismatch = firstTokenMismatch(tokens, candidateTokens);
   if (mismatch >= 0) {
@@ -355,13 +390,10 @@ async function comparePerplexity(baseline: Engine, candidate: Engine, file: stri
       throw new PolyquantError(ERROR_CODES.USAGE, `--ctx ${ctx} is longer than the model's context length ${engine.contextLength}`, { file: text.file });
     }
   }
-  let windows = planWindows(tokens.length, { protocol, ctx, ...(options.stride !== undefined && { stride: options.stride }), source: text.file });
-  if (options.maxWindows !== undefined) windows = windows.slice(0, options.maxWindows);
-  const full = options.kld ?? true;
-  // recycle: the comparer reduces each window's rows before the next is asked for.
-  const scoreOptions = { distributions: full ? ('full' as const) : ('none' as const), recycle: true };
-  const baseStream = scoreWindows(baseline, tokens, windows, scoreOptions)[Symbol.asyncIterator]();
-  const candStream = scoreWindows(candidate, tokens, windows, scoreOptions)[Symbol.asyncIterator]();
+  const candidateSource = engineBaselineSource(candidate);
+  const { windows, full, scoreOptions } = windowRequest(tokens, text.file, options);
+  const baseStream = baseline.scoreWindows(tokens, windows, scoreOptions)[Symbol.asyncIterator]();
+  const candStream = candidateSource.scoreWindows(tokens, windows, scoreOptions)[Symbol.asyncIterator]();
   const comparer = new DistributionComparer();
   // Done 0 first: the progress clock starts before the first window, not at its end.
   options.onProgress?.({ stage: 'perplexity', file: text.file, windows: windows.length, done: 0, tokens: 0 });
@@ -383,7 +415,7 @@ async function comparePerplexity(baseline: Engine, candidate: Engine, file: stri
       } else {
         comparer.addArgmax(base.score.argmax, cand.score.argmax);
       }
-      for (const [side, result, engine] of [[nonFinite.base, base, baseline], [nonFinite.cand, cand, candidate]] as const) {
+      for (const [side, result, engine] of [[nonFinite.base, base, baseline], [nonFinite.cand, cand, candidateSource]] as const) {
         const found = nonFinitePositions(result.score.tokenLogProbs, result.score.argmax, result.score.full, engine.vocabSize, klds);
         side.count += found.count;
         if (found.first >= 0) side.firstToken ??= result.window.start + result.window.from + found.first;
@@ -424,22 +456,11 @@ async function comparePerplexity(baseline: Engine, candidate: Engine, file: stri
   };
 }
 
-async function compareKobestRuns(baseline: Engine, candidate: Engine, options: VerifyOptions, inputs: KobestInputs | undefined): Promise<KobestSection[]> {
-  const dir = options.kobestDir as string;
-  const run = (engine: Engine, model: 'baseline' | 'candidate') =>
-    runKobest(engine, {
-      dir,
-      ...(inputs !== undefined && { inputs }),
-      ...(options.tasks !== undefined && { tasks: options.tasks }),
-      shots: options.shots ?? [0],
-      ...(options.split !== undefined && { split: options.split }),
-      ...(options.limit !== undefined && { limit: options.limit }),
-      // One max_length for both, so both truncate long prompts identically.
-      maxLength: Math.min(baseline.contextLength, candidate.contextLength),
-      onProgress: (progress) =>
-        options.onProgress?.({ stage: 'kobest', model, task: progress.task, shots: progress.shots, done: progress.done, total: progress.total }),
-    });
-  const [base, cand] = await Promise.all([run(baseline, 'baseline'), run(candidate, 'candidate')]);
+async function compareKobestRuns(baseline: BaselineSource, candidate: Engine, options: VerifyOptions, inputs: KobestInputs | undefined): Promise<KobestSection[]> {
+  // One max_length for both, so both truncate long prompts identically.
+  const maxLength = Math.min(baseline.contextLength, candidate.contextLength);
+  const run = (source: BaselineSource, model: 'baseline' | 'candidate') => source.runKobest(kobestRequest(options, inputs, maxLength, model));
+  const [base, cand] = await Promise.all([run(baseline, 'baseline'), run(engineBaselineSource(candidate), 'candidate')]);
   return base.results.map((baseResult, i) => {
     const candResult = cand.results[i];
     if (candResult === undefined) throw new PolyquantError(ERROR_CODES.CONFIG, 'the candidate run is missing a KOBEST result');
@@ -467,7 +488,11 @@ export async function verify(options: VerifyOptions): Promise<VerifyReport> {
   }
   // Every setting and input (texts, KOBEST splits) before any model is loaded.
   const kobestInputs = await checkVerifySettings(options);
-  const baselinePlan = await planModel(options.baseline, 'baseline', options, undefined);
+  const session = options.baselineSession;
+  if (session !== undefined && session.baseline !== resolve(options.baseline)) {
+    throw new PolyquantError(ERROR_CODES.USAGE, `the baseline session was made for ${session.baseline}, not ${resolve(options.baseline)}`);
+  }
+  const baselinePlan = session?.plan ?? (await planModel(options.baseline, 'baseline', options, undefined));
   const candidatePlan = await planModel(options.candidate, 'candidate', options, options.simulate);
   if (options.device === 'gpu' && baselinePlan.engine === 'reference' && candidatePlan.engine === 'reference') {
     throw new PolyquantError(ERROR_CODES.USAGE, 'the reference engine runs on the CPU only, and neither model is a GGUF or ONNX model', {
@@ -477,29 +502,17 @@ export async function verify(options: VerifyOptions): Promise<VerifyReport> {
   if (options.onnxType !== undefined && baselinePlan.onnxFile === undefined && candidatePlan.onnxFile === undefined) {
     throw new PolyquantError(ERROR_CODES.USAGE, `--onnx-type ${options.onnxType} chooses the model of an ONNX folder, and neither model runs in the onnx engine`);
   }
-  const baseline = await loadModel(baselinePlan, options, undefined);
+  // With a session the baseline is whatever it scored (loading its engine only for what it has not kept).
+  const baseline: { source: BaselineSource; description: ModelDescription; close(): Promise<void> } =
+    session !== undefined ? await session.open(options.onProgress) : await loadedBaseline(baselinePlan, options);
   let candidate: LoadedModel | undefined;
   try {
     candidate = await loadModel(candidatePlan, options, options.simulate);
     const thresholds = options.thresholds ?? {};
-    const checks = new CheckList(thresholds);
     const perplexity: PerplexitySection[] = [];
-    for (const file of pplFiles) {
-      const section = await comparePerplexity(baseline.engine, candidate.engine, file, options);
-      perplexity.push(section);
-      checks.finite(`ppl ${file} baseline`, section.baseline.non_finite_positions);
-      checks.finite(`ppl ${file} candidate`, section.candidate.non_finite_positions);
-      checks.perplexity(
-        `ppl ${file}`,
-        section.comparison.delta_ppl_pct,
-        section.comparison.kld?.mean,
-        section.comparison.top1_agreement,
-      );
-    }
-    const kobest = options.kobestDir === undefined ? [] : await compareKobestRuns(baseline.engine, candidate.engine, options, kobestInputs);
-    for (const section of kobest) {
-      checks.kobest(`${section.task} ${section.shots}-shot`, -section.comparison.delta_acc, -section.comparison.delta_macro_f1);
-    }
+    for (const file of pplFiles) perplexity.push(await comparePerplexity(baseline.source, candidate.engine, file, options));
+    const kobest = options.kobestDir === undefined ? [] : await compareKobestRuns(baseline.source, candidate.engine, options, kobestInputs);
+    const { checks, verdict } = gateSections(perplexity, kobest, thresholds);
     return {
       schema: VERIFY_SCHEMA,
       created: new Date().toISOString(),
@@ -508,10 +521,51 @@ export async function verify(options: VerifyOptions): Promise<VerifyReport> {
       perplexity,
       kobest,
       thresholds,
-      checks: checks.checks,
-      verdict: checks.passed ? 'pass' : 'fail',
+      checks,
+      verdict,
     };
   } finally {
-    await Promise.allSettled([baseline.engine.close(), candidate?.engine.close()]);
+    await Promise.allSettled([baseline.close(), candidate?.engine.close()]);
   }
+}
+
+async function loadedBaseline(plan: ModelPlan, options: VerifyOptions): Promise<{ source: BaselineSource; description: ModelDescription; close(): Promise<void> }> {
+  const model = await loadModel(plan, options, undefined);
+  return { source: engineBaselineSource(model.engine), description: model.description, close: () => model.engine.close() };
+}
+
+/**
+ * Scores the baseline into a session ahead of the comparisons: the same texts, windows and KOBEST requests
+ * a verify with these options makes, so that every comparison after it replays them (a sweep times the
+ * baseline apart from its cells this way). KOBEST is recorded at the baseline's own max_length, which is
+ * the comparison's whenever the candidate's context is not shorter (otherwise that comparison records
+ * its own). Returns the seconds it took.
+ */
+export async function scoreBaseline(session: BaselineSession, options: Omit<VerifyOptions, 'candidate' | 'baselineSession'>): Promise<number> {
+  const started = performance.now();
+  const kobestInputs = await checkVerifySettings(options);
+  const baseline = await session.open(options.onProgress);
+  try {
+    for (const file of options.pplFiles ?? []) {
+      const text = await readTextFile(file);
+      const tokens = await baseline.source.tokenize(text.text);
+      const ctx = options.ctx ?? DEFAULT_CTX;
+      if (ctx > baseline.source.contextLength) {
+        throw new PolyquantError(ERROR_CODES.USAGE, `--ctx ${ctx} is longer than the model's context length ${baseline.source.contextLength}`, { file: text.file });
+      }
+      const { windows, scoreOptions } = windowRequest(tokens, text.file, options);
+      options.onProgress?.({ stage: 'perplexity', file: text.file, windows: windows.length, done: 0, tokens: 0 });
+      let done = 0;
+      let scored = 0;
+      for await (const window of baseline.source.scoreWindows(tokens, windows, scoreOptions)) {
+        done += 1;
+        scored += window.score.tokenLogProbs.length;
+        options.onProgress?.({ stage: 'perplexity', file: text.file, windows: windows.length, done, tokens: scored });
+      }
+    }
+    if (options.kobestDir !== undefined) await baseline.source.runKobest(kobestRequest(options, kobestInputs, baseline.source.contextLength, 'baseline'));
+  } finally {
+    await baseline.close();
+  }
+  return (performance.now() - started) / 1000;
 }
