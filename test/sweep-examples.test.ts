@@ -87,7 +87,7 @@ function checkSweepArgv(argv: readonly string[]): 'run' | 'merge' | 'report' {
     return 'report';
   }
   expect(positional).toHaveLength(1);
-  expect([...flags.keys()].sort()).toEqual(flags.has('--preset') ? ['--out', '--preset', '--shard'] : ['--out', '--shard']);
+  expect([...flags.keys()].sort()).toEqual(flags.has('--preset') ? ['--out', '--ppl', '--preset', '--shard'] : ['--out', '--ppl', '--shard']);
   expect(flags.get('--shard')).toMatch(/^\d+\/\d+$/);
   if (flags.has('--preset')) expect(['quick', 'release']).toContain(flags.get('--preset'));
   return 'run';
@@ -200,14 +200,14 @@ describe('the sweep commands the examples run', () => {
       {
         example: 'github-actions',
         where: 'jobs.shard.steps[4].run',
-        line: `npx polyquant sweep "$MODEL" --out cells-${SHARD} --shard ${SHARD}/${SHARDS} --preset "$PRESET"`,
+        line: `npx polyquant sweep "$MODEL" --ppl "$TEXT" --out cells-${SHARD} --shard ${SHARD}/${SHARDS} --preset "$PRESET"`,
       },
       { example: 'github-actions', where: 'jobs.merge.steps[4].run', line: 'npx polyquant sweep merge cells-* --out merged' },
       { example: 'github-actions', where: 'jobs.merge.steps[5].run', line: 'npx polyquant sweep report merged --markdown report.md' },
       {
         example: 'kubernetes',
         where: 'Job polyquant-sweep: containers[0].args[0]',
-        line: 'exec polyquant sweep "$MODEL" --out "/sweep/cells-$JOB_COMPLETION_INDEX" --shard "$((JOB_COMPLETION_INDEX + 0))/$SHARDS" --preset quick',
+        line: 'exec polyquant sweep "$MODEL" --ppl "$TEXT" --out "/sweep/cells-$JOB_COMPLETION_INDEX" --shard "$((JOB_COMPLETION_INDEX + 0))/$SHARDS" --preset quick',
       },
       { example: 'kubernetes', where: 'Job polyquant-sweep-merge: containers[0].args[0]', line: 'polyquant sweep merge /sweep/cells-* --out /sweep/merged' },
       {
@@ -223,9 +223,9 @@ describe('the sweep commands the examples run', () => {
       example: 'github-actions',
       shards: 3,
       shardRuns: [
-        ['sweep', 'models/tiny', '--out', 'cells-0', '--shard', '0/3', '--preset', 'quick'],
-        ['sweep', 'models/tiny', '--out', 'cells-1', '--shard', '1/3', '--preset', 'quick'],
-        ['sweep', 'models/tiny', '--out', 'cells-2', '--shard', '2/3', '--preset', 'quick'],
+        ['sweep', 'models/tiny', '--ppl', 'data/valid.txt', '--out', 'cells-0', '--shard', '0/3', '--preset', 'quick'],
+        ['sweep', 'models/tiny', '--ppl', 'data/valid.txt', '--out', 'cells-1', '--shard', '1/3', '--preset', 'quick'],
+        ['sweep', 'models/tiny', '--ppl', 'data/valid.txt', '--out', 'cells-2', '--shard', '2/3', '--preset', 'quick'],
       ],
       merge: ['sweep', 'merge', 'cells-0', 'cells-1', 'cells-2', '--out', 'merged'],
       report: ['sweep', 'report', 'merged', '--markdown', 'report.md'],
@@ -237,9 +237,9 @@ describe('the sweep commands the examples run', () => {
       example: 'kubernetes',
       shards: 3,
       shardRuns: [
-        ['sweep', '/models/tiny', '--out', '/tmp/claim/cells-0', '--shard', '0/3', '--preset', 'quick'],
-        ['sweep', '/models/tiny', '--out', '/tmp/claim/cells-1', '--shard', '1/3', '--preset', 'quick'],
-        ['sweep', '/models/tiny', '--out', '/tmp/claim/cells-2', '--shard', '2/3', '--preset', 'quick'],
+        ['sweep', '/models/tiny', '--ppl', '/tmp/claim/valid.txt', '--out', '/tmp/claim/cells-0', '--shard', '0/3', '--preset', 'quick'],
+        ['sweep', '/models/tiny', '--ppl', '/tmp/claim/valid.txt', '--out', '/tmp/claim/cells-1', '--shard', '1/3', '--preset', 'quick'],
+        ['sweep', '/models/tiny', '--ppl', '/tmp/claim/valid.txt', '--out', '/tmp/claim/cells-2', '--shard', '2/3', '--preset', 'quick'],
       ],
       merge: ['sweep', 'merge', '/tmp/claim/cells-0', '/tmp/claim/cells-1', '/tmp/claim/cells-2', '--out', '/tmp/claim/merged'],
       report: ['sweep', 'report', '/tmp/claim/merged', '--markdown', '/tmp/claim/report.md'],

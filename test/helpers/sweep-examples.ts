@@ -45,6 +45,8 @@ export interface ExampleSweep {
 export interface ExampleSweepOptions {
   /** The model folder, in place of the example's MODEL. */
   readonly model: string;
+  /** GitHub Actions only: the evaluation text in place of the example's TEXT (default: the input's default, relative). */
+  readonly text?: string;
   /**
    * Kubernetes only: the folder standing in for the shared claim's mount path (`/sweep`); by default the
    * mount path itself. GitHub Actions paths are relative: run them all in one working directory.
@@ -105,7 +107,12 @@ export function githubActionsSweep(options: ExampleSweepOptions): ExampleSweep {
   const workflow = readGithubActionsExample();
   const jobs = object(workflow['jobs'], 'jobs');
   const presetInput = object(object(object(object(workflow['on'], 'on')['workflow_dispatch'], 'workflow_dispatch')['inputs'], 'inputs')['preset'], 'preset');
-  const variables = { MODEL: options.model, PRESET: text(presetInput['default'], 'preset default') };
+  const inputs = object(object(object(workflow['on'], 'on')['workflow_dispatch'], 'workflow_dispatch')['inputs'], 'inputs');
+  const variables = {
+    MODEL: options.model,
+    TEXT: options.text ?? text(object(inputs['text'], 'text')['default'], 'text default'),
+    PRESET: text(presetInput['default'], 'preset default'),
+  };
 
   const shardJob = object(jobs['shard'], 'jobs.shard');
   const matrix = list(object(object(shardJob['strategy'], 'strategy')['matrix'], 'matrix')['shard'], 'matrix.shard').map((value) => {
