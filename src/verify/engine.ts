@@ -101,6 +101,53 @@ export function resolveScoreOptions(options: ScoreOptions, length: number): Reso
   return { from, distributions, topK, into };
 }
 
+/** What a request is checked against: the engine's limits, and the file it runs (for messages). */
+export interface EngineLimits {
+  readonly contextLength: number;
+  readonly vocabSize: number;
+  readonly file?: string | undefined;
+}
+
+/** Checks a window of token ids (every engine): an Int32Array, no longer than the context, ids in the vocabulary. */
+export function checkTokenIds(tokens: Int32Array, what: string, limits: EngineLimits): void {
+  const { contextLength, vocabSize, file } = limits;
+  if (!(tokens instanceof Int32Array)) {
+    throw new PolyquantError(ERROR_CODES.USAGE, `${what} must be an Int32Array of token ids`);
+  }
+  if (tokens.length > contextLength) {
+    throw new PolyquantError(ERROR_CODES.USAGE, `${what} has ${tokens.length} tokens, more than the context length ${contextLength}`, {
+      file,
+      hint: 'use shorter windows or a larger contextLength',
+    });
+  }
+  for (let index = 0; index < tokens.length; index += 1) {
+    const id = tokens[index] as number;
+    if (id < 0 || id >= vocabSize) {
+      throw new PolyquantError(ERROR_CODES.USAGE, `${what} has token id ${id} at index ${index}, outside the vocabulary 0 … ${vocabSize - 1}`, { file });
+    }
+  }
+}
+
+/** Checks `scoreContinuations`' arguments (every engine): a non-empty context, and each continuation fitting after it. */
+export function checkContinuations(context: Int32Array, continuations: readonly Int32Array[], limits: EngineLimits): void {
+  checkTokenIds(context, 'the context', limits);
+  if (context.length === 0) {
+    throw new PolyquantError(ERROR_CODES.USAGE, 'the context is empty, so the first continuation token has nothing to be predicted from', {
+      hint: 'prepend a BOS/EOS token, as lm-evaluation-harness does for empty contexts',
+    });
+  }
+  continuations.forEach((continuation, index) => {
+    checkTokenIds(continuation, `continuation ${index}`, limits);
+    if (context.length + continuation.length > limits.contextLength) {
+      throw new PolyquantError(
+        ERROR_CODES.USAGE,
+        `context (${context.length} tokens) + continuation ${index} (${continuation.length}) is longer than the context length ${limits.contextLength}`,
+        { file: limits.file },
+      );
+    }
+  });
+}
+
 /**
  * A ScoreResult's arrays for `scored` positions over `vocab` tokens, for an engine to fill: zeroed, except
  * that `full` is the front of `into` when that is given and large enough (its old contents left in place).

@@ -54,7 +54,7 @@ import type { Llama, LlamaContext, LlamaContextSequence, LlamaModel, Token } fro
 import { type GgufHeader, readGgufHeader } from '../../converters/gguf/format.js';
 import { ERROR_CODES, PolyquantError } from '../../errors.js';
 import { ioError, withFile } from '../../io/file.js';
-import { allocateScoreResult, type Engine, resolveScoreOptions, type ScoreOptions, type ScoreResult } from '../engine.js';
+import { allocateScoreResult, checkContinuations, checkTokenIds, type Engine, resolveScoreOptions, type ScoreOptions, type ScoreResult } from '../engine.js';
 import { loadNativeAddon, NativeScorer, nativeAddonBuild } from './llamacpp-native.js';
 import { rowMaximum, topKOfRow } from './reference-math.js';
 
@@ -649,22 +649,7 @@ class LlamaCppEngineImpl implements LlamaCppEngine {
 
   async scoreContinuations(context: Int32Array, continuations: readonly Int32Array[]): Promise<number[]> {
     this.checkOpen();
-    this.checkTokens(context, 'the context', this.contextLength);
-    if (context.length === 0) {
-      throw new PolyquantError(ERROR_CODES.USAGE, 'the context is empty, so the first continuation token has nothing to be predicted from', {
-        hint: 'prepend a BOS/EOS token, as lm-evaluation-harness does for empty contexts',
-      });
-    }
-    continuations.forEach((continuation, index) => {
-      this.checkTokens(continuation, `continuation ${index}`, this.contextLength);
-      if (context.length + continuation.length > this.contextLength) {
-        throw new PolyquantError(
-          ERROR_CODES.USAGE,
-          `context (${context.length} tokens) + continuation ${index} (${continuation.length}) is longer than the context length ${this.contextLength}`,
-          { file: this.path },
-        );
-      }
-    });
+    checkContinuations(context, continuations, { contextLength: this.contextLength, vocabSize: this.vocabSize, file: this.path });
     return this.backend.scoreContinuations(context, [...continuations]);
   }
 
@@ -679,22 +664,6 @@ class LlamaCppEngineImpl implements LlamaCppEngine {
   }
 
   private checkTokens(tokens: Int32Array, what: string, limit: number): void {
-    if (!(tokens instanceof Int32Array)) {
-      throw new PolyquantError(ERROR_CODES.USAGE, `${what} must be an Int32Array of token ids`);
-    }
-    if (tokens.length > limit) {
-      throw new PolyquantError(ERROR_CODES.USAGE, `${what} has ${tokens.length} tokens, more than the context length ${limit}`, {
-        file: this.path,
-        hint: 'use shorter windows or a larger contextLength',
-      });
-    }
-    for (let index = 0; index < tokens.length; index += 1) {
-      const id = tokens[index] as number;
-      if (id < 0 || id >= this.vocabSize) {
-        throw new PolyquantError(ERROR_CODES.USAGE, `${what} has token id ${id} at index ${index}, outside the vocabulary 0 … ${this.vocabSize - 1}`, {
-          file: this.path,
-        });
-      }
-    }
+    checkTokenIds(tokens, what, { contextLength: limit, vocabSize: this.vocabSize, file: this.path });
   }
 }

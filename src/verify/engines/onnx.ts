@@ -46,7 +46,7 @@ import { ioError, pathExists, } from '../../io/file.js';
 import { readJsonFile } from '../../readers/json-file.js';
 import { loadTokenizer, readTokenizerFiles, type TextTokenizer, TOKENIZER_FILE_NAMES } from '../../readers/tokenizer.js';
 import { f16ToF32Array } from '../../tensor/float.js';
-import { allocateScoreResult, type Engine, resolveScoreOptions, type ScoreOptions, type ScoreResult } from '../engine.js';
+import { allocateScoreResult, checkContinuations, checkTokenIds, type Engine, type EngineLimits, resolveScoreOptions, type ScoreOptions, type ScoreResult } from '../engine.js';
 import { defaultMathThreads } from './llamacpp.js';
 import { RowStatistics } from './row-statistics.js';
 
@@ -549,22 +549,7 @@ class OnnxEngineImpl implements OnnxEngine {
 
   async scoreContinuations(context: Int32Array, continuations: readonly Int32Array[]): Promise<number[]> {
     this.checkOpen();
-    this.checkTokens(context, 'the context');
-    if (context.length === 0) {
-      throw new PolyquantError(ERROR_CODES.USAGE, 'the context is empty, so the first continuation token has nothing to be predicted from', {
-        hint: 'prepend a BOS/EOS token, as lm-evaluation-harness does for empty contexts',
-      });
-    }
-    continuations.forEach((continuation, index) => {
-      this.checkTokens(continuation, `continuation ${index}`);
-      if (context.length + continuation.length > this.contextLength) {
-        throw new PolyquantError(
-          ERROR_CODES.USAGE,
-          `context (${context.length} tokens) + continuation ${index} (${continuation.length}) is longer than the context length ${this.contextLength}`,
-          { file: this.path },
-        );
-      }
-    });
+    checkContinuations(context, continuations, this.limits());
     const list = [...continuations];
     return this.enqueue(() => (this.reusesCache ? this.continuationsOnCache(context, list) : this.continuationsWhole(context, list)));
   }
@@ -693,24 +678,12 @@ class OnnxEngineImpl implements OnnxEngine {
     if (this.closed) throw new PolyquantError(ERROR_CODES.USAGE, 'the onnx engine is closed', { file: this.path });
   }
 
+  private limits(): EngineLimits {
+    return { contextLength: this.contextLength, vocabSize: this.vocabSize, file: this.path };
+  }
+
   private checkTokens(tokens: Int32Array, what: string): void {
-    if (!(tokens instanceof Int32Array)) {
-      throw new PolyquantError(ERROR_CODES.USAGE, `${what} must be an Int32Array of token ids`);
-    }
-    if (tokens.length > this.contextLength) {
-      throw new PolyquantError(ERROR_CODES.USAGE, `${what} has ${tokens.length} tokens, more than the context length ${this.contextLength}`, {
-        file: this.path,
-        hint: 'use shorter windows or a larger contextLength',
-      });
-    }
-    for (let index = 0; index < tokens.length; index += 1) {
-      const id = tokens[index] as number;
-      if (id < 0 || id >= this.vocabSize) {
-        throw new PolyquantError(ERROR_CODES.USAGE, `${what} has token id ${id} at index ${index}, outside the vocabulary 0 … ${this.vocabSize - 1}`, {
-          file: this.path,
-        });
-      }
-    }
+    checkTokenIds(tokens, what, this.limits());
   }
 }
 

@@ -22,7 +22,7 @@ import type { NeoXConfig } from '../../arch/gpt-neox.js';
 import { ERROR_CODES, PolyquantError } from '../../errors.js';
 import { type Checkpoint, readCheckpoint } from '../../readers/checkpoint.js';
 import { loadTokenizer, type TextTokenizer } from '../../readers/tokenizer.js';
-import { type Engine, resolveScoreOptions, type ScoreOptions, type ScoreResult } from '../engine.js';
+import { checkContinuations, checkTokenIds, type Engine, type EngineLimits, resolveScoreOptions, type ScoreOptions, type ScoreResult } from '../engine.js';
 import { allocateMemory, layoutFits, loadWeights, type ModelLayout, planLayout, type WeightTransform } from './reference-layout.js';
 import { ReferenceRunner } from './reference-runner.js';
 import type { WasmMemory } from './reference-wasm.js';
@@ -290,21 +290,7 @@ class ReferenceEngineImpl implements ReferenceEngine {
 
   async scoreContinuations(context: Int32Array, continuations: readonly Int32Array[]): Promise<number[]> {
     this.checkOpen();
-    this.checkTokens(context, 'the context');
-    if (context.length === 0) {
-      throw new PolyquantError(ERROR_CODES.USAGE, 'the context is empty, so the first continuation token has nothing to be predicted from', {
-        hint: 'prepend a BOS/EOS token, as lm-evaluation-harness does for empty contexts',
-      });
-    }
-    continuations.forEach((continuation, index) => {
-      this.checkTokens(continuation, `continuation ${index}`);
-      if (context.length + continuation.length > this.contextLength) {
-        throw new PolyquantError(
-          ERROR_CODES.USAGE,
-          `context (${context.length} tokens) + continuation ${index} (${continuation.length}) is longer than the context length ${this.contextLength}`,
-        );
-      }
-    });
+    checkContinuations(context, continuations, this.limits());
     const response = await this.executor.submit({ kind: 'continuations', context, continuations: [...continuations] });
     return response.sums as number[];
   }
@@ -319,23 +305,11 @@ class ReferenceEngineImpl implements ReferenceEngine {
     if (this.closed) throw new PolyquantError(ERROR_CODES.USAGE, 'the reference engine is closed');
   }
 
+  private limits(): EngineLimits {
+    return { contextLength: this.contextLength, vocabSize: this.vocabSize, file: this.checkpoint.dir };
+  }
+
   private checkTokens(tokens: Int32Array, what: string): void {
-    if (!(tokens instanceof Int32Array)) {
-      throw new PolyquantError(ERROR_CODES.USAGE, `${what} must be an Int32Array of token ids`);
-    }
-    if (tokens.length > this.contextLength) {
-      throw new PolyquantError(ERROR_CODES.USAGE, `${what} has ${tokens.length} tokens, more than the context length ${this.contextLength}`, {
-        file: this.checkpoint.dir,
-        hint: 'use shorter windows or a larger contextLength',
-      });
-    }
-    for (let index = 0; index < tokens.length; index += 1) {
-      const id = tokens[index] as number;
-      if (id < 0 || id >= this.vocabSize) {
-        throw new PolyquantError(ERROR_CODES.USAGE, `${what} has token id ${id} at index ${index}, outside the vocabulary 0 … ${this.vocabSize - 1}`, {
-          file: this.checkpoint.dir,
-        });
-      }
-    }
+    checkTokenIds(tokens, what, this.limits());
   }
 }

@@ -25,7 +25,7 @@ import { ioError, pathExists } from '../../io/file.js';
 import { loadTokenizer, readTokenizerFiles, type TextTokenizer, TOKENIZER_FILE_NAMES } from '../../readers/tokenizer.js';
 import { type LoadProgress, type WebGpuKvCache, WebGpuModel, type WebGpuModelOptions } from '../../runtime/webgpu/model.js';
 import type { WeightSource } from '../../runtime/webgpu/source.js';
-import { allocateScoreResult, type Engine, resolveScoreOptions, type ScoreOptions, type ScoreResult } from '../engine.js';
+import { allocateScoreResult, checkContinuations, checkTokenIds, type Engine, type EngineLimits, resolveScoreOptions, type ScoreOptions, type ScoreResult } from '../engine.js';
 import { RowStatistics } from './row-statistics.js';
 import { type DawnDevice, openDawnDevice, type WebGpuDeviceChoice } from './webgpu-dawn.js';
 
@@ -223,22 +223,7 @@ class WebGpuEngineImpl implements WebGpuEngine {
 
   async scoreContinuations(context: Int32Array, continuations: readonly Int32Array[]): Promise<number[]> {
     this.checkOpen();
-    this.checkTokens(context, 'the context');
-    if (context.length === 0) {
-      throw new PolyquantError(ERROR_CODES.USAGE, 'the context is empty, so the first continuation token has nothing to be predicted from', {
-        hint: 'prepend a BOS/EOS token, as lm-evaluation-harness does for empty contexts',
-      });
-    }
-    continuations.forEach((continuation, index) => {
-      this.checkTokens(continuation, `continuation ${index}`);
-      if (context.length + continuation.length > this.contextLength) {
-        throw new PolyquantError(
-          ERROR_CODES.USAGE,
-          `context (${context.length} tokens) + continuation ${index} (${continuation.length}) is longer than the context length ${this.contextLength}`,
-          { file: this.path },
-        );
-      }
-    });
+    checkContinuations(context, continuations, this.limits());
     const list = [...continuations];
     return this.enqueue(async () => {
       const rows = this.rows;
@@ -288,21 +273,11 @@ class WebGpuEngineImpl implements WebGpuEngine {
     if (this.closed) throw new PolyquantError(ERROR_CODES.USAGE, 'the webgpu engine is closed', { file: this.path });
   }
 
+  private limits(): EngineLimits {
+    return { contextLength: this.contextLength, vocabSize: this.vocabSize, file: this.path };
+  }
+
   private checkTokens(tokens: Int32Array, what: string): void {
-    if (!(tokens instanceof Int32Array)) throw new PolyquantError(ERROR_CODES.USAGE, `${what} must be an Int32Array of token ids`);
-    if (tokens.length > this.contextLength) {
-      throw new PolyquantError(ERROR_CODES.USAGE, `${what} has ${tokens.length} tokens, more than the context length ${this.contextLength}`, {
-        file: this.path,
-        hint: 'use shorter windows or a larger contextLength',
-      });
-    }
-    for (let index = 0; index < tokens.length; index += 1) {
-      const id = tokens[index] as number;
-      if (id < 0 || id >= this.vocabSize) {
-        throw new PolyquantError(ERROR_CODES.USAGE, `${what} has token id ${id} at index ${index}, outside the vocabulary 0 … ${this.vocabSize - 1}`, {
-          file: this.path,
-        });
-      }
-    }
+    checkTokenIds(tokens, what, this.limits());
   }
 }
