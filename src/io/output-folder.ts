@@ -5,7 +5,7 @@
  * is replaced only with `force`, and only when it holds nothing but files the same writer writes, never
  * when it is (or holds) a filesystem root, the home folder or the working folder.
  */
-import { renameSync } from 'node:fs';
+import { closeSync, openSync, renameSync, writeSync } from 'node:fs';
 import { lstat, mkdir, readdir, realpath, rm } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { basename, dirname, isAbsolute, join, parse, relative, sep } from 'node:path';
@@ -149,5 +149,42 @@ export async function writeFolderAtomically<T>(
     untrack();
     await rm(temp, { recursive: true, force: true });
     throw error;
+  }
+}
+
+/**
+ * Positioned writes into the files of an output folder being built (a converter's shards or data files,
+ * planned before any byte is written): each file is created on its first write and kept open until close.
+ * `what` names the files in messages ("shard", "external data file").
+ */
+export class PositionedFiles {
+  private readonly descriptors = new Map<string, number>();
+  constructor(
+    private readonly dir: string,
+    private readonly what: string,
+  ) {}
+
+  write(file: string, offset: number, bytes: Uint8Array): void {
+    const path = join(this.dir, file);
+    let fd = this.descriptors.get(file);
+    if (fd === undefined) {
+      try {
+        fd = openSync(path, 'w');
+      } catch (error) {
+        throw ioError(path, `create the ${this.what}`, error);
+      }
+      this.descriptors.set(file, fd);
+    }
+    let written = 0;
+    try {
+      while (written < bytes.length) written += writeSync(fd, bytes, written, bytes.length - written, offset + written);
+    } catch (error) {
+      throw ioError(path, `write the ${this.what}`, error);
+    }
+  }
+
+  close(): void {
+    for (const fd of this.descriptors.values()) closeSync(fd);
+    this.descriptors.clear();
   }
 }

@@ -9,13 +9,12 @@
  * transpose (MatMul's W^T for fp32/fp16, MatMulInteger's `[K, N]` int8), never by model size. The folder is
  * built under a temp name and renamed into place: it appears complete or not at all.
  */
-import { closeSync, openSync, writeSync } from 'node:fs';
 import { copyFile, mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { expectedTensors, type NeoXConfig, type NeoXTensorRole } from '../../arch/gpt-neox.js';
 import { ERROR_CODES, PolyquantError } from '../../errors.js';
 import { ioError, pathExists } from '../../io/file.js';
-import { checkFolderOutput, type FolderOwnership, writeFolderAtomically } from '../../io/output-folder.js';
+import { checkFolderOutput, type FolderOwnership, PositionedFiles, writeFolderAtomically } from '../../io/output-folder.js';
 import { onnxChunkParts } from '../../quant/onnx-layouts.js';
 import { QuantPool, type RowChunk } from '../../quant/pool.js';
 import { type Checkpoint, readCheckpoint, type WeightsPreference } from '../../readers/checkpoint.js';
@@ -275,35 +274,6 @@ function planModel(type: OnnxTypeName, graph: NeoXGraph, maxData: number, warnin
 
 // =================================================================================== weight streaming
 
-/** Positioned writes into one model's data files. */
-class DataFiles {
-  private readonly descriptors = new Map<string, number>();
-  constructor(private readonly dir: string) {}
-
-  write(file: string, offset: number, bytes: Uint8Array): void {
-    let fd = this.descriptors.get(file);
-    if (fd === undefined) {
-      try {
-        fd = openSync(join(this.dir, file), 'w');
-      } catch (error) {
-        throw ioError(join(this.dir, file), 'create the external data file', error);
-      }
-      this.descriptors.set(file, fd);
-    }
-    let written = 0;
-    try {
-      while (written < bytes.length) written += writeSync(fd, bytes, written, bytes.length - written, offset + written);
-    } catch (error) {
-      throw ioError(join(this.dir, file), 'write external data', error);
-    }
-  }
-
-  close(): void {
-    for (const fd of this.descriptors.values()) closeSync(fd);
-    this.descriptors.clear();
-  }
-}
-
 /**
  * One job of one model, consuming the source tensor's row chunks: float32, or as the checkpoint stores
  * them, for the pool's threads to widen (the main thread reads and writes; widening every weight here
@@ -316,7 +286,7 @@ interface Encoder {
 
 type Placed = readonly OnnxPlannedInitializer[];
 
-function writeCounted(files: DataFiles, target: OnnxPlannedInitializer, offsetInTensor: number, bytes: Uint8Array, progress: () => void, count: (n: number) => void): void {
+function writeCounted(files: PositionedFiles, target: OnnxPlannedInitializer, offsetInTensor: number, bytes: Uint8Array, progress: () => void, count: (n: number) => void): void {
   if (offsetInTensor + bytes.length > target.bytes) {
     throw new PolyquantError(ERROR_CODES.IO, `tensor data came to ${offsetInTensor + bytes.length} bytes or more, planned ${target.bytes}`, { tensor: target.name });
   }
@@ -329,7 +299,7 @@ function writeCounted(files: DataFiles, target: OnnxPlannedInitializer, offsetIn
  * Float weights: float32 written as they come; float16 narrowed by the pool (ggml's round-to-nearest-even
  * F16 rows); W^T (MatMul's `[K, N]`) gathered whole, since every input row contributes to every output row.
  */
-function floatEncoder(job: WeightJob, placed: Placed, files: DataFiles, pool: QuantPool, count: (n: number) => void, progress: () => void): Encoder {
+function floatEncoder(job: WeightJob, placed: Placed, files: PositionedFiles, pool: QuantPool, count: (n: number) => void, progress: () => void): Encoder {
   if (job.encoding.kind !== 'float') throw new Error('unreachable: a float encoder for a quantized weight');
   const { type, transpose } = job.encoding;
   const target = placed[0] as OnnxPlannedInitializer;
@@ -391,7 +361,7 @@ function transposeInto(source: Float32Array | Uint16Array, count: number, column
 }
 
 /** MatMulNBits / MatMulInteger through the pool: chunks in flight in order, their parts placed as they return. */
-function pooledEncoder(job: WeightJob, placed: Placed, files: DataFiles, pool: QuantPool, count: (n: number) => void, progress: () => void): Encoder {
+function pooledEncoder(job: WeightJob, placed: Placed, files: PositionedFiles, pool: QuantPool, count: (n: number) => void, progress: () => void): Encoder {
   const scheme = job.encoding.kind === 'nbits' ? job.encoding.layout.id : job.encoding.kind === 'integer' ? job.encoding.layoutId : '';
   const [N, K] = job.shape as [number, number];
   const integer = job.encoding.kind === 'integer';
@@ -460,22 +430,22 @@ async function writeWeights(
   const progress = (): void => options.onProgress?.(done, total);
   const quantized = graphs.some(({ graph }) => graph.weights.some((job) => job.encoding.kind !== 'float' || job.encoding.type === 'FLOAT16'));
   const pool = new QuantPool({ workers: quantized ? options.workers : 0 });
-  const dataFiles = graphs.map(() => new DataFiles(join(dir, ONNX_SUBFOLDER)));
+  const dataFiles = graphs.map(() => new PositionedFiles(join(dir, ONNX_SUBFOLDER), 'external data file'));
   try {
     // Each model's jobs by source tensor, with the planned initializers they fill.
-    const bySource = new Map<string, { job: WeightJob; placed: Placed; files: DataFiles }[]>();
+    const bySource = new Map<string, { job: WeightJob; placed: Placed; files: PositionedFiles }[]>();
     for (const [index, { graph }] of graphs.entries()) {
       const model = models[index] as OnnxPlannedModel;
       const byName = new Map(model.initializers.map((initializer) => [initializer.name, initializer]));
       for (const job of graph.weights) {
         const key = sourceKey(job.role, job.layer);
         const list = bySource.get(key) ?? [];
-        list.push({ job, placed: job.initializers.map((spec) => byName.get(spec.name) as OnnxPlannedInitializer), files: dataFiles[index] as DataFiles });
+        list.push({ job, placed: job.initializers.map((spec) => byName.get(spec.name) as OnnxPlannedInitializer), files: dataFiles[index] as PositionedFiles });
         bySource.set(key, list);
       }
       for (const computed of graph.computed) {
         const target = byName.get(computed.initializer.name) as OnnxPlannedInitializer;
-        writeCounted(dataFiles[index] as DataFiles, target, 0, computed.values(), progress, count);
+        writeCounted(dataFiles[index] as PositionedFiles, target, 0, computed.values(), progress, count);
       }
     }
     const embedding = expectedTensors(config).find((entry) => entry.role === 'token-embedding');

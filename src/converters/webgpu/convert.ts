@@ -19,13 +19,13 @@
  * tensor-cache-b16.json twin). q8f32_pq's scales stay raw either way (docs/webgpu-int8-layout.md §6).
  */
 import { createHash } from 'node:crypto';
-import { closeSync, openSync, readSync, writeSync } from 'node:fs';
+import { closeSync, openSync, readSync } from 'node:fs';
 import { copyFile, mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { ExpectedTensor } from '../../arch/gpt-neox.js';
 import { ERROR_CODES, PolyquantError } from '../../errors.js';
 import { ioError, pathExists } from '../../io/file.js';
-import { checkFolderOutput, type FolderOwnership, writeFolderAtomically } from '../../io/output-folder.js';
+import { checkFolderOutput, type FolderOwnership, PositionedFiles, writeFolderAtomically } from '../../io/output-folder.js';
 import { QuantPool } from '../../quant/pool.js';
 import {
   f32ToTensorCacheBf16Array,
@@ -173,40 +173,11 @@ function refuseOutputHoldingInputs(out: string, checkpoint: Checkpoint): void {
 
 // =================================================================================== weight streaming
 
-/** Positioned writes into one model's shard files. */
-class ShardFiles {
-  private readonly descriptors = new Map<string, number>();
-  constructor(private readonly dir: string) {}
-
-  write(file: string, offset: number, bytes: Uint8Array): void {
-    let fd = this.descriptors.get(file);
-    if (fd === undefined) {
-      try {
-        fd = openSync(join(this.dir, file), 'w');
-      } catch (error) {
-        throw ioError(join(this.dir, file), 'create the shard', error);
-      }
-      this.descriptors.set(file, fd);
-    }
-    let written = 0;
-    try {
-      while (written < bytes.length) written += writeSync(fd, bytes, written, bytes.length - written, offset + written);
-    } catch (error) {
-      throw ioError(join(this.dir, file), 'write the shard', error);
-    }
-  }
-
-  close(): void {
-    for (const fd of this.descriptors.values()) closeSync(fd);
-    this.descriptors.clear();
-  }
-}
-
 /** Counts each record's bytes as they are written, so that a record can never take more or less than planned. */
 class RecordWriter {
   private readonly written = new Map<string, number>();
   constructor(
-    readonly files: ShardFiles,
+    readonly files: PositionedFiles,
     private readonly progress: (bytes: number) => void,
   ) {}
 
@@ -297,7 +268,7 @@ async function writeWeights(dir: string, checkpoint: Checkpoint, models: readonl
     options.onProgress?.(done, total);
   };
   const pool = new QuantPool({ workers: options.workers });
-  const writers = models.map((model) => new RecordWriter(new ShardFiles(join(dir, model.folder)), progress));
+  const writers = models.map((model) => new RecordWriter(new PositionedFiles(join(dir, model.folder), 'shard'), progress));
   try {
     // Each model's records by source tensor (a 2-D weight's q_weight and q_scale, or one vector).
     const bySource = models.map((model) => {
