@@ -4,6 +4,7 @@
  * after a flag is kept as that flag's value. Each message names the flag, the value and the range.
  */
 import { ERROR_CODES, PolyquantError } from '../errors.js';
+import { KOBEST_TASK_NAMES, type KobestTaskName } from '../verify/kobest/index.js';
 
 /**
  * Threads for every command (`convert --workers`, `verify --threads`, `demo --threads`): one range, which
@@ -78,4 +79,15 @@ export function attachNegativeValues(argv: readonly string[], valueFlags: Readon
     }
   }
   return out;
+}
+
+/** `--tasks copa,kobest_hellaswag`: KOBEST task names, the `kobest_` prefix optional. */
+export function tasksFlag(raw: string): KobestTaskName[] {
+  return raw.split(',').map((part) => {
+    const name = part.trim().replace(/^kobest_/, '');
+    if (!(KOBEST_TASK_NAMES as readonly string[]).includes(name)) {
+      throw new PolyquantError(ERROR_CODES.USAGE, `--tasks: unknown KOBEST task ${JSON.stringify(part)}`, { hint: `choose from ${KOBEST_TASK_NAMES.join(', ')}` });
+    }
+    return name as KobestTaskName;
+  });
 }

@@ -3,6 +3,7 @@
  * flags to src/sweep's library calls, the report to the terminal, the verdict to the exit code (0 a cell
  * passes and the sweep is complete, 1 none passes or cells are missing or failed to run, 2 bad input).
  */
+import { tasksFlag } from './flags.js';
 import { resolve } from 'node:path';
 import type { Argv, CommandModule } from 'yargs';
 import { ERROR_CODES, PolyquantError } from '../errors.js';
@@ -12,7 +13,7 @@ import { SWEEP_FORMATS, SWEEP_PRESET_NAMES } from '../sweep/grid.js';
 import { renderSweepText, type SweepReport } from '../sweep/report.js';
 import { mergeSweeps, runSweep, writeSweepReport } from '../sweep/sweep.js';
 import { DEFAULT_MAX_ROW_BYTES } from '../verify/baseline-session.js';
-import { KOBEST_TASK_NAMES, type KobestTaskName } from '../verify/kobest/index.js';
+import { KOBEST_TASK_NAMES, } from '../verify/kobest/index.js';
 import { PERPLEXITY_PROTOCOLS, type PerplexityProtocol } from '../verify/perplexity.js';
 import { parseThreshold, type Thresholds } from '../verify/thresholds.js';
 import { DEVICE_NAMES, type DeviceName } from '../verify/verify.js';
@@ -36,15 +37,6 @@ export function sizeFlag(flag: string, raw: unknown): number | undefined {
   return value;
 }
 
-function parseTasks(raw: string): KobestTaskName[] {
-  return raw.split(',').map((part) => {
-    const name = part.trim().replace(/^kobest_/, '');
-    if (!(KOBEST_TASK_NAMES as readonly string[]).includes(name)) {
-      throw new PolyquantError(ERROR_CODES.USAGE, `--tasks: unknown KOBEST task ${JSON.stringify(part)}`, { hint: `choose from ${KOBEST_TASK_NAMES.join(', ')}` });
-    }
-    return name as KobestTaskName;
-  });
-}
 
 const list = (raw: string | undefined): string[] | undefined =>
   raw === undefined
@@ -178,7 +170,7 @@ export function sweepCommand(io: CliIO, setExitCode: (code: number) => void): Co
             const limit = positiveNumberFlag('--limit', args.limit, 'a document count ≥ 1, or a fraction of the split in (0, 1)');
             const threads = integerFlag('--threads', args.threads, THREAD_FLAG_RANGE.min, THREAD_FLAG_RANGE.max);
             const shots = shotsFlag('--shots', args.shots);
-            const tasks = args.tasks === undefined ? undefined : parseTasks(args.tasks as string);
+            const tasks = args.tasks === undefined ? undefined : tasksFlag(args.tasks as string);
             const thresholds = thresholdsOf(args);
             const baselineCacheBytes = sizeFlag('--baseline-cache-limit', args['baseline-cache-limit']);
             const outputs = await reportOutputs(args.json as string | undefined, args.markdown as string | undefined);

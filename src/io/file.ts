@@ -359,6 +359,11 @@ async function outputTarget(path: string): Promise<string> {
   }
 }
 
+/** Writes a UTF-8 text file atomically (a report): a temp name, renamed at the end. */
+export async function writeTextAtomically(path: string, text: string): Promise<void> {
+  await writeAtomically(resolve(path), (file) => file.write(new TextEncoder().encode(text)));
+}
+
 /** Writes a whole file atomically: `body` streams into it, and any error removes the temp file. */
 export async function writeAtomically(path: string, body: (file: AtomicFile) => Promise<void>): Promise<void> {
   const file = await AtomicFile.create(path);

@@ -1,0 +1,165 @@
+/**
+ * `polyquant verify CANDIDATE --baseline MODEL …`: flags to one verify() call; the report to stdout (and
+ * --json / --markdown files); exit 1 when a gate fails.
+ */
+import { writeTextAtomically } from '../io/file.js';
+import { tasksFlag } from './flags.js';
+import { stat } from 'node:fs/promises';
+import { resolve } from 'node:path';
+import type { Argv } from 'yargs';
+import { checkOutputFile, type OutputFile, refuseOverwritingInputs } from '../io/output.js';
+import { modelFolderFiles } from '../readers/checkpoint.js';
+import { readOnnxModel } from '../converters/onnx/read.js';
+import { ONNX_TYPE_NAMES } from '../converters/onnx/types.js';
+import { isOnnxFile, onnxFolderFiles } from '../verify/engines/onnx.js';
+import { KOBEST_SPLITS, KOBEST_TASK_NAMES, type KobestTaskName, kobestSplitCandidates } from '../verify/kobest/index.js';
+import { PERPLEXITY_PROTOCOLS, type PerplexityProtocol } from '../verify/perplexity.js';
+import { renderMarkdown, renderText } from '../verify/report.js';
+import { parseThreshold } from '../verify/thresholds.js';
+import { DEVICE_NAMES, type DeviceName, ENGINE_NAMES, type EngineName, verify } from '../verify/verify.js';
+import { integerFlag, MAX_CTX, positiveNumberFlag, shotsFlag, THREAD_FLAG_RANGE } from './flags.js';
+import { table } from './format.js';
+import { createCountProgress, } from './progress.js';
+
+import type { CliIO } from './main.js';
+
+export function addVerifyCommand(parser: Argv, io: CliIO, setExitCode: (code: number) => void): void {
+  parser.command(
+    'verify <candidate>',
+    'Compare a candidate with its baseline: perplexity, KL divergence, top-1 agreement, KOBEST; exit 1 if a threshold fails',
+    (y: Argv) =>
+      y
+        .positional('candidate', {
+          type: 'string',
+          demandOption: true,
+          describe: 'model to check: a .gguf file, an ONNX folder or .onnx file, or an HF folder (with --simulate, the HF weights to quantize)',
+        })
+        .option('baseline', { type: 'string', demandOption: true, describe: 'model to compare against: an HF folder, a .gguf file, an ONNX folder or a .onnx file' })
+        .option('ppl', { type: 'string', array: true, describe: 'UTF-8 text file(s) for perplexity' })
+        .option('ctx', { type: 'string', describe: 'window length in tokens (default 512)' })
+        .option('protocol', { choices: PERPLEXITY_PROTOCOLS, default: 'windows' as PerplexityProtocol })
+        .option('stride', { type: 'string', describe: 'strided protocol: tokens between windows' })
+        .option('max-windows', { type: 'string', describe: 'score only the first N windows of each text (N ≥ 1)' })
+        .option('kld', { type: 'boolean', default: true, describe: 'compare full next-token distributions (KL divergence)' })
+        .option('kobest', { type: 'string', describe: 'KOBEST data folder (JSONL <task>/<split>.jsonl or the official TSVs)' })
+        .option('tasks', { type: 'string', describe: `comma-separated: ${KOBEST_TASK_NAMES.join(',')}` })
+        .option('shots', { type: 'string', default: '0', describe: 'comma-separated shot counts, e.g. 0,5' })
+        .option('split', { choices: ['train', 'validation', 'test', 'test_originated'] as const, default: 'test' as const })
+        .option('limit', { type: 'string', describe: 'first N documents after the shuffle (N ≥ 1, or a fraction in (0, 1))' })
+        .option('simulate', { type: 'string', describe: 'quantize→dequantize the candidate weights: a ggml type (Q4_K), GGUF type (q4_k_m) or WebGPU layout (q4f16_1, q8f16_pq, …)' })
+        .option('engine', {
+          choices: ENGINE_NAMES,
+          default: 'auto' as EngineName,
+          describe:
+            'auto: reference for HF folders it can hold (≈ 1 B parameters), llamacpp (node-llama-cpp) for .gguf files and, on their cached f16 GGUF, for larger HF folders, onnx (onnxruntime-node) for ONNX folders and .onnx files, webgpu (our WGSL runtime on Dawn) for WebGPU folders',
+        })
+        .option('onnx-type', {
+          choices: ONNX_TYPE_NAMES,
+          describe: 'which onnx/model*.onnx of an ONNX folder runs (needed when it holds several); name a .onnx file to pick one side alone',
+        })
+        .option('cache-dir', { type: 'string', describe: 'where HF folders run by llama.cpp are converted to (default $POLYQUANT_CACHE_DIR or ~/.cache/polyquant)' })
+        .option('baseline-type', { choices: ['f16', 'bf16', 'f32'] as const, default: 'f16' as const, describe: 'GGUF type an HF folder run by llama.cpp is converted to' })
+        .option('device', { choices: DEVICE_NAMES, default: 'auto' as DeviceName, describe: 'where the llamacpp, onnx and webgpu engines run (gpu: fail without one; webgpu cpu: a software adapter such as SwiftShader)' })
+        .option('threads', {
+          type: 'string',
+          describe: `per engine: reference worker threads, llama.cpp compute threads, onnxruntime intra-op threads (${THREAD_FLAG_RANGE.min} to ${THREAD_FLAG_RANGE.max})`,
+        })
+        .option('max-ppl-increase', { type: 'string', describe: 'fail above this perplexity increase, e.g. 3%' })
+        .option('max-kld', { type: 'string', describe: 'fail above this mean KL divergence (nats/token)' })
+        .option('min-top1', { type: 'string', describe: 'fail below this top-1 agreement, e.g. 0.9 or 90%' })
+        .option('max-acc-drop', { type: 'string', describe: 'fail above this KOBEST accuracy drop, e.g. 0.02 or 2%' })
+        .option('max-f1-drop', { type: 'string', describe: 'fail above this KOBEST macro-F1 drop' })
+        .option('json', { type: 'string', describe: 'write the report (schema polyquant.verify/1) to this file' })
+        .option('markdown', { type: 'string', describe: 'write a Markdown summary to this file' }),
+    async (args) => {
+      const thresholds = {
+        maxPplIncreasePct: parseThreshold('--max-ppl-increase', args['max-ppl-increase'], 'percent'),
+        maxKld: parseThreshold('--max-kld', args['max-kld'], 'fraction'),
+        minTop1: parseThreshold('--min-top1', args['min-top1'], 'fraction', 1),
+        maxAccDrop: parseThreshold('--max-acc-drop', args['max-acc-drop'], 'fraction', 1),
+        maxF1Drop: parseThreshold('--max-f1-drop', args['max-f1-drop'], 'fraction', 1),
+      };
+      const ctx = integerFlag('--ctx', args.ctx, 2, MAX_CTX) ?? 512;
+      const stride = integerFlag('--stride', args.stride, 1, MAX_CTX);
+      const maxWindows = integerFlag('--max-windows', args['max-windows'], 1);
+      const limit = positiveNumberFlag('--limit', args.limit, 'a document count ≥ 1, or a fraction of the split in (0, 1)');
+      const threads = integerFlag('--threads', args.threads, THREAD_FLAG_RANGE.min, THREAD_FLAG_RANGE.max);
+      const shots = shotsFlag('--shots', args.shots);
+      const tasks = args.tasks === undefined ? undefined : tasksFlag(args.tasks);
+      // Every output location and every input it might overwrite, before any model is loaded.
+      const outputs: OutputFile[] = [];
+      if (args.json !== undefined) outputs.push(await checkOutputFile(args.json, '--json'));
+      if (args.markdown !== undefined) outputs.push(await checkOutputFile(args.markdown, '--markdown'));
+      if (outputs.length > 0) {
+        await refuseOverwritingInputs(outputs, await verifyInputFiles(args.candidate, args.baseline, args.ppl ?? [], args.kobest, tasks));
+      }
+      const progress = createCountProgress();
+      const report = await verify({
+        candidate: args.candidate,
+        baseline: args.baseline,
+        pplFiles: args.ppl ?? [],
+        ctx,
+        protocol: args.protocol,
+        ...(stride !== undefined && { stride }),
+        ...(maxWindows !== undefined && { maxWindows }),
+        kld: args.kld,
+        ...(args.kobest !== undefined && { kobestDir: args.kobest }),
+        ...(tasks !== undefined && { tasks }),
+        shots,
+        split: args.split,
+        ...(limit !== undefined && { limit }),
+        ...(args.simulate !== undefined && { simulate: args.simulate }),
+        engine: args.engine,
+        ...(args['onnx-type'] !== undefined && { onnxType: args['onnx-type'] }),
+        device: args.device,
+        ...(threads !== undefined && { threads }),
+        ...(args['cache-dir'] !== undefined && { cacheDir: args['cache-dir'] }),
+        baselineType: args['baseline-type'],
+        thresholds: Object.fromEntries(Object.entries(thresholds).filter(([, value]) => value !== undefined)),
+        onProgress: (event) => progress.report(event),
+      });
+      progress.done();
+      // The report is printed first: should a write still fail, the results are on the terminal.
+      io.stdout(`${renderText(report, table)}\n`);
+      if (args.json !== undefined) await writeTextAtomically(args.json, `${JSON.stringify(report, null, 2)}\n`);
+      if (args.markdown !== undefined) await writeTextAtomically(args.markdown, renderMarkdown(report));
+      if (report.verdict === 'fail') setExitCode(1);
+    },
+  );
+}
+
+/**
+ * Every file `verify` may read: the models (a GGUF file, or an HF folder's config, tokenizer and weight
+ * files), the perplexity texts and the KOBEST split files of the chosen tasks. No output may be one of them.
+ */
+async function verifyInputFiles(
+  candidate: string,
+  baseline: string,
+  pplFiles: readonly string[],
+  kobestDir: string | undefined,
+  tasks: readonly KobestTaskName[] | undefined,
+): Promise<string[]> {
+  const files: string[] = [...pplFiles];
+  for (const model of [candidate, baseline]) {
+    files.push(model);
+    if (await isFolder(model)) files.push(...(await modelFolderFiles(model)), ...(await onnxFolderFiles(model)));
+    else if (isOnnxFile(model)) files.push(...(await onnxExternalDataFiles(model)));
+  }
+  if (kobestDir !== undefined) {
+    for (const task of tasks ?? KOBEST_TASK_NAMES) {
+      for (const split of KOBEST_SPLITS) files.push(...kobestSplitCandidates(resolve(kobestDir), task, split).map((candidate) => candidate.path));
+    }
+  }
+  return files;
+}
+
+/** A .onnx file's external data files (none when it cannot be read: verify reports that itself). */
+async function onnxExternalDataFiles(file: string): Promise<string[]> {
+  const summary = await readOnnxModel(file).catch(() => undefined);
+  return summary?.dataFiles.map((dataFile) => dataFile.path) ?? [];
+}
+
+async function isFolder(path: string): Promise<boolean> {
+  return (await stat(path).catch(() => undefined))?.isDirectory() === true;
+}
+
