@@ -203,3 +203,41 @@ export function horizontalMin(m: v128): f32 {
 export function heapBase(): usize {
   return __heap_base;
 }
+
+/**
+ * Widens `count` little-endian halves at `src` to float32 at `dst` (count a multiple of 8 or not), exactly
+ * as f16BitsToF32 (and src/tensor/float.ts's table): the magnitude's bits shifted into place are a float32
+ * 2^-112 times the half's value — subnormal halves become float32 subnormals, which WebAssembly keeps —
+ * so one multiplication by 2^112 (exact) gives the value; magnitudes that were inf/NaN come out ≥ 65536
+ * and get the all-ones exponent with their payload intact; the sign goes back last.
+ */
+export function widen_f16(src: usize, dst: usize, count: i32): void {
+  const magic = f32x4.splat(reinterpret<f32>(<u32>(112 + 127) << 23));
+  const big = f32x4.splat(65536);
+  const infBits = i32x4.splat(0x7f800000);
+  const low = i32x4.splat(0x7fff);
+  const signBit = i32x4.splat(0x8000);
+  let i = 0;
+  for (; i + 8 <= count; i += 8) {
+    const halves = v128.load(src + (<usize>i << 1));
+    for (let part = 0; part < 2; part++) {
+      const h = part == 0 ? i32x4.extend_low_i16x8_u(halves) : i32x4.extend_high_i16x8_u(halves);
+      let f = f32x4.mul(i32x4.shl(v128.and(h, low), 13), magic);
+      f = v128.or(f, v128.and(f32x4.ge(f, big), infBits));
+      f = v128.or(f, i32x4.shl(v128.and(h, signBit), 16));
+      v128.store(dst + (<usize>(i + part * 4) << 2), f);
+    }
+  }
+  for (; i < count; i++) store<f32>(dst + (<usize>i << 2), f16BitsToF32(<u32>load<u16>(src + (<usize>i << 1))));
+}
+
+/** Widens `count` little-endian bf16 values at `src` to float32 at `dst`: the bits, shifted up 16. */
+export function widen_bf16(src: usize, dst: usize, count: i32): void {
+  let i = 0;
+  for (; i + 8 <= count; i += 8) {
+    const halves = v128.load(src + (<usize>i << 1));
+    v128.store(dst + (<usize>i << 2), i32x4.shl(i32x4.extend_low_i16x8_u(halves), 16));
+    v128.store(dst + (<usize>(i + 4) << 2), i32x4.shl(i32x4.extend_high_i16x8_u(halves), 16));
+  }
+  for (; i < count; i++) store<u32>(dst + (<usize>i << 2), <u32>load<u16>(src + (<usize>i << 1)) << 16);
+}

@@ -22,7 +22,7 @@ import {
   transposeGroups,
 } from './kquant-search';
 
-export { heapBase } from './common';
+export { heapBase, widen_bf16, widen_f16 } from './common';
 
 const QK_K: i32 = 256;
 const ONE_TENTH: f32 = 0.1;

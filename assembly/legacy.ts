@@ -16,7 +16,7 @@
  */
 import { absMax, f16BitsToF32, f32ToF16Bits, GROUP_MAX_EPS, horizontalMax, horizontalMin, loadF16, lowBytes, roundHalfAwayFromZeroX4, storeF16 } from './common';
 
-export { heapBase } from './common';
+export { heapBase, widen_bf16, widen_f16 } from './common';
 
 const QK: i32 = 32;
 const FLT_MAX: f32 = 3.4028234663852886e38;

@@ -20,7 +20,7 @@
  */
 import { f16BitsToF32, f32ToF16Bits, horizontalMax, horizontalMin } from './common';
 
-export { heapBase } from './common';
+export { heapBase, widen_bf16, widen_f16 } from './common';
 
 const FLT_MAX: f32 = 3.4028234663852886e38;
 

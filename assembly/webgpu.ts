@@ -28,7 +28,7 @@
  */
 import { f16BitsToF32, f32ToF16Bits, halfMagnitudeInRangeX4, halfMagnitudeX4, horizontalMax, roundNormalToHalfX4 } from './common';
 
-export { heapBase } from './common';
+export { heapBase, widen_bf16, widen_f16 } from './common';
 
 const GROUP: i32 = 32;
 /** MLC's max_int_value for int4 (levels 0..14, zero at 7) and our int8 bound (levels −127..127). */

@@ -19,5 +19,5 @@ cmake -S . -B build -G "$(command -v ninja >/dev/null && echo Ninja || echo 'Uni
   -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON -DLLAMA_CURL=OFF -DGGML_CUDA=OFF -DLLAMA_OPENSSL=OFF \
   -DLLAMA_BUILD_SERVER=OFF -DBUILD_SHARED_LIBS=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
   -DLLAMA_BUILD_TOOLS=ON >/dev/null
-cmake --build build -j"$(nproc)" --target llama-quantize llama-perplexity
+cmake --build build -j"$(nproc)" --target llama-quantize llama-perplexity llama-imatrix
 ls -la build/bin/

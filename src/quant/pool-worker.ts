@@ -3,7 +3,8 @@ import { Piscina } from 'piscina';
 import { PolyquantError } from '../errors.js';
 import { quantizeRows } from './api.js';
 import { type StoredRows, widenRows } from '../tensor/widen.js';
-import type { GgmlTypeName } from './ggml-types.js';
+import { GGML_TYPES, type GgmlTypeName } from './ggml-types.js';
+import { wasmStoredQuantizer } from './wasm/runtime.js';
 import { isOnnxChunkLayout, quantizeOnnxRows } from './onnx-layouts.js';
 import { isWebGpuChunkLayout, quantizeWebGpuChunk } from './webgpu-layouts.js';
 
@@ -33,13 +34,32 @@ function floatsOf(src: Float32Array | StoredRows, tensor: string | undefined): F
 
 export default function quantizeTask(task: QuantTask): unknown {
   try {
-    const out = quantizeChunk(task.scheme, floatsOf(task.src, task.tensor), task.nPerRow, task.importance, task.tensor);
+    const out =
+      quantizeStoredChunk(task) ?? quantizeChunk(task.scheme, floatsOf(task.src, task.tensor), task.nPerRow, task.importance, task.tensor);
     // Hand the output buffer back without a copy.
     return Piscina.move(out);
   } catch (error) {
     if (error instanceof PolyquantError) return { failure: error.toJSON() } satisfies QuantTaskFailure;
     throw error;
   }
+}
+
+/**
+ * A chunk of f16/bf16 rows in a ggml type with a WebAssembly kernel, widened inside WebAssembly (SIMD)
+ * rather than in JavaScript: half the bytes copied in and no float32 array here. Undefined when the task
+ * does not fit that path; the general path then handles it (and reports any error in it).
+ */
+export function quantizeStoredChunk(task: QuantTask): Uint8Array | undefined {
+  const { src, nPerRow, importance } = task;
+  if (src instanceof Float32Array || (src.dtype !== 'F16' && src.dtype !== 'BF16')) return undefined;
+  const info = Object.hasOwn(GGML_TYPES, task.scheme) ? GGML_TYPES[task.scheme as GgmlTypeName] : undefined;
+  const quantizer = info === undefined ? undefined : wasmStoredQuantizer(info);
+  if (info === undefined || quantizer === undefined || !Number.isSafeInteger(nPerRow) || nPerRow <= 0 || nPerRow % info.blockElements !== 0) return undefined;
+  if (src.bytes.length % (2 * nPerRow) !== 0 || (importance !== undefined && importance.length !== nPerRow)) return undefined;
+  const rows = src.bytes.length / (2 * nPerRow);
+  const out = new Uint8Array(rows * (nPerRow / info.blockElements) * info.blockBytes);
+  quantizer(src.bytes, src.dtype, rows, nPerRow, out, 0, importance === undefined || info.importance === 'ignored' ? null : importance);
+  return out;
 }
 
 /** One chunk in a ggml type, an ONNX layout or a WebGPU layout (the pool's inline path calls this too). */

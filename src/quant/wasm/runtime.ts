@@ -191,6 +191,86 @@ function makeQuantizer(moduleName: string, exportName: string, info: GgmlTypeInf
   };
 }
 
+/**
+ * Little-endian f16/bf16 `bytes` widened to float32 into `out` by the kernels' SIMD `widen_f16` /
+ * `widen_bf16` (what the stored-rows quantizers run first); the same bits as src/tensor/widen.ts.
+ */
+export function wasmWiden(bytes: Uint8Array, dtype: 'F16' | 'BF16', out: Float32Array): Float32Array {
+  const module = instance('legacy');
+  const widen = module.exports[dtype === 'F16' ? 'widen_f16' : 'widen_bf16'] as (src: number, dst: number, count: number) => void;
+  const count = bytes.length >>> 1;
+  const chunk = STAGING_BYTES >>> 2;
+  const halfPtr = module.heapBase;
+  const floatPtr = alignUp(halfPtr + chunk * 2, 16);
+  reserve(module, floatPtr + chunk * 4);
+  const memory = new Uint8Array(module.memory.buffer);
+  const floats = new Float32Array(module.memory.buffer);
+  for (let first = 0; first < count; first += chunk) {
+    const n = Math.min(chunk, count - first);
+    memory.set(bytes.subarray(first * 2, (first + n) * 2), halfPtr);
+    widen(halfPtr, floatPtr, n);
+    out.set(floats.subarray(floatPtr >>> 2, (floatPtr >>> 2) + n), first);
+  }
+  return out.subarray(0, count);
+}
+
+/** Quantizes `rows` rows stored as little-endian f16 or bf16 `bytes` into `out` at byte `outOffset`. */
+export type StoredRowsQuantizer = (
+  bytes: Uint8Array,
+  dtype: 'F16' | 'BF16',
+  rows: number,
+  nPerRow: number,
+  out: Uint8Array,
+  outOffset: number,
+  importance: Float32Array | null,
+) => void;
+
+const storedQuantizers = new Map<string, StoredRowsQuantizer | null>();
+
+/**
+ * The WebAssembly quantizer for a type that takes rows as a checkpoint stores them (f16/bf16): the halves
+ * are copied in (half the bytes of float32) and widened by the module's SIMD `widen_f16`/`widen_bf16`,
+ * exactly as src/tensor/widen.ts widens them, then quantized as `wasmQuantizer`'s kernel does. Undefined
+ * where `wasmQuantizer` is.
+ */
+export function wasmStoredQuantizer(info: GgmlTypeInfo): StoredRowsQuantizer | undefined {
+  if (backend !== 'wasm') return undefined;
+  let quantizer = storedQuantizers.get(info.name);
+  if (quantizer === undefined) {
+    const exportName = `quantize_${info.name}`;
+    const moduleName = moduleOfExport(exportName);
+    quantizer = moduleName === undefined ? null : makeStoredQuantizer(moduleName, exportName, info);
+    storedQuantizers.set(info.name, quantizer);
+  }
+  return quantizer ?? undefined;
+}
+
+function makeStoredQuantizer(moduleName: string, exportName: string, info: GgmlTypeInfo): StoredRowsQuantizer {
+  return (source, dtype, rows, nPerRow, out, outOffset, importance) => {
+    const module = instance(moduleName);
+    const kernel = module.exports[exportName] as QuantizeExport;
+    const widen = module.exports[dtype === 'F16' ? 'widen_f16' : 'widen_bf16'] as (src: number, dst: number, count: number) => void;
+    const bytesPerRow = (nPerRow / info.blockElements) * info.blockBytes;
+    const chunkRows = Math.max(1, Math.floor(STAGING_BYTES / (nPerRow * 4)));
+    const importancePtr = module.heapBase;
+    const halfPtr = alignUp(importancePtr + nPerRow * 4, 16);
+    const srcPtr = alignUp(halfPtr + chunkRows * nPerRow * 2, 16);
+    const dstPtr = alignUp(srcPtr + chunkRows * nPerRow * 4, 16);
+    reserve(module, dstPtr + chunkRows * bytesPerRow);
+    const buffer = module.memory.buffer;
+    const bytes = new Uint8Array(buffer);
+    if (importance !== null) new Float32Array(buffer).set(importance.subarray(0, nPerRow), importancePtr >>> 2);
+    for (let row = 0; row < rows; row += chunkRows) {
+      const count = Math.min(chunkRows, rows - row);
+      const from = row * nPerRow * 2;
+      bytes.set(source.subarray(from, from + count * nPerRow * 2), halfPtr);
+      widen(halfPtr, srcPtr, count * nPerRow);
+      kernel(srcPtr, dstPtr, count, nPerRow, importance === null ? 0 : importancePtr);
+      out.set(bytes.subarray(dstPtr, dstPtr + count * bytesPerRow), outOffset + row * bytesPerRow);
+    }
+  };
+}
+
 function makeDequantizer(moduleName: string, exportName: string, info: GgmlTypeInfo): RowsDequantizer {
   return (source, srcOffset, rows, nPerRow, out, outOffset) => {
     const module = instance(moduleName);
