@@ -24,7 +24,7 @@ import type { VerifyReport } from './verify/report.js';
 import type { Thresholds } from './verify/thresholds.js';
 import { verify } from './verify/verify.js';
 
-export const DEMO_SCHEMA = 'polyquant.demo/1';
+export const DEMO_SCHEMA = 'polyquant.demo/2';
 
 /** The package root (src/ or dist/ → one level up). */
 const PACKAGE_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');

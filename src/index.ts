@@ -30,6 +30,8 @@ export { type AnyInspectReport, inspectPath } from './inspect/index.js';
 export { INSPECT_GGUF_SCHEMA, type GgufInspectReport, inspectGguf } from './inspect/gguf.js';
 export { convertToGguf, type ConvertToGgufOptions, type GgufConversionPlan } from './converters/gguf/convert.js';
 export { type ImportanceMatrix, readImatrix } from './converters/gguf/imatrix.js';
+export { computeImatrix, type ImatrixEntry, type ImatrixOptions, type ImatrixResult, importanceOf } from './calibrate/imatrix.js';
+export { writeImatrixGguf } from './calibrate/imatrix-file.js';
 export { scoreBaseline, verify, type VerifyOptions } from './verify/verify.js';
 export { BaselineSession, type BaselineSessionOptions, type BaselineSessionStats } from './verify/baseline-session.js';
 export { VERIFY_SCHEMA, type VerifyReport } from './verify/report.js';

@@ -11,15 +11,22 @@ import { buildTorchZip, handPickle, type HandTensor, pickleWithValue } from './h
 const scratch = tempDir();
 afterAll(() => scratch.remove());
 
-async function inspectJson(...args: string[]): Promise<InspectReport> {
+/** `inspect --json` as printed: the library's InspectReport in its documented snake_case shape (docs/schemas.md). */
+type InspectJson = Omit<InspectReport, 'bytesByDtype' | 'config' | 'tokenizer'> & {
+  readonly bytes_by_dtype: Readonly<Record<string, number>>;
+  readonly config: Readonly<Record<string, unknown>> | null;
+  readonly tokenizer: { readonly vocab_size: number } | null;
+};
+
+async function inspectJson(...args: string[]): Promise<InspectJson> {
   const run = await runCli('inspect', ...args, '--json');
   expect(run.stderr).not.toContain('internal error');
   expect(run.code).toBe(0);
-  return JSON.parse(run.stdout) as InspectReport;
+  return JSON.parse(run.stdout) as InspectJson;
 }
 
 /** Tensor rows without the file column, which differs between weight formats by design. */
-const withoutFile = (report: InspectReport) => report.tensors.map(({ file: _file, ...rest }) => rest);
+const withoutFile = (report: InspectJson) => report.tensors.map(({ file: _file, ...rest }) => rest);
 
 describe.skipIf(!HAS_SHARED)('inspect on ../shared/fixtures/polyglot-ko-tiny', () => {
   it('reports the exact parameter count, the config and the 12 skipped buffers', async () => {
@@ -27,27 +34,27 @@ describe.skipIf(!HAS_SHARED)('inspect on ../shared/fixtures/polyglot-ko-tiny', (
     expect(report.schema).toBe(INSPECT_SCHEMA);
     expect(report.parameters).toBe(18_560_512);
     expect(report.bytes).toBe(2 * 18_560_512);
-    expect(report.bytesByDtype).toEqual({ F16: 2 * 18_560_512 });
+    expect(report.bytes_by_dtype).toEqual({ F16: 2 * 18_560_512 });
     expect(report.config).toEqual({
       architecture: 'GPTNeoXForCausalLM',
-      vocabSize: 30080,
-      hiddenSize: 256,
-      numLayers: 4,
-      numHeads: 8,
-      headDim: 32,
-      intermediateSize: 1024,
-      hiddenAct: 'gelu',
-      rotaryPct: 0.5,
-      rotaryDims: 16,
-      rotaryBase: 10000,
-      maxPositionEmbeddings: 2048,
-      layerNormEps: 1e-5,
-      useParallelResidual: true,
-      tieWordEmbeddings: false,
-      attentionBias: true,
-      bosTokenId: 0,
-      eosTokenId: 2,
-      torchDtype: 'float16',
+      vocab_size: 30080,
+      hidden_size: 256,
+      num_layers: 4,
+      num_heads: 8,
+      head_dim: 32,
+      intermediate_size: 1024,
+      hidden_act: 'gelu',
+      rotary_pct: 0.5,
+      rotary_dims: 16,
+      rotary_base: 10000,
+      max_position_embeddings: 2048,
+      layer_norm_eps: 1e-5,
+      use_parallel_residual: true,
+      tie_word_embeddings: false,
+      attention_bias: true,
+      bos_token_id: 0,
+      eos_token_id: 2,
+      torch_dtype: 'float16',
     });
     expect(report.skipped).toHaveLength(12);
     expect(new Set(report.skipped.map((entry) => entry.reason))).toEqual(
@@ -61,7 +68,7 @@ describe.skipIf(!HAS_SHARED)('inspect on ../shared/fixtures/polyglot-ko-tiny', (
         { file: 'model-00002-of-00002.safetensors', bytes: 26_953_304 },
       ],
     });
-    expect(report.tokenizer?.vocabSize).toBe(30003);
+    expect(report.tokenizer?.vocab_size).toBe(30003);
   });
 
   it('gives the same tensors and hashes with --weights bin, and 12 skipped buffers either way', async () => {
@@ -187,7 +194,7 @@ describe('synth', () => {
     expect(again.code).toBe(2);
     expect(again.stderr).toContain('--force');
     expect((await runCli('synth', '--preset', 'tiny', '--out', out, '--force', '--dtype', 'BF16')).code).toBe(0);
-    expect((await inspectJson(out)).bytesByDtype).toEqual({ BF16: 2 * 149_248 });
+    expect((await inspectJson(out)).bytes_by_dtype).toEqual({ BF16: 2 * 149_248 });
     expect(readdirSync(scratch.path).some((name) => name.includes('partial'))).toBe(false);
   });
 });

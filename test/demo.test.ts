@@ -17,7 +17,7 @@ describe('polyquant demo', () => {
   it('converts the bundled model to GGUF f16 and q4_k_m and ONNX q4 and verifies each in its engine against the HF baseline', async () => {
     const out = join(scratch.path, 'kept');
     const result = await runDemo({ models: [BUNDLED_MODEL], outDir: out, threads: 1 });
-    expect(result.schema).toBe('polyquant.demo/1');
+    expect(result.schema).toBe('polyquant.demo/2');
     expect(result.rows.map((row) => `${row.format} ${row.type}`)).toEqual(['gguf f16', 'gguf q4_k_m', 'onnx q4']);
     for (const row of result.rows) {
       expect(existsSync(row.file)).toBe(true);

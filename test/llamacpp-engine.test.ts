@@ -195,7 +195,7 @@ describe('createLlamaCppEngine on bad input', () => {
     try {
       engine = await createLlamaCppEngine(gguf, { device: 'gpu' });
     } catch (error) {
-      await expectPolyquantError(Promise.reject(error), 'unsupported', 'no usable GPU backend', gguf);
+      await expectPolyquantError(Promise.reject(error), 'unsupported', 'the llamacpp engine found no usable GPU', gguf);
       return;
     }
     // A machine with a GPU prebuilt and a GPU: then it must say so.

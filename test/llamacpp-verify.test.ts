@@ -42,7 +42,7 @@ describe('verify with GGUF files on the bundled tiny GPT-NeoX', () => {
 
   it('runs a .gguf candidate with the llamacpp engine against an HF baseline (engine auto), naming engine and device', async () => {
     const report = await verify({ candidate: f16, baseline: TINY_NEOX, pplFiles: [sampleText()], ctx: 64, threads: 1 });
-    expect(report.candidate).toEqual({ path: f16, engine: 'llamacpp', device: 'cpu' });
+    expect(report.candidate).toEqual({ path: f16, engine: 'llamacpp', device: 'cpu', threads: expect.any(Number) });
     expect(report.baseline).toMatchObject({ engine: 'reference', device: 'cpu' });
     const [section] = report.perplexity;
     expect(Math.abs(section?.comparison.delta_ppl_pct as number)).toBeLessThan(0.5);
@@ -55,8 +55,8 @@ describe('verify with GGUF files on the bundled tiny GPT-NeoX', () => {
     const run = await runCli('verify', q8, '--baseline', f16, '--engine', 'llamacpp', '--device', 'cpu', '--ppl', sampleText(), '--ctx', '64', '--max-windows', '2', '--json', json);
     expect(run.stderr).not.toContain('internal error');
     expect(run.code).toBe(0);
-    expect(run.stdout).toContain(`${q8} (llamacpp, cpu)`);
-    expect(run.stdout).toContain(`${f16} (llamacpp, cpu)`);
+    expect(run.stdout).toContain(`${q8} (llamacpp, cpu, `);
+    expect(run.stdout).toContain(`${f16} (llamacpp, cpu, `);
     const report = JSON.parse(readFileSync(json, 'utf8')) as VerifyReport;
     expect(report.perplexity[0]?.comparison.kld?.mean).toBeGreaterThan(0);
     expect(report.perplexity[0]?.comparison.kld?.mean).toBeLessThan(0.01);
@@ -120,7 +120,7 @@ describe('verify with GGUF files on the bundled tiny GPT-NeoX', () => {
     // On a machine with a GPU build and a GPU this runs; here (CPU prebuilt only) it must refuse clearly.
     if (run.code !== 0) {
       expect(run.code).toBe(2);
-      expect(run.stderr).toContain('no usable GPU backend');
+      expect(run.stderr).toContain('the llamacpp engine found no usable GPU');
       expect(run.stderr).toContain(f16);
     } else {
       expect(run.stdout).toContain('(llamacpp, gpu)');
@@ -161,7 +161,7 @@ describe.skipIf(!HAS_SHARED)('verify: polyglot-ko-tiny GGUF files against the HF
     expect(run.stderr).not.toContain('internal error');
     expect(run.code).toBe(0);
     expect(run.stdout).toContain('PASS (2 checks)');
-    expect(run.stdout).toContain('(llamacpp, cpu)');
+    expect(run.stdout).toContain('(llamacpp, cpu, ');
     const report = JSON.parse(readFileSync(json, 'utf8')) as VerifyReport;
     expect(report.candidate).toMatchObject({ engine: 'llamacpp', device: 'cpu' });
   });

@@ -215,7 +215,7 @@ describe('the onnx engine on the bundled tiny GPT-NeoX', () => {
   it('runs device gpu on CUDA or WebGPU, or fails naming both; auto falls back to the CPU', async () => {
     const gpu = await createOnnxEngine(folder, { onnxType: 'q4', device: 'gpu' }).catch((error: unknown) => error);
     if (gpu instanceof Error) {
-      await expectPolyquantError(Promise.reject(gpu), 'unsupported', 'no CUDA/WebGPU execution provider in this onnxruntime-node install');
+      await expectPolyquantError(Promise.reject(gpu), 'unsupported', 'the onnx engine found no usable GPU');
     } else {
       const engine = gpu as OnnxEngine;
       expect(engine.device).toBe('gpu');
@@ -252,10 +252,10 @@ describe('the onnx engine on the bundled tiny GPT-NeoX', () => {
     expect(same.perplexity[0]?.comparison.top1_agreement).toBe(1);
   });
 
-  it('runs `verify --onnx-type` from the command line, exits 2 for an ambiguous folder, and never writes a report over a data file', async () => {
+  it('runs `verify --onnx-type` from the command line (any case), exits 2 for an ambiguous folder, and never writes a report over a data file', async () => {
     const text = sampleText();
     const json = join(scratch.path, 'onnx-q4.json');
-    const run = await runCli('verify', folder, '--onnx-type', 'q4', '--baseline', TINY_NEOX, '--ppl', text, '--ctx', '64', '--device', 'cpu', '--threads', '1', '--json', json);
+    const run = await runCli('verify', folder, '--onnx-type', 'Q4', '--baseline', TINY_NEOX, '--ppl', text, '--ctx', '64', '--device', 'cpu', '--threads', '1', '--json', json);
     expect(run.stderr).not.toContain('internal error');
     expect(run.code).toBe(0);
     expect(JSON.parse(readFileSync(json, 'utf8')).candidate).toMatchObject({ engine: 'onnx', path: join(folder, 'onnx', 'model_q4.onnx') });

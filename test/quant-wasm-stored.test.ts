@@ -2,7 +2,8 @@
  * Rows as a checkpoint stores them (f16/bf16) are widened inside WebAssembly on the quantizer threads
  * (runtime.ts `wasmWiden` / `wasmStoredQuantizer`): the widening must give src/tensor/widen.ts's bits for
  * every one of the 65,536 half patterns, and the stored-rows path the bytes of widening in JavaScript and
- * then quantizing, for every type with a WebAssembly kernel, with and without importance weights.
+ * then quantizing, for every type with a WebAssembly kernel, with and without importance weights; and the
+ * threads hand each chunk's buffer back for the next chunk.
  */
 import { afterAll, describe, expect, it } from 'vitest';
 import { GGML_TYPE_NAMES, GGML_TYPES, quantizeRows } from '../src/quant/index.js';
@@ -80,5 +81,19 @@ describe('quantizing stored rows', () => {
       const fromStored = await pool.quantize({ scheme: type, nPerRow, tensor: 'x' }, { dtype: 'F16', bytes: bytes.slice() });
       expect(Buffer.from(fromStored).equals(Buffer.from(fromFloats))).toBe(true);
     }
+  });
+
+  it('hands the stored rows\' buffers back to the pool, which lends them out again (no buffer per chunk)', async () => {
+    const own = new QuantPool({ workers: 1 });
+    const lent = own.buffer(bytes.length);
+    lent.set(bytes);
+    const out = await own.quantize({ scheme: 'Q8_0', nPerRow, tensor: 'x' }, { dtype: 'F16', bytes: lent });
+    expect(lent.byteLength).toBe(0); // transferred to the thread
+    expect(Buffer.from(out).equals(Buffer.from(quantizeRows('Q8_0', widenRows({ dtype: 'F16', bytes }, 'x'), nPerRow)))).toBe(true);
+    // The same memory comes back: the next buffer of that size still holds the rows (a new one would be zeros).
+    const again = own.buffer(bytes.length);
+    expect(Buffer.from(again).equals(Buffer.from(bytes))).toBe(true);
+    expect(own.buffer(bytes.length).every((byte) => byte === 0)).toBe(true);
+    await own.close();
   });
 });

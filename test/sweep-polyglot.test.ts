@@ -30,7 +30,7 @@ describe.skipIf(!HAS_SHARED)('sweep --preset quick on polyglot-ko-tiny', () => {
     expect(run.stdout).toMatch(/^q4_k_m\s+14\.\d MB\s+6\.\d\d\s/m);
     expect(run.stdout).toContain('plot: pareto.svg, pareto.png');
     const report = JSON.parse(readFileSync(join(out, 'sweep.json'), 'utf8')) as SweepReport;
-    expect(report.schema).toBe('polyquant.sweep/1');
+    expect(report.schema).toBe('polyquant.sweep/2');
     expect(report.model?.parameters).toBe(cellRecords(out).get('gguf-q8_0')?.model.parameters);
     expect(report.cells.map((cell) => cell.id).sort()).toEqual(
       ['gguf-q8_0', 'gguf-q4_k_m', 'gguf-q4_0', 'onnx-fp32', 'onnx-fp16', 'onnx-q8', 'onnx-q4', 'onnx-q4f16', 'webgpu-q4f16_1', 'webgpu-q4f32_1', 'webgpu-q0f16', 'webgpu-q0f32', 'webgpu-q8f16_pq', 'webgpu-q8f32_pq'].sort(),
@@ -41,7 +41,8 @@ describe.skipIf(!HAS_SHARED)('sweep --preset quick on polyglot-ko-tiny', () => {
     expect(report.plot).toEqual({ svg: 'pareto.svg', png: 'pareto.png' });
     for (const file of ['pareto.svg', 'pareto.png']) expect(statSync(join(out, file)).size).toBeGreaterThan(1000);
     // Ordering that holds on any machine: 8-bit types are closer to the baseline than 4-bit ones.
-    const kld = (id: string): number => report.cells.find((cell) => cell.id === id)?.kldMean as number;
+    // sweep.json is snake_case (docs/schemas.md): the cell's kldMean is kld_mean there.
+    const kld = (id: string): number => (report.cells.find((cell) => cell.id === id) as unknown as { kld_mean: number } | undefined)?.kld_mean as number;
     expect(kld('gguf-q8_0')).toBeLessThan(kld('gguf-q4_0'));
     expect(kld('onnx-q8')).toBeLessThan(kld('onnx-q4'));
     expect(kld('webgpu-q8f16_pq')).toBeLessThan(kld('webgpu-q4f16_1'));

@@ -78,7 +78,7 @@ describe('polyquant sweep on the bundled tiny model', () => {
     expect(run.stdout).toContain('plot: pareto.svg, pareto.png');
     expect(run.stdout).toMatch(/^sweep: 14 computed, 0 already done; baseline scored once in/m);
     const report = JSON.parse(readFileSync(join(out, 'sweep.json'), 'utf8')) as SweepReport;
-    expect(report.schema).toBe('polyquant.sweep/1');
+    expect(report.schema).toBe('polyquant.sweep/2');
     expect(report.cells).toHaveLength(14);
     expect(report.complete).toBe(true);
     expect(report.verdict).toBe('pass');
@@ -97,7 +97,7 @@ describe('polyquant sweep on the bundled tiny model', () => {
     expect([...records.keys()].sort()).toEqual(report.grid.slice().sort());
     const q4km = records.get('gguf-q4_k_m') as SweepCellRecord;
     expect(q4km.bitsPerWeight).toBeCloseTo(((q4km.bytes as number) * 8) / q4km.model.parameters, 12);
-    expect(q4km.report?.schema).toBe('polyquant.verify/1');
+    expect(q4km.report?.schema).toBe('polyquant.verify/2');
     expect(q4km.report?.candidate.path).toBe('gguf-q4_k_m.gguf');
     expect(q4km.summary?.kldMean).toBe(q4km.report?.perplexity[0]?.comparison.kld?.mean);
     // Nothing converted is left behind without --keep-artifacts.

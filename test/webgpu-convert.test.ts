@@ -313,7 +313,8 @@ describe('bad input', () => {
     expect(existsSync(out)).toBe(false);
     const json = await runCli('convert', FIXTURE_DIR, '--to', 'webgpu', '--type', 'q8f16_pq', '--dry-run', '--json');
     const plan = JSON.parse(json.stdout);
-    expect(plan.models[0].records[0]).toMatchObject({ name: 'gpt_neox.embed_in.q_weight', dtype: 'uint32', dataPath: 'params_shard_0.bin', byteOffset: 0 });
-    expect(plan.models[0].bitsPerParam).toBeGreaterThan(8);
+    expect(plan.schema).toBe('polyquant.convert/1');
+    expect(plan.models[0].records[0]).toMatchObject({ name: 'gpt_neox.embed_in.q_weight', dtype: 'uint32', data_path: 'params_shard_0.bin', byte_offset: 0 });
+    expect(plan.models[0].bits_per_param).toBeGreaterThan(8);
   });
 });

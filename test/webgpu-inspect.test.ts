@@ -20,6 +20,16 @@ beforeAll(async () => {
   await convertToWebGpu(FIXTURE_DIR, { types: ['q4f32_1'], out: bf16, workers: 0, f32Storage: 'bf16', shardCapBytes: 24 * 1024 });
 });
 
+/** `inspect --json` of a WebGPU folder as printed: the report's fields in their documented snake_case names (docs/schemas.md). */
+type WebGpuInspectJson = Pick<WebGpuInspectReport, 'schema' | 'kind' | 'quantization' | 'records' | 'shards' | 'parameters' | 'metadata'> & {
+  readonly known_layout: boolean;
+  readonly by_dtype: WebGpuInspectReport['byDtype'];
+  readonly memory_bytes: number;
+  readonly disk_bytes: number;
+  readonly bits_per_weight: number;
+  readonly model_config: WebGpuInspectReport['modelConfig'];
+};
+
 describe('inspect on a WebGPU folder', () => {
   it('describes the quantization, model, shards, records by dtype and bits per weight', async () => {
     const run = await runCli('inspect', q4);
@@ -36,22 +46,22 @@ describe('inspect on a WebGPU folder', () => {
     expect(tensors.stdout).toMatch(/embed_out\.q_scale +float16 +raw +\[384, 2\] +1,536 +params_shard_0\.bin +86,272/);
   });
 
-  it('prints the polyquant.inspect-webgpu/1 report with --json', async () => {
+  it('prints the polyquant.inspect-webgpu/2 report (snake_case) with --json', async () => {
     const run = await runCli('inspect', bf16, '--json');
     expect(run.code).toBe(0);
-    const report = JSON.parse(run.stdout) as WebGpuInspectReport;
+    const report = JSON.parse(run.stdout) as WebGpuInspectJson;
     expect(report.schema).toBe(INSPECT_WEBGPU_SCHEMA);
-    expect(report).toMatchObject({ kind: 'webgpu-folder', quantization: 'q4f32_1', knownLayout: true, modelType: 'gpt_neox', legacyManifest: 'identical', b16Manifest: true, records: 38 });
+    expect(report).toMatchObject({ kind: 'webgpu-folder', quantization: 'q4f32_1', known_layout: true, model_type: 'gpt_neox', legacy_manifest: 'identical', b16_manifest: true, records: 38 });
     expect(report.shards.count).toBeGreaterThan(2);
     expect(report.shards.sha256).toEqual({ ok: report.shards.count, mismatch: 0, absent: 0, 'not-checked': 0 });
     // mlc_llm's bf16 storage: every record says f32-to-bf16; float32 ones take 2 bytes per element on disk.
-    expect(report.byDtype.map((group) => group.format)).toEqual(['f32-to-bf16', 'f32-to-bf16']);
-    const floats = report.byDtype.find((group) => group.dtype === 'float32');
+    expect(report.by_dtype.map((group) => group.format)).toEqual(['f32-to-bf16', 'f32-to-bf16']);
+    const floats = report.by_dtype.find((group) => group.dtype === 'float32');
     expect(floats?.bytes).toBe((floats?.elements ?? 0) * 2);
-    expect(report.memoryBytes).toBe(report.diskBytes + (floats?.bytes ?? 0));
+    expect(report.memory_bytes).toBe(report.disk_bytes + (floats?.bytes ?? 0));
     expect(report.parameters).toBe(149_248);
-    expect(report.bitsPerWeight).toBeCloseTo(report.metadata['BitsPerParam'] as number, 12);
-    expect(report.modelConfig?.['hidden_size']).toBe(64);
+    expect(report.bits_per_weight).toBeCloseTo(report.metadata['BitsPerParam'] as number, 12);
+    expect(report.model_config?.['hidden_size']).toBe(64);
   });
 
   it('reports a damaged shard and a missing legacy manifest as warnings rather than failing', async () => {

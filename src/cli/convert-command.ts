@@ -1,5 +1,6 @@
 /**
- * `polyquant convert MODEL --type T [--to gguf|onnx|webgpu]`: flags to one converter call, the plan to stdout.
+ * `polyquant convert MODEL --type T [--to gguf|onnx|webgpu]`: flags to one converter call; a summary,
+ * the plan (--dry-run, --verbose) or nothing (--quiet) to stdout (convert-text.ts printConversion).
  */
 import { resolve } from 'node:path';
 import type { Argv } from 'yargs';
@@ -11,43 +12,76 @@ import { convertToWebGpu } from '../converters/webgpu/convert.js';
 import { isWebGpuLayoutName, TENSOR_CACHE_STORAGES, WEBGPU_LAYOUT_NAMES } from '../quant/webgpu-layouts.js';
 import { ATTENTION_FORMS, type AttentionForm } from '../converters/onnx/graph.js';
 import { isOnnxTypeName, ONNX_TYPE_NAMES } from '../converters/onnx/types.js';
-import { GGUF_FILE_TYPE_NAMES, isGgufFileType } from '../quant/policy.js';
+import { isGgufInput } from '../converters/gguf/requantize.js';
+import { canonicalGgufFileType, GGUF_FILE_TYPE_NAMES } from '../quant/policy.js';
 import { integerFlag, THREAD_FLAG_RANGE } from './flags.js';
-import { renderOnnxConversionPlan, renderWebGpuConversionPlan } from './convert-text.js';
+import {
+  type ConvertOutputOptions,
+  printConversion,
+  renderGgufSummary,
+  renderOnnxConversionPlan,
+  renderOnnxSummary,
+  renderWebGpuConversionPlan,
+  renderWebGpuSummary,
+} from './convert-text.js';
 import { renderConversionPlan, } from './inspect-text.js';
+import { writeTextAtomically } from '../io/file.js';
 import { createProgress } from './progress.js';
+import { CALIBRATE_PROVENANCE_FILE, calibrateForConvert } from './imatrix-command.js';
 
 import type { CliIO } from './main.js';
 
 export function addConvertCommand(parser: Argv, io: CliIO): void {
   parser.command(
     'convert <model>',
-    'Convert an HF GPT-NeoX folder to GGUF (llama-quantize\'s tensor types for each --type), to an ONNX folder (transformers.js / onnxruntime-genai layout) or to a WebGPU folder (MLC tensor cache: tensor-cache.json + params_shard_N.bin), streaming',
+    'Convert an HF GPT-NeoX folder to GGUF (llama-quantize\'s tensor types and options for each --type; a GGUF file is requantized, as llama-quantize does), to an ONNX folder (transformers.js / onnxruntime-genai layout) or to a WebGPU folder (MLC tensor cache: tensor-cache.json + params_shard_N.bin), streaming',
     (y: Argv) =>
       y
-        .positional('model', { type: 'string', demandOption: true, describe: 'HF model folder' })
+        .positional('model', { type: 'string', demandOption: true, describe: 'HF model folder, or (--to gguf) a GGUF file to requantize: f32, f16 or bf16 (a quantized one needs --allow-requantize)' })
         .option('to', { choices: ['gguf', 'onnx', 'webgpu'] as const, default: 'gguf' as const, describe: 'output format' })
         .option('type', {
           type: 'string',
           demandOption: true,
-          describe: `GGUF: one file type (${GGUF_FILE_TYPE_NAMES.join(', ')}); ONNX: one or more of ${ONNX_TYPE_NAMES.join(', ')}, comma-separated; WebGPU: one or more of ${WEBGPU_LAYOUT_NAMES.join(', ')} (several: one sub-folder each)`,
+          describe: `any case; GGUF: one file type (${GGUF_FILE_TYPE_NAMES.join(', ')}; Q4_K, Q3_K, Q5_K = their _M mixtures, as llama-quantize); ONNX: one or more of ${ONNX_TYPE_NAMES.join(', ')}, comma-separated; WebGPU: one or more of ${WEBGPU_LAYOUT_NAMES.join(', ')} (several: one sub-folder each)`,
         })
-        .option('out', { type: 'string', describe: 'output file (GGUF; default <model>-<type>.gguf) or folder (ONNX: default <model>-onnx; WebGPU: <model>-<type>-webgpu, or <model>-webgpu for several types) next to the model' })
+        .option('out', { type: 'string', describe: 'output file (GGUF; default <model>-<type>.gguf, for a GGUF input its name less .gguf and a file-type suffix) or folder (ONNX: default <model>-onnx; WebGPU: <model>-<type>-webgpu, or <model>-webgpu for several types) next to the model' })
         .option('force', { type: 'boolean', default: false, describe: 'ONNX, WebGPU: replace an existing output folder that holds only files this converter writes' })
         .option('f32-storage', {
           choices: TENSOR_CACHE_STORAGES,
           describe: 'WebGPU: float32 tensors written raw (default: exact, format "raw") or as bf16 (mlc_llm convert_weight\'s "f32-to-bf16" bytes)',
         })
         .option('dry-run', { type: 'boolean', default: false, describe: 'print the plan (tensors, types, bytes) without writing' })
+        .option('verbose', { type: 'boolean', describe: 'print the whole plan (every tensor or shard) after converting, not just the summary' })
+        .option('quiet', { type: 'boolean', describe: 'print nothing but errors: no progress, summary or warnings (--json still prints the plan)' })
+        .conflicts('quiet', 'verbose')
         .option('error', { type: 'boolean', default: false, describe: "GGUF, with --dry-run: quantize each tensor and report its error (RMSE, max, SQNR, cosine); reads the whole model" })
+        .option('html', { type: 'string', describe: 'GGUF, with --dry-run --error: also write the error as one self-contained HTML page (SQNR by layer, the worst tensors) to this file' })
         .option('weights', { choices: ['auto', 'safetensors', 'bin'] as const, default: 'auto' as const })
-        .option('workers', { type: 'string', describe: `quantizer threads, ${THREAD_FLAG_RANGE.min} to ${THREAD_FLAG_RANGE.max} (default: all cores)` })
+        .option('threads', { type: 'string', alias: 'workers', describe: `quantizer threads, ${THREAD_FLAG_RANGE.min} to ${THREAD_FLAG_RANGE.max} (default: all cores; --workers is the old name)` })
         .option('drop-extra-layers', {
           type: 'boolean',
           default: false,
           describe: 'convert a checkpoint whose weights have more layers than config.json says, keeping only the configured ones (refused otherwise)',
         })
         .option('imatrix', { type: 'string', describe: "GGUF: llama.cpp importance matrix (its GGUF or legacy .dat form), as llama-quantize --imatrix" })
+        .option('calibrate', {
+          type: 'string',
+          array: true,
+          describe: 'GGUF from an HF folder: compute the importance matrix from this calibration text (as polyquant imatrix with its defaults: llama-imatrix\'s definition, chunks of 512 tokens) and quantize with it, as --imatrix',
+        })
+        .option('calibrate-chunks', { type: 'string', describe: '--calibrate: use at most N chunks (default: all)' })
+        .option('output-tensor-type', { type: 'string', describe: 'GGUF: ggml type of output.weight (any case, e.g. q8_0), as llama-quantize --output-tensor-type' })
+        .option('token-embedding-type', { type: 'string', describe: 'GGUF: ggml type of token_embd.weight, as llama-quantize --token-embedding-type' })
+        .option('pure', { type: 'boolean', default: false, describe: "GGUF: no k-quant mixture: every quantizable tensor gets the file type's own type (then llama-quantize's fallback), as llama-quantize --pure" })
+        .option('tensor-type', {
+          type: 'string',
+          describe: 'GGUF: PATTERN=TYPE, repeatable: tensors whose GGUF name the regular expression PATTERN finds get TYPE (first match wins; quantized file types only), as llama-quantize --tensor-type, e.g. --tensor-type attn_qkv=q8_0',
+        })
+        .option('allow-requantize', {
+          type: 'boolean',
+          default: false,
+          describe: 'GGUF input: requantize tensors that are already quantized (dequantized, then quantized again; quality is worse than from f16), as llama-quantize --allow-requantize',
+        })
         .option('attention', { choices: ATTENTION_FORMS, default: 'plain' as AttentionForm, describe: 'ONNX: plain opset-21 ops (exact with left padding) or com.microsoft GroupQueryAttention (onnxruntime-genai, GPUs; right padding only)' })
         .option('block-size', { choices: ONNX_BLOCK_SIZES, default: 32, describe: 'ONNX q4/q4f16: MatMulNBits block size along K' })
         .option('asymmetric', { type: 'boolean', default: false, describe: 'ONNX q4/q4f16: zero points per block (default symmetric)' })
@@ -57,20 +91,46 @@ export function addConvertCommand(parser: Argv, io: CliIO): void {
         .option('json', { type: 'boolean', default: false, describe: 'print the plan as JSON' }),
     async (args) => {
       const model = resolve(args.model);
-      const workers = integerFlag('--workers', args.workers, THREAD_FLAG_RANGE.min, THREAD_FLAG_RANGE.max);
-      const json = (value: unknown): string => `${JSON.stringify(value, (_key, item) => (typeof item === 'bigint' ? item.toString() : item), 2)}\n`;
+      const workers = integerFlag('--threads', args.threads, THREAD_FLAG_RANGE.min, THREAD_FLAG_RANGE.max);
+      const started = performance.now();
+      const output = (): ConvertOutputOptions => ({
+        json: args.json,
+        format: args.to,
+        quiet: args.quiet === true,
+        verbose: args.verbose === true,
+        dryRun: args['dry-run'],
+        seconds: (performance.now() - started) / 1000,
+      });
+      const tensorTypes = ([] as unknown[]).concat(args['tensor-type'] ?? []).map(String);
+      // Vega and resvg load only when a page is drawn (~0.1 s and a native binary every command would pay).
+      const errorPage = args.html === undefined ? undefined : await import('./convert-html.js');
+      if (errorPage !== undefined && args.html !== undefined) {
+        await errorPage.checkConversionErrorPage(args.html, { to: args.to, dryRun: args['dry-run'], error: args.error, model, inputFiles: args.imatrix === undefined ? [] : [resolve(args.imatrix)] });
+      }
+      if (args.to !== 'gguf') {
+        if (await isGgufInput(model)) {
+          throw new PolyquantError(ERROR_CODES.USAGE, `--to ${args.to} reads an HF model folder, and ${model} is a GGUF file`, {
+            hint: `convert the HF folder the GGUF was made from with --to ${args.to}; a GGUF input converts --to gguf only`,
+          });
+        }
+        const given = [
+          ...(['output-tensor-type', 'token-embedding-type', 'allow-requantize', 'pure'] as const).filter((flag) => args[flag] !== undefined && args[flag] !== false),
+          ...(tensorTypes.length > 0 ? ['tensor-type'] : []),
+        ];
+        if (given.length > 0) throw new PolyquantError(ERROR_CODES.USAGE, `--${given[0]} applies to --to gguf only`);
+      }
       if (args.to !== 'webgpu' && args['f32-storage'] !== undefined) {
         throw new PolyquantError(ERROR_CODES.USAGE, '--f32-storage applies to --to webgpu only');
       }
       if (args.to === 'webgpu') {
-        for (const flag of ['error', 'imatrix', 'asymmetric', 'keep-head'] as const) {
+        for (const flag of ['error', 'imatrix', 'calibrate', 'asymmetric', 'keep-head'] as const) {
           if (args[flag] !== undefined && args[flag] !== false) {
             throw new PolyquantError(ERROR_CODES.USAGE, `--${flag} does not apply to --to webgpu`);
           }
         }
         const types = args.type.split(',');
         const stem = model.replace(/[/\\]+$/, '');
-        const progress = args['dry-run'] ? undefined : createProgress('converting');
+        const progress = args['dry-run'] || args.quiet === true ? undefined : createProgress('converting');
         const plan = await convertToWebGpu(model, {
           types,
           out: args.out ?? (types.length === 1 ? `${stem}-${(types[0] as string).trim().toLowerCase()}-webgpu` : `${stem}-webgpu`),
@@ -83,16 +143,16 @@ export function addConvertCommand(parser: Argv, io: CliIO): void {
           onProgress: progress ? (done, total) => progress.update(done, total) : undefined,
         });
         progress?.succeed(`wrote ${plan.out}`);
-        io.stdout(args.json ? json(plan) : `${renderWebGpuConversionPlan(plan)}\n`);
+        printConversion(io, plan, output(), { plan: renderWebGpuConversionPlan, summary: renderWebGpuSummary });
         return;
       }
       if (args.to === 'onnx') {
-        for (const flag of ['error', 'imatrix'] as const) {
+        for (const flag of ['error', 'imatrix', 'calibrate'] as const) {
           if (args[flag] !== undefined && args[flag] !== false) {
             throw new PolyquantError(ERROR_CODES.USAGE, `--${flag} applies to --to gguf only`);
           }
         }
-        const progress = args['dry-run'] ? undefined : createProgress('converting');
+        const progress = args['dry-run'] || args.quiet === true ? undefined : createProgress('converting');
         const plan = await convertToOnnx(model, {
           types: args.type.split(','),
           out: args.out ?? `${model.replace(/[/\\]+$/, '')}-onnx`,
@@ -110,36 +170,62 @@ export function addConvertCommand(parser: Argv, io: CliIO): void {
           onProgress: progress ? (done, total) => progress.update(done, total) : undefined,
         });
         progress?.succeed(`wrote ${plan.out}`);
-        io.stdout(args.json ? json(plan) : `${renderOnnxConversionPlan(plan)}\n`);
+        printConversion(io, plan, output(), { plan: renderOnnxConversionPlan, summary: renderOnnxSummary });
         return;
       }
-      const type = args.type.trim().toLowerCase();
-      if (!isGgufFileType(type)) {
+      const lower = args.type.trim().toLowerCase();
+      const type = canonicalGgufFileType(lower);
+      if (type === undefined) {
         throw new PolyquantError(ERROR_CODES.USAGE, `${JSON.stringify(args.type)} is not a GGUF file type`, {
-          hint: `GGUF types are ${GGUF_FILE_TYPE_NAMES.join(', ')}${isOnnxTypeName(type) ? `; ${type} is an ONNX type: add --to onnx` : ''}${isWebGpuLayoutName(type) ? `; ${type} is a WebGPU type: add --to webgpu` : ''}`,
+          hint: `GGUF types are ${GGUF_FILE_TYPE_NAMES.join(', ')} (any case)${isOnnxTypeName(lower) ? `; ${lower} is an ONNX type: add --to onnx` : ''}${isWebGpuLayoutName(lower) ? `; ${lower} is a WebGPU type: add --to webgpu` : ''}`,
         });
       }
       for (const flag of ['force', 'asymmetric', 'keep-head'] as const) {
         if (args[flag]) throw new PolyquantError(ERROR_CODES.USAGE, `--${flag} applies to --to onnx only`);
       }
-      const out = args.out ?? `${model.replace(/[/\\]+$/, '')}-${type}.gguf`;
-      const progress = args['dry-run'] && !args.error ? undefined : createProgress(args['dry-run'] ? 'measuring' : 'converting');
+      const ggufInput = await isGgufInput(model);
+      const stem = ggufInput ? model.replace(/\.gguf$/i, '').replace(/[-_.](f32|f16|bf16|q\d\w*|iq\d\w*)$/i, '') : model.replace(/[/\\]+$/, '');
+      const out = args.out ?? `${stem}-${type}.gguf`;
+      const progress = (args['dry-run'] && !args.error) || args.quiet === true ? undefined : createProgress(args['dry-run'] ? 'measuring' : 'converting');
       const imatrixPath = args.imatrix === undefined ? undefined : resolve(args.imatrix);
-      const imatrix = imatrixPath === undefined ? undefined : await readImatrix(imatrixPath);
+      const calibrateTexts = ([] as unknown[]).concat(args.calibrate ?? []).map(String);
+      const calibrateChunks = integerFlag('--calibrate-chunks', args['calibrate-chunks'], 1);
+      if (calibrateChunks !== undefined && calibrateTexts.length === 0) throw new PolyquantError(ERROR_CODES.USAGE, '--calibrate-chunks needs --calibrate TEXT');
+      if (calibrateTexts.length > 0 && imatrixPath !== undefined) {
+        throw new PolyquantError(ERROR_CODES.USAGE, '--calibrate computes the importance matrix that --imatrix reads; give one of them');
+      }
+      const calibrated =
+        calibrateTexts.length === 0
+          ? undefined
+          : await calibrateForConvert(model, calibrateTexts, { chunks: calibrateChunks, threads: workers, progress: !args.quiet && !args.json, io });
+      const imatrix = calibrated ?? (imatrixPath === undefined ? undefined : await readImatrix(imatrixPath));
       const plan = await convertToGguf(model, {
         ...(imatrix !== undefined && { imatrix: imatrix.entries }),
+        ...(imatrix !== undefined && {
+          // As llama-quantize records it: the argument as typed, the first dataset, the counts.
+          imatrixProvenance: { file: args.imatrix ?? CALIBRATE_PROVENANCE_FILE, datasets: imatrix.datasets, chunkCount: imatrix.chunkCount, entries: imatrix.entries.size },
+        }),
         ...(imatrixPath !== undefined && { inputFiles: [imatrixPath] }),
+        ...(calibrated !== undefined && { inputFiles: calibrateTexts.map((text) => resolve(text)) }),
+        outputTensorType: args['output-tensor-type'],
+        tokenEmbeddingType: args['token-embedding-type'],
+        pure: args.pure,
+        tensorTypes,
+        allowRequantize: args['allow-requantize'],
         dropExtraLayers: args['drop-extra-layers'],
         type,
         out,
-        weights: args.weights,
+        ...(!(ggufInput && args.weights === 'auto') && { weights: args.weights }),
         dryRun: args['dry-run'],
         error: args.error,
         ...(workers !== undefined && { workers }),
         onProgress: progress ? (done, total) => progress.update(done, total) : undefined,
       });
       progress?.succeed(plan.out === undefined ? 'measured' : `wrote ${plan.out}`);
-      io.stdout(args.json ? json(plan) : `${renderConversionPlan(plan)}\n`);
+      if (calibrated !== undefined && !args.json && !args.quiet) io.stdout(`${calibrated.summary}\n`);
+      printConversion(io, plan, output(), { plan: renderConversionPlan, summary: renderGgufSummary });
+      // After the text: should the write fail, the numbers are on the terminal.
+      if (args.html !== undefined && errorPage !== undefined) await writeTextAtomically(args.html, await errorPage.renderConversionErrorHtml(plan, { model }));
     },
   );
 }

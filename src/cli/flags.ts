@@ -7,8 +7,9 @@ import { ERROR_CODES, PolyquantError } from '../errors.js';
 import { KOBEST_TASK_NAMES, type KobestTaskName } from '../verify/kobest/index.js';
 
 /**
- * Threads for every command (`convert --workers`, `verify --threads`, `demo --threads`): one range, which
- * both engines and the quantizer pool accept (the reference engine's workers stop at 64).
+ * Threads for every command: one name, `--threads` (convert, verify, demo, sweep; convert keeps its old
+ * `--workers` as an alias), and one range, which both engines and the quantizer pool accept (the reference
+ * engine's workers stop at 64).
  */
 export const THREAD_FLAG_RANGE = { min: 1, max: 64 } as const;
 

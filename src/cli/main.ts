@@ -18,10 +18,14 @@ import { serve } from '../serve/serve.js';
 import { renderDemo } from './demo-text.js';
 import { attachNegativeValues, integerFlag, THREAD_FLAG_RANGE } from './flags.js';
 import { renderGgufInspect, renderInspect } from './inspect-text.js';
-import { createProgress } from './progress.js';
+import { createProgress, eraseProgress } from './progress.js';
+import { POLYQUANT_VERSION } from '../sweep/records.js';
 import { sweepCommand } from './sweep-command.js';
 import { addConvertCommand } from './convert-command.js';
 import { addVerifyCommand } from './verify-command.js';
+import { addImatrixCommand } from './imatrix-command.js';
+import { setCommandLine } from './command-line.js';
+import { commandClock, reportText } from './json-reports.js';
 
 export interface CliIO {
   stdout(text: string): void;
@@ -42,6 +46,7 @@ const SHARED_TOKENIZER_DIR = join(PACKAGE_ROOT, '..', 'shared', 'data', 'polyglo
 
 export async function main(argv: readonly string[], io: CliIO = processIO): Promise<number> {
   let exitCode = 0;
+  setCommandLine(argv);
   const parser = yargs(attachNegativeValues(argv, VALUE_FLAGS))
     .scriptName('polyquant')
     .strict()
@@ -56,7 +61,7 @@ export async function main(argv: readonly string[], io: CliIO = processIO): Prom
       (y: Argv) =>
         y
           .positional('path', { type: 'string', demandOption: true, describe: 'model folder or tensor file' })
-          .option('json', { type: 'boolean', default: false, describe: 'print the report as JSON (schema polyquant.inspect/1)' })
+          .option('json', { type: 'boolean', default: false, describe: 'print the report as JSON (schema polyquant.inspect/2; .gguf files polyquant.inspect-gguf/2, ONNX polyquant.inspect-onnx/2, WebGPU polyquant.inspect-webgpu/2; docs/schemas.md)' })
           .option('tensors', { type: 'boolean', default: false, describe: 'list every tensor' })
           .option('hash', { type: 'boolean', default: false, describe: "add each tensor's sha256 over its stored bytes" })
           .option('weights', {
@@ -65,6 +70,7 @@ export async function main(argv: readonly string[], io: CliIO = processIO): Prom
             describe: 'which weights to read when a folder has both',
           }),
       async (args) => {
+        const clock = commandClock();
         const progress = args.hash ? createProgress('hashing') : undefined;
         const report = await inspectPath(args.path, {
           weights: args.weights,
@@ -74,7 +80,8 @@ export async function main(argv: readonly string[], io: CliIO = processIO): Prom
         progress?.succeed('hashed');
         const text =
           report.kind === 'gguf' ? renderGgufInspect(report, { tensors: args.tensors }) : renderInspect(report, { tensors: args.tensors || args.hash });
-        io.stdout(args.json ? `${JSON.stringify(report, null, 2)}\n` : `${text}\n`);
+        // The documented JSON shape (docs/schemas.md): snake_case, with provenance.
+        io.stdout(args.json ? reportText(report, clock) : `${text}\n`);
       },
     )
     .command(
@@ -88,7 +95,7 @@ export async function main(argv: readonly string[], io: CliIO = processIO): Prom
           .option('seed', { type: 'string', default: '0', describe: 'non-negative integer' })
           .option('dtype', { choices: SYNTH_DTYPES, default: 'F16' as SynthDType })
           .option('shard-size', { type: 'string', describe: 'bytes per shard (default: the real repo layout)' })
-          .option('tokenizer', { type: 'string', describe: 'folder with tokenizer.json to copy (default: ../shared polyglot-ko, else a tiny one)' })
+          .option('tokenizer', { type: 'string', describe: 'folder with tokenizer.json to copy (default for the polyglot-ko presets: the real polyglot-ko tokenizer from the shared data next to a development checkout, else a tiny one)' })
           .option('buffers', { type: 'boolean', default: true, describe: 'save the attention.bias / masked_bias / inv_freq buffers' })
           .option('force', { type: 'boolean', default: false, describe: "replace the output folder, if it holds only synth's own files" }),
       async (args) => {
@@ -122,26 +129,28 @@ export async function main(argv: readonly string[], io: CliIO = processIO): Prom
   addVerifyCommand(parser, io, (code) => {
     exitCode = code;
   });
+  addImatrixCommand(parser, io);
   parser
     .command(
       'demo',
-      'Convert the bundled tiny model (and ../shared polyglot-ko-tiny when present) to GGUF f16 and q4_k_m, and verify each file in llama.cpp against its HF folder in the reference engine',
+      'Convert the bundled tiny model (and the polyglot-ko-tiny fixture, next to a development checkout) to GGUF f16 and q4_k_m and ONNX q4, and verify each result in llama.cpp or onnxruntime against its HF folder in the reference engine',
       (y: Argv) =>
         y
           .option('model', { type: 'string', array: true, describe: 'HF model folder(s) instead of the defaults' })
           .option('types', { type: 'string', default: 'f16,q4_k_m', describe: 'comma-separated GGUF types' })
           .option('onnx-types', { type: 'string', default: 'q4', describe: `comma-separated ONNX types (${ONNX_TYPE_NAMES.join(', ')}), or none` })
           .option('out', { type: 'string', describe: 'keep the GGUF files and ONNX folders in this folder' })
-          .option('text', { type: 'string', describe: 'UTF-8 text for perplexity (default ../shared korean-text, else a built-in sample)' })
+          .option('text', { type: 'string', describe: 'UTF-8 text for perplexity (default: the Korean evaluation text next to a development checkout, else a built-in Korean sample)' })
           .option('device', { choices: ['auto', 'cpu', 'gpu'] as const, default: 'auto' as const })
           .option('threads', { type: 'string', describe: `quantizer and engine threads (${THREAD_FLAG_RANGE.min} to ${THREAD_FLAG_RANGE.max})` })
-          .option('json', { type: 'string', describe: 'write the result (schema polyquant.demo/1, with each verify report) to this file' }),
+          .option('json', { type: 'string', describe: 'write the result (schema polyquant.demo/2, with each verify report; docs/schemas.md) to this file' }),
       async (args) => {
         const threads = integerFlag('--threads', args.threads, THREAD_FLAG_RANGE.min, THREAD_FLAG_RANGE.max);
         if (args.json !== undefined) {
           const inputs = [...(args.text === undefined ? [] : [args.text]), ...(await Promise.all((args.model ?? defaultDemoModels()).map((model) => modelFolderFiles(model)))).flat()];
           await refuseOverwritingInputs([await checkOutputFile(args.json, '--json')], inputs);
         }
+        const clock = commandClock();
         const progress = createProgress('demo');
         const result = await runDemo({
           models: args.model,
@@ -155,7 +164,7 @@ export async function main(argv: readonly string[], io: CliIO = processIO): Prom
         });
         progress.succeed('demo finished');
         io.stdout(`${renderDemo(result)}\n`);
-        if (args.json !== undefined) await writeTextAtomically(args.json, `${JSON.stringify(result, null, 2)}\n`);
+        if (args.json !== undefined) await writeTextAtomically(args.json, reportText(result, clock, new Set(result.rows.map((row) => row.engine)).add('reference')));
         if (result.verdict === 'fail') exitCode = 1;
       },
     )
@@ -180,9 +189,11 @@ export async function main(argv: readonly string[], io: CliIO = processIO): Prom
         exitCode = code;
       }),
     )
-    .demandCommand(1, 'name a command: demo, inspect, convert, verify, sweep, synth, serve')
+    .demandCommand(1, 'name a command: demo, inspect, convert, verify, imatrix, sweep, synth, serve')
     .help()
-    .version();
+    // polyquant's own package.json by its path from this module: yargs' bare .version() reads the package.json
+    // nearest the working directory, i.e. the version of whatever project polyquant was installed into.
+    .version(POLYQUANT_VERSION);
   try {
     await parser.parseAsync();
   } catch (error) {
@@ -193,12 +204,14 @@ export async function main(argv: readonly string[], io: CliIO = processIO): Prom
 
 /** Flags that take a value, which may start with `-` (a negative number, refused by the flag's own check). */
 const VALUE_FLAGS: ReadonlySet<string> = new Set(
-  ['ctx', 'port', 'stride', 'max-windows', 'limit', 'threads', 'workers', 'seed', 'shard-size', 'shots', 'max-ppl-increase', 'max-kld', 'min-top1', 'max-acc-drop', 'max-f1-drop', 'shard', 'baseline-cache-limit'].map(
+  ['ctx', 'chunks', 'port', 'stride', 'max-windows', 'limit', 'threads', 'workers', 'seed', 'shard-size', 'shots', 'bootstrap-iters', 'max-ppl-increase', 'max-kld', 'min-top1', 'max-acc-drop', 'max-f1-drop', 'shard', 'baseline-cache-limit'].map(
     (name) => `--${name}`,
   ),
 );
 
 function reportError(error: unknown, io: CliIO): number {
+  // A progress line still on the terminal would run into the message.
+  eraseProgress();
   if (isPolyquantError(error)) {
     io.stderr(`polyquant: ${error.message}\n`);
     return error.exitCode;

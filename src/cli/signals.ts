@@ -4,6 +4,7 @@
  * never touched: they only ever appear by rename, complete.
  */
 import { removeTrackedTempsSync } from '../io/temp.js';
+import { eraseProgress } from './progress.js';
 
 export const SIGNAL_EXIT_CODES = { SIGINT: 130, SIGTERM: 143 } as const;
 
@@ -11,7 +12,9 @@ export function installInterruptCleanup(stderr: (text: string) => void = (text) 
   for (const [signal, code] of Object.entries(SIGNAL_EXIT_CODES)) {
     process.once(signal, () => {
       const removed = removeTrackedTempsSync();
-      stderr(`\npolyquant: interrupted by ${signal}${removed.length > 0 ? `; removed ${removed.length} temp file(s) in flight` : ''}\n`);
+      // The progress line, if one is drawn, gives way to the message; otherwise a new line (after a ^C echo).
+      const erased = eraseProgress();
+      stderr(`${erased ? '' : '\n'}polyquant: interrupted by ${signal}${removed.length > 0 ? `; removed ${removed.length} temp file(s) in flight` : ''}\n`);
       process.exit(code);
     });
   }

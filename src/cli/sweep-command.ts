@@ -15,7 +15,7 @@ import { mergeSweeps, runSweep, writeSweepReport } from '../sweep/sweep.js';
 import { DEFAULT_MAX_ROW_BYTES } from '../verify/baseline-session.js';
 import { KOBEST_TASK_NAMES, } from '../verify/kobest/index.js';
 import { PERPLEXITY_PROTOCOLS, type PerplexityProtocol } from '../verify/perplexity.js';
-import { parseThreshold, type Thresholds } from '../verify/thresholds.js';
+import { parseThresholdFlags, requireGates, THRESHOLD_FLAGS, type Thresholds, thresholdDescription } from '../verify/thresholds.js';
 import { DEVICE_NAMES, type DeviceName } from '../verify/verify.js';
 import { integerFlag, MAX_CTX, positiveNumberFlag, shotsFlag, THREAD_FLAG_RANGE } from './flags.js';
 import { table } from './format.js';
@@ -46,26 +46,14 @@ const list = (raw: string | undefined): string[] | undefined =>
         .map((part) => part.trim())
         .filter((part) => part !== '');
 
+/** The threshold flags (verify/thresholds.ts THRESHOLD_FLAGS: one meaning and one notation each, shared with verify). */
 function thresholdOptions(y: Argv): Argv {
-  return y
-    .option('max-ppl-increase', { type: 'string', describe: 'a cell fails above this perplexity increase, e.g. 3%' })
-    .option('max-kld', { type: 'string', describe: 'a cell fails above this mean KL divergence (nats/token)' })
-    .option('min-top1', { type: 'string', describe: 'a cell fails below this top-1 agreement, e.g. 0.9 or 90%' })
-    .option('max-acc-drop', { type: 'string', describe: 'a cell fails above this KOBEST accuracy drop, e.g. 0.02 or 2%' })
-    .option('max-f1-drop', { type: 'string', describe: 'a cell fails above this KOBEST macro-F1 drop' });
+  return Object.keys(THRESHOLD_FLAGS).reduce((options, flag) => options.option(flag.slice(2), { type: 'string', describe: thresholdDescription(flag, 'a cell fails') }), y);
 }
 
 /** The threshold flags that were given (undefined when none was). */
 function thresholdsOf(args: Record<string, unknown>): Thresholds | undefined {
-  const thresholds: Thresholds = Object.fromEntries(
-    Object.entries({
-      maxPplIncreasePct: parseThreshold('--max-ppl-increase', args['max-ppl-increase'] as string | undefined, 'percent'),
-      maxKld: parseThreshold('--max-kld', args['max-kld'] as string | undefined, 'fraction'),
-      minTop1: parseThreshold('--min-top1', args['min-top1'] as string | undefined, 'fraction', 1),
-      maxAccDrop: parseThreshold('--max-acc-drop', args['max-acc-drop'] as string | undefined, 'fraction', 1),
-      maxF1Drop: parseThreshold('--max-f1-drop', args['max-f1-drop'] as string | undefined, 'fraction', 1),
-    }).filter(([, value]) => value !== undefined),
-  );
+  const thresholds = parseThresholdFlags(args);
   return Object.keys(thresholds).length > 0 ? thresholds : undefined;
 }
 
@@ -157,6 +145,7 @@ export function sweepCommand(io: CliIO, setExitCode: (code: number) => void): Co
                 .option('baseline-type', { choices: ['f16', 'bf16', 'f32'] as const, default: 'f16' as const, describe: 'GGUF type an HF baseline too large for the reference engine runs from' })
                 .option('shard', { type: 'string', describe: 'run shard I of N (I/N, 0 ≤ I < N, as JOB_COMPLETION_INDEX counts): cell k of the grid when k mod N = I' })
                 .option('force', { type: 'boolean', default: false, describe: 'redo every cell of this run, and replace cells of other settings in DIR' })
+                .option('require-gates', { type: 'boolean', default: false, describe: 'exit 2 (before anything runs) unless a threshold applies to what is measured' })
                 .option('keep-artifacts', { type: 'boolean', default: false, describe: 'keep the converted files in DIR/artifacts (default: deleted after each verify)' })
                 .option('baseline-cache', { type: 'boolean', default: true, describe: 'score the baseline once and replay it for every cell (--no-baseline-cache: rescore it in every cell)' })
                 .option('baseline-cache-limit', { type: 'string', describe: `most bytes of baseline next-token rows kept in DIR/baseline (default ${DEFAULT_MAX_ROW_BYTES / 2 ** 30}GiB); windows past it are rescored per cell` })
@@ -172,6 +161,9 @@ export function sweepCommand(io: CliIO, setExitCode: (code: number) => void): Co
             const shots = shotsFlag('--shots', args.shots);
             const tasks = args.tasks === undefined ? undefined : tasksFlag(args.tasks as string);
             const thresholds = thresholdsOf(args);
+            if (args['require-gates'] === true) {
+              requireGates(thresholds ?? {}, { ppl: ((args.ppl as string[] | undefined) ?? []).length > 0, kld: args.kld as boolean, kobest: args.kobest !== undefined });
+            }
             const baselineCacheBytes = sizeFlag('--baseline-cache-limit', args['baseline-cache-limit']);
             const outputs = await reportOutputs(args.json as string | undefined, args.markdown as string | undefined);
             if (outputs.length > 0) {

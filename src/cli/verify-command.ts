@@ -3,6 +3,7 @@
  * --json / --markdown files); exit 1 when a gate fails.
  */
 import { writeTextAtomically } from '../io/file.js';
+import { ERROR_CODES, PolyquantError } from '../errors.js';
 import { tasksFlag } from './flags.js';
 import { stat } from 'node:fs/promises';
 import { resolve } from 'node:path';
@@ -10,12 +11,16 @@ import type { Argv } from 'yargs';
 import { checkOutputFile, type OutputFile, refuseOverwritingInputs } from '../io/output.js';
 import { modelFolderFiles } from '../readers/checkpoint.js';
 import { readOnnxModel } from '../converters/onnx/read.js';
-import { ONNX_TYPE_NAMES } from '../converters/onnx/types.js';
+import { ONNX_TYPE_NAMES, type OnnxTypeName } from '../converters/onnx/types.js';
 import { isOnnxFile, onnxFolderFiles } from '../verify/engines/onnx.js';
 import { KOBEST_SPLITS, KOBEST_TASK_NAMES, type KobestTaskName, kobestSplitCandidates } from '../verify/kobest/index.js';
 import { PERPLEXITY_PROTOCOLS, type PerplexityProtocol } from '../verify/perplexity.js';
 import { renderMarkdown, renderText } from '../verify/report.js';
-import { parseThreshold } from '../verify/thresholds.js';
+import { parseThresholdFlags, requireGates, thresholdDescription } from '../verify/thresholds.js';
+import { DEFAULT_BOOTSTRAP_ITERATIONS, HARNESS_BOOTSTRAP_ITERATIONS } from '../verify/compare-kobest.js';
+import { type KobestSampleRecord, kobestSamplesJsonl } from '../verify/kobest/samples.js';
+import { jsonReportText } from '../io/json-shape.js';
+import { commandLine } from './command-line.js';
 import { DEVICE_NAMES, type DeviceName, ENGINE_NAMES, type EngineName, verify } from '../verify/verify.js';
 import { integerFlag, MAX_CTX, positiveNumberFlag, shotsFlag, THREAD_FLAG_RANGE } from './flags.js';
 import { table } from './format.js';
@@ -34,7 +39,17 @@ export function addVerifyCommand(parser: Argv, io: CliIO, setExitCode: (code: nu
           demandOption: true,
           describe: 'model to check: a .gguf file, an ONNX folder or .onnx file, or an HF folder (with --simulate, the HF weights to quantize)',
         })
-        .option('baseline', { type: 'string', demandOption: true, describe: 'model to compare against: an HF folder, a .gguf file, an ONNX folder or a .onnx file' })
+        .option('baseline', {
+          type: 'string',
+          demandOption: true,
+          describe:
+            'model to compare against: an HF folder, a .gguf file, an ONNX folder or a .onnx file; or a file written by --save-baseline (no baseline model loads; texts, --ctx, --protocol, --stride, --max-windows and the KOBEST data, split and limit must be those it was saved with)',
+        })
+        .option('save-baseline', {
+          type: 'string',
+          describe:
+            "also save the baseline's side of this run to this file (tokens, per-token scores, next-token distributions as 16-bit log-probabilities: 2 bytes × vocabulary per scored token, KOBEST log-likelihoods), for later runs to pass as --baseline",
+        })
         .option('ppl', { type: 'string', array: true, describe: 'UTF-8 text file(s) for perplexity' })
         .option('ctx', { type: 'string', describe: 'window length in tokens (default 512)' })
         .option('protocol', { choices: PERPLEXITY_PROTOCOLS, default: 'windows' as PerplexityProtocol })
@@ -55,6 +70,7 @@ export function addVerifyCommand(parser: Argv, io: CliIO, setExitCode: (code: nu
         })
         .option('onnx-type', {
           choices: ONNX_TYPE_NAMES,
+          coerce: (value: string) => value.toLowerCase() as OnnxTypeName,
           describe: 'which onnx/model*.onnx of an ONNX folder runs (needed when it holds several); name a .onnx file to pick one side alone',
         })
         .option('cache-dir', { type: 'string', describe: 'where HF folders run by llama.cpp are converted to (default $POLYQUANT_CACHE_DIR or ~/.cache/polyquant)' })
@@ -64,21 +80,27 @@ export function addVerifyCommand(parser: Argv, io: CliIO, setExitCode: (code: nu
           type: 'string',
           describe: `per engine: reference worker threads, llama.cpp compute threads, onnxruntime intra-op threads (${THREAD_FLAG_RANGE.min} to ${THREAD_FLAG_RANGE.max})`,
         })
-        .option('max-ppl-increase', { type: 'string', describe: 'fail above this perplexity increase, e.g. 3%' })
-        .option('max-kld', { type: 'string', describe: 'fail above this mean KL divergence (nats/token)' })
-        .option('min-top1', { type: 'string', describe: 'fail below this top-1 agreement, e.g. 0.9 or 90%' })
-        .option('max-acc-drop', { type: 'string', describe: 'fail above this KOBEST accuracy drop, e.g. 0.02 or 2%' })
-        .option('max-f1-drop', { type: 'string', describe: 'fail above this KOBEST macro-F1 drop' })
-        .option('json', { type: 'string', describe: 'write the report (schema polyquant.verify/1) to this file' })
-        .option('markdown', { type: 'string', describe: 'write a Markdown summary to this file' }),
+        .option('max-ppl-increase', { type: 'string', describe: thresholdDescription('--max-ppl-increase', 'fail') })
+        .option('max-kld', { type: 'string', describe: thresholdDescription('--max-kld', 'fail') })
+        .option('min-top1', { type: 'string', describe: thresholdDescription('--min-top1', 'fail') })
+        .option('max-acc-drop', { type: 'string', describe: thresholdDescription('--max-acc-drop', 'fail') })
+        .option('max-f1-drop', { type: 'string', describe: thresholdDescription('--max-f1-drop', 'fail') })
+        .option('require-gates', { type: 'boolean', default: false, describe: 'exit 2 (before any model loads) unless a threshold applies to what is measured: a CI job cannot pass by gating nothing' })
+        .option('log-samples', { type: 'string', describe: 'KOBEST: write every document (prompt, choices, both models\' log-likelihoods, predictions, gold) to this JSON Lines file' })
+        .option('bootstrap-iters', {
+          type: 'string',
+          describe: `KOBEST: bootstrap resamples for each model's macro-F1 stderr, lm-eval's method (default ${DEFAULT_BOOTSTRAP_ITERATIONS}; ${HARNESS_BOOTSTRAP_ITERATIONS} is lm-eval's own and gives its exact number; 0 turns it off)`,
+        })
+        .option('json', { type: 'string', describe: 'write the report (schema polyquant.verify/2, docs/schemas.md) to this file' })
+        .option('markdown', { type: 'string', describe: 'write a Markdown summary to this file' })
+        .option('html', { type: 'string', describe: 'write the report as one self-contained HTML page with charts (per-window NLL, KLD quantiles, KOBEST with intervals) to this file' }),
     async (args) => {
-      const thresholds = {
-        maxPplIncreasePct: parseThreshold('--max-ppl-increase', args['max-ppl-increase'], 'percent'),
-        maxKld: parseThreshold('--max-kld', args['max-kld'], 'fraction'),
-        minTop1: parseThreshold('--min-top1', args['min-top1'], 'fraction', 1),
-        maxAccDrop: parseThreshold('--max-acc-drop', args['max-acc-drop'], 'fraction', 1),
-        maxF1Drop: parseThreshold('--max-f1-drop', args['max-f1-drop'], 'fraction', 1),
-      };
+      const thresholds = parseThresholdFlags(args);
+      if (args['require-gates']) requireGates(thresholds, { ppl: (args.ppl ?? []).length > 0, kld: args.kld, kobest: args.kobest !== undefined });
+      if (args['log-samples'] !== undefined && args.kobest === undefined) {
+        throw new PolyquantError(ERROR_CODES.USAGE, '--log-samples writes KOBEST documents, and no --kobest folder is given', { hint: 'add --kobest DIR, or drop --log-samples' });
+      }
+      const bootstrapIterations = integerFlag('--bootstrap-iters', args['bootstrap-iters'], 0, 10_000_000);
       const ctx = integerFlag('--ctx', args.ctx, 2, MAX_CTX) ?? 512;
       const stride = integerFlag('--stride', args.stride, 1, MAX_CTX);
       const maxWindows = integerFlag('--max-windows', args['max-windows'], 1);
@@ -90,9 +112,13 @@ export function addVerifyCommand(parser: Argv, io: CliIO, setExitCode: (code: nu
       const outputs: OutputFile[] = [];
       if (args.json !== undefined) outputs.push(await checkOutputFile(args.json, '--json'));
       if (args.markdown !== undefined) outputs.push(await checkOutputFile(args.markdown, '--markdown'));
+      if (args['save-baseline'] !== undefined) outputs.push(await checkOutputFile(args['save-baseline'], '--save-baseline'));
+      if (args.html !== undefined) outputs.push(await checkOutputFile(args.html, '--html'));
+      if (args['log-samples'] !== undefined) outputs.push(await checkOutputFile(args['log-samples'], '--log-samples'));
       if (outputs.length > 0) {
         await refuseOverwritingInputs(outputs, await verifyInputFiles(args.candidate, args.baseline, args.ppl ?? [], args.kobest, tasks));
       }
+      const samples: KobestSampleRecord[] = [];
       const progress = createCountProgress();
       const report = await verify({
         candidate: args.candidate,
@@ -115,14 +141,24 @@ export function addVerifyCommand(parser: Argv, io: CliIO, setExitCode: (code: nu
         ...(threads !== undefined && { threads }),
         ...(args['cache-dir'] !== undefined && { cacheDir: args['cache-dir'] }),
         baselineType: args['baseline-type'],
-        thresholds: Object.fromEntries(Object.entries(thresholds).filter(([, value]) => value !== undefined)),
+        ...(args['save-baseline'] !== undefined && { saveBaseline: args['save-baseline'] }),
+        thresholds,
+        ...(bootstrapIterations !== undefined && { bootstrapIterations }),
+        ...(commandLine() !== undefined && { commandLine: commandLine() }),
+        ...(args['log-samples'] !== undefined && { onKobestSamples: (records: readonly KobestSampleRecord[]) => samples.push(...records) }),
         onProgress: (event) => progress.report(event),
       });
       progress.done();
       // The report is printed first: should a write still fail, the results are on the terminal.
       io.stdout(`${renderText(report, table)}\n`);
-      if (args.json !== undefined) await writeTextAtomically(args.json, `${JSON.stringify(report, null, 2)}\n`);
+      if (args.json !== undefined) await writeTextAtomically(args.json, jsonReportText(report));
+      if (args['log-samples'] !== undefined) await writeTextAtomically(args['log-samples'], kobestSamplesJsonl(samples));
       if (args.markdown !== undefined) await writeTextAtomically(args.markdown, renderMarkdown(report));
+      if (args.html !== undefined) {
+        // Vega and resvg load only when a page is drawn (~0.1 s and a native binary every command would pay).
+        const { renderVerifyHtml } = await import('../verify/html.js');
+        await writeTextAtomically(args.html, await renderVerifyHtml(report));
+      }
       if (report.verdict === 'fail') setExitCode(1);
     },
   );

@@ -1,12 +1,12 @@
 /**
  * `polyquant inspect FILE.gguf`: metadata, tensor table, type histogram, bytes and bits per weight
- * (JSON schema `polyquant.inspect-gguf/1`).
+ * (JSON schema `polyquant.inspect-gguf/2`, docs/schemas.md).
  */
 import { resolve } from 'node:path';
 import { type GgufScalar, readGgufHeader } from '../converters/gguf/format.js';
 import { withFile } from '../io/file.js';
 
-export const INSPECT_GGUF_SCHEMA = 'polyquant.inspect-gguf/1';
+export const INSPECT_GGUF_SCHEMA = 'polyquant.inspect-gguf/2';
 
 /** Arrays longer than this (the tokenizer's 30k tokens) are summarised by length and first entries. */
 const ARRAY_PREVIEW = 8;

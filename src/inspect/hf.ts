@@ -1,6 +1,6 @@
 /**
  * `polyquant inspect` for Hugging Face inputs: a model folder, or a single .safetensors / .bin file.
- * Produces an InspectReport (the documented JSON shape, schema `polyquant.inspect/1`, see README) that
+ * Produces an InspectReport (the documented JSON shape, schema `polyquant.inspect/2`, docs/schemas.md) that
  * the CLI prints as a table or as JSON.
  */
 import { createHash } from 'node:crypto';
@@ -16,7 +16,7 @@ import { summariseTokenizer, type TokenizerSummary } from '../readers/tokenizer.
 import { readTorchBin } from '../readers/torch-bin.js';
 import type { DType } from '../tensor/dtype.js';
 
-export const INSPECT_SCHEMA = 'polyquant.inspect/1';
+export const INSPECT_SCHEMA = 'polyquant.inspect/2';
 
 export interface InspectTensor {
   readonly name: string;

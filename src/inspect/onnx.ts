@@ -1,6 +1,6 @@
 /**
  * `polyquant inspect` for ONNX: a transformers.js-style folder (`onnx/*.onnx` + external data, config and
- * tokenizer at the root) or a single `.onnx` file (JSON schema `polyquant.inspect-onnx/1`). Per model file:
+ * tokenizer at the root) or a single `.onnx` file (JSON schema `polyquant.inspect-onnx/2`). Per model file:
  * IR version, opsets, inputs and outputs, op counts, the weight formats (MatMulNBits bits / block_size /
  * accuracy_level / zero points / scale dtype, MatMulInteger int8 or uint8 per channel or per tensor, float
  * weights by dtype), external data files, and bits per weight. Every file goes through the validating
@@ -26,7 +26,7 @@ import { WEIGHT_FILES } from '../readers/checkpoint.js';
 import { isRecord, readJsonFile } from '../readers/json-file.js';
 import { readTokenizerFiles, summariseTokenizer, type TokenizerSummary } from '../readers/tokenizer.js';
 
-export const INSPECT_ONNX_SCHEMA = 'polyquant.inspect-onnx/1';
+export const INSPECT_ONNX_SCHEMA = 'polyquant.inspect-onnx/2';
 
 
 /** One weight format of a model and what its weights cost. */

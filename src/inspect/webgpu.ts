@@ -1,6 +1,6 @@
 /**
  * `polyquant inspect` for WebGPU folders (MLC tensor cache: tensor-cache.json + params_shard_N.bin +
- * mlc-chat-config.json; JSON schema `polyquant.inspect-webgpu/1`): the quantization and model config from
+ * mlc-chat-config.json; JSON schema `polyquant.inspect-webgpu/2`): the quantization and model config from
  * mlc-chat-config.json, the shards (count, bytes, whether each sha256 / md5sum matches), the records by
  * dtype and format, parameters and bits per weight, and warnings. The folder goes through the validating
  * reader (converters/webgpu/read.ts) first; hashes are checked and reported rather than thrown, so a
@@ -12,7 +12,7 @@ import type { TensorCacheRecord } from '../converters/webgpu/manifest.js';
 import { pathExists } from '../io/file.js';
 import { isWebGpuLayoutName, WEBGPU_LAYOUTS, type WebGpuLayoutName } from '../quant/webgpu-layouts.js';
 
-export const INSPECT_WEBGPU_SCHEMA = 'polyquant.inspect-webgpu/1';
+export const INSPECT_WEBGPU_SCHEMA = 'polyquant.inspect-webgpu/2';
 
 export interface WebGpuRecordGroup {
   readonly dtype: string;

@@ -24,14 +24,28 @@ export interface DequantizeOptions {
   tensor?: string | undefined;
 }
 
-function lookUp(scheme: GgmlTypeName, tensor: string | undefined): GgmlTypeInfo {
-  if (!isGgmlTypeName(scheme)) {
+/**
+ * A ggml type name in any case: `q4_k`, `Q4_K` and `q4_K` all name Q4_K, as llama-quantize's
+ * `parse_ggml_type` reads them (case-insensitive `striequals`). The canonical spelling is ggml's own.
+ */
+export type GgmlTypeNameAnyCase = GgmlTypeName | Lowercase<GgmlTypeName>;
+
+/** The canonical ggml name (`Q4_K`) of a type named in any case, or undefined for a name that is none. */
+export function canonicalGgmlTypeName(name: string): GgmlTypeName | undefined {
+  if (typeof name !== 'string') return undefined;
+  const upper = name.trim().toUpperCase();
+  return isGgmlTypeName(upper) ? upper : undefined;
+}
+
+function lookUp(scheme: string, tensor: string | undefined): GgmlTypeInfo {
+  const name = canonicalGgmlTypeName(scheme);
+  if (name === undefined) {
     throw new PolyquantError(ERROR_CODES.UNSUPPORTED, `unknown ggml type ${JSON.stringify(scheme)}`, {
       tensor,
-      hint: `use one of ${GGML_TYPE_NAMES.join(', ')}`,
+      hint: `use one of ${GGML_TYPE_NAMES.join(', ')} (any case)`,
     });
   }
-  return GGML_TYPES[scheme];
+  return GGML_TYPES[name];
 }
 
 function checkRowLength(info: GgmlTypeInfo, nPerRow: number, tensor: string | undefined): void {
@@ -48,14 +62,14 @@ function checkRowLength(info: GgmlTypeInfo, nPerRow: number, tensor: string | un
 }
 
 /** Bytes of one row of `nPerRow` elements in `scheme` (`ggml_row_size`). */
-export function rowBytes(scheme: GgmlTypeName, nPerRow: number): number {
+export function rowBytes(scheme: GgmlTypeNameAnyCase, nPerRow: number): number {
   const info = lookUp(scheme, undefined);
   checkRowLength(info, nPerRow, undefined);
   return (nPerRow / info.blockElements) * info.blockBytes;
 }
 
 /** Bytes of a tensor of `elements` values stored as rows of `nPerRow` in `scheme`. */
-export function tensorBytes(scheme: GgmlTypeName, elements: number, nPerRow: number): number {
+export function tensorBytes(scheme: GgmlTypeNameAnyCase, elements: number, nPerRow: number): number {
   const perRow = rowBytes(scheme, nPerRow);
   if (!Number.isSafeInteger(elements) || elements < 0 || elements % nPerRow !== 0) {
     throw new PolyquantError(ERROR_CODES.USAGE, `${elements} elements do not form whole rows of ${nPerRow}`);
@@ -68,7 +82,7 @@ export function tensorBytes(scheme: GgmlTypeName, elements: number, nPerRow: num
  * `out`). For the streaming converter: `out` can be reused across chunks.
  */
 export function quantizeRowsInto(
-  scheme: GgmlTypeName,
+  scheme: GgmlTypeNameAnyCase,
   src: Float32Array,
   nPerRow: number,
   out: Uint8Array,
@@ -105,7 +119,7 @@ export function quantizeRowsInto(
 }
 
 /** Quantizes whole rows of `nPerRow` floats to ggml `scheme` blocks, byte-identical to ggml. */
-export function quantizeRows(scheme: GgmlTypeName, src: Float32Array, nPerRow: number, options: QuantizeOptions = {}): Uint8Array {
+export function quantizeRows(scheme: GgmlTypeNameAnyCase, src: Float32Array, nPerRow: number, options: QuantizeOptions = {}): Uint8Array {
   const info = lookUp(scheme, options.tensor);
   checkRowLength(info, nPerRow, options.tensor);
   const rows = Math.floor(src.length / nPerRow);
@@ -117,7 +131,7 @@ export function quantizeRows(scheme: GgmlTypeName, src: Float32Array, nPerRow: n
  * written values (a view of `out`).
  */
 export function dequantizeRowsInto(
-  scheme: GgmlTypeName,
+  scheme: GgmlTypeNameAnyCase,
   bytes: Uint8Array,
   nPerRow: number,
   out: Float32Array,
@@ -150,7 +164,7 @@ export function dequantizeRowsInto(
 }
 
 /** Dequantizes whole rows of ggml `scheme` blocks to floats, bit-identical to ggml's `to_float`. */
-export function dequantizeRows(scheme: GgmlTypeName, bytes: Uint8Array, nPerRow: number, options: DequantizeOptions = {}): Float32Array {
+export function dequantizeRows(scheme: GgmlTypeNameAnyCase, bytes: Uint8Array, nPerRow: number, options: DequantizeOptions = {}): Float32Array {
   const info = lookUp(scheme, options.tensor);
   checkRowLength(info, nPerRow, options.tensor);
   const bytesPerRow = (nPerRow / info.blockElements) * info.blockBytes;

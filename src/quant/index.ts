@@ -4,9 +4,11 @@
  */
 
 export {
+  canonicalGgmlTypeName,
   type DequantizeOptions,
   dequantizeRows,
   dequantizeRowsInto,
+  type GgmlTypeNameAnyCase,
   type QuantizeOptions,
   quantizeRows,
   quantizeRowsInto,

@@ -18,6 +18,12 @@ export interface QuantTask {
   readonly tensor: string | undefined;
 }
 
+/** A task's output with its input buffer, handed back to the pool for reuse. */
+export interface RecycledResult {
+  readonly out: Uint8Array;
+  readonly input: Uint8Array;
+}
+
 /** A PolyquantError crossing the thread boundary as data (class identity does not survive cloning). */
 export interface QuantTaskFailure {
   readonly failure: ReturnType<PolyquantError['toJSON']>;
@@ -36,8 +42,16 @@ export default function quantizeTask(task: QuantTask): unknown {
   try {
     const out =
       quantizeStoredChunk(task) ?? quantizeChunk(task.scheme, floatsOf(task.src, task.tensor), task.nPerRow, task.importance, task.tensor);
-    // Hand the output buffer back without a copy.
-    return Piscina.move(out);
+    // Hand the output buffer back without a copy, and the input's too when it was a whole buffer of its own:
+    // the pool recycles it for a later chunk (QuantPool.buffer) instead of allocating one per chunk.
+    const input = task.src instanceof Float32Array ? undefined : task.src.bytes;
+    if (input === undefined || input.byteOffset !== 0 || input.byteLength !== input.buffer.byteLength || out.byteLength !== out.buffer.byteLength) {
+      return Piscina.move(out);
+    }
+    const value: RecycledResult = { out, input };
+    // Piscina's Transferable interface: the buffers to transfer, and the value the pool receives.
+    const transferable = { [Piscina.transferableSymbol]: [out.buffer, input.buffer], [Piscina.valueSymbol]: value };
+    return Piscina.move(transferable as unknown as Parameters<typeof Piscina.move>[0]);
   } catch (error) {
     if (error instanceof PolyquantError) return { failure: error.toJSON() } satisfies QuantTaskFailure;
     throw error;

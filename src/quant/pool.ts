@@ -10,7 +10,7 @@ import { Piscina } from 'piscina';
 import { ERROR_CODES, PolyquantError } from '../errors.js';
 import { type StoredRows, widenRows } from '../tensor/widen.js';
 import type { GgmlTypeName } from './ggml-types.js';
-import { type QuantTask, type QuantTaskFailure, quantizeChunk } from './pool-worker.js';
+import { type QuantTask, type QuantTaskFailure, quantizeChunk, type RecycledResult } from './pool-worker.js';
 
 /**
  * A chunk of whole rows: float32, or as the checkpoint stores them (fp16/bf16/…), which the worker widens
@@ -42,6 +42,8 @@ export class QuantPool {
   readonly workers: number;
   readonly maxInFlight: number;
   private readonly piscina: Piscina | undefined;
+  /** Input buffers the threads handed back, for `buffer()`. */
+  private readonly free: Uint8Array[] = [];
 
   constructor(options: QuantPoolOptions = {}) {
     const workers = options.workers ?? availableParallelism();
@@ -79,6 +81,10 @@ export class QuantPool {
     const transfer = view.byteOffset === 0 && view.byteLength === view.buffer.byteLength ? [view.buffer as ArrayBuffer] : [];
     const result: unknown = await this.piscina.run(task, { transferList: transfer });
     if (result instanceof Uint8Array) return result;
+    if (isRecycledResult(result)) {
+      this.recycle(result.input);
+      return result.out;
+    }
     const { failure } = result as QuantTaskFailure;
     throw new PolyquantError(failure.code, failure.message, { file: failure.file, tensor: failure.tensor, hint: failure.hint });
   }
@@ -104,7 +110,28 @@ export class QuantPool {
     }
   }
 
+  /**
+   * A buffer of exactly `bytes` bytes for a chunk that will be quantized by this pool (RowsOptions
+   * `allocate`): one the threads handed back when there is one, else a new one. Reading a model through
+   * it allocates about maxInFlight buffers instead of one per chunk, and gives the collector nothing to do.
+   */
+  buffer(bytes: number): Uint8Array {
+    const index = this.free.findIndex((buffer) => buffer.byteLength === bytes);
+    if (index < 0) return new Uint8Array(new ArrayBuffer(bytes));
+    return this.free.splice(index, 1)[0] as Uint8Array;
+  }
+
+  private recycle(buffer: Uint8Array): void {
+    // Enough for every chunk in flight and the one being read; older sizes (another tensor's) go first.
+    this.free.push(buffer);
+    if (this.free.length > this.maxInFlight + 2) this.free.shift();
+  }
+
   async close(): Promise<void> {
     await this.piscina?.destroy();
   }
+}
+
+function isRecycledResult(value: unknown): value is RecycledResult {
+  return typeof value === 'object' && value !== null && (value as RecycledResult).out instanceof Uint8Array && (value as RecycledResult).input instanceof Uint8Array;
 }

@@ -115,13 +115,15 @@ export function isWebGpuLayoutName(value: unknown): value is WebGpuLayoutName {
   return typeof value === 'string' && Object.hasOwn(WEBGPU_LAYOUTS, value);
 }
 
+/** The layout a name stands for, in any case (`Q4F16_1` is q4f16_1). */
 export function webGpuLayout(name: string): WebGpuLayout {
-  if (!isWebGpuLayoutName(name)) {
+  const canonical = typeof name === 'string' ? name.trim().toLowerCase() : name;
+  if (!isWebGpuLayoutName(canonical)) {
     throw new PolyquantError(ERROR_CODES.USAGE, `unknown WebGPU layout ${JSON.stringify(name)}`, {
-      hint: `one of ${WEBGPU_LAYOUT_NAMES.join(', ')}`,
+      hint: `one of ${WEBGPU_LAYOUT_NAMES.join(', ')} (any case)`,
     });
   }
-  return WEBGPU_LAYOUTS[name];
+  return WEBGPU_LAYOUTS[canonical];
 }
 
 /** One tensor-cache record a `[N, K]` weight becomes. */

@@ -32,6 +32,12 @@ export interface RowsOptions {
    * doubles streaming throughput (BENCHMARKS.md). Default false: each chunk is its own buffer.
    */
   readonly reuseBuffer?: boolean;
+  /**
+   * Where each chunk's buffer comes from when buffers are not reused: a recycler of buffers the consumer
+   * is done with (the quantizer pool's threads hand them back), so that streaming a model does not
+   * allocate — and garbage-collect — one buffer per chunk. Must return exactly `bytes` bytes.
+   */
+  readonly allocate?: ((bytes: number) => Uint8Array) | undefined;
 }
 
 /** Number of rows and bytes per row, as rows() sees the tensor. */
@@ -76,7 +82,7 @@ export class FileRangeTensor implements TensorRef {
     try {
       for (let row = 0; row < rows; row += rowsPerChunk) {
         const length = Math.min(rowsPerChunk, rows - row) * rowBytes;
-        yield file.readInto(this.offset + row * rowBytes, length, shared ?? Buffer.allocUnsafeSlow(length));
+        yield file.readInto(this.offset + row * rowBytes, length, shared ?? options.allocate?.(length) ?? Buffer.allocUnsafeSlow(length));
       }
     } finally {
       if (shared !== undefined) releaseScratch(shared);

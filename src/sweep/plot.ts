@@ -3,23 +3,27 @@
  * series per format, each cell labelled with its type, the Pareto front of each format drawn as a line,
  * cells that failed a threshold hollow and the recommendation ringed.
  *
- * Rendering is Vega's (a declarative spec, rendered to an SVG string by `View.toSVG()` with no DOM or
- * canvas: vega-scenegraph's SVGStringRenderer), rasterised to PNG by resvg (@resvg/resvg-js, a prebuilt
- * binary per platform). The SVG is a pure function of the points: Vega's scenegraph depends on the spec and
- * data alone (its one global state, the clip/gradient id counters, is reset before each render), and the
- * points are sorted before they reach it. The PNG is a function of the SVG and the fonts installed.
- *
- * Text: in Node Vega measures text by estimate (0.8 em a character, vega-scenegraph `estimateWidth`)
- * because there is no canvas, so layouts leave a little more room than the glyphs need. resvg draws text
- * only with fonts it can find: it loads the system fonts and asks for the FONT_FAMILIES stack below
- * (DejaVu Sans is in Debian's base image through fonts-dejavu-core; Liberation Sans, Arial and Helvetica
- * cover other systems). A machine with none of them gets any other installed font (resvg's fallback);
- * a machine with no font at all gets a PolyquantError rather than a PNG without a word on it.
+ * Rendering, fonts, colours and the PNG are the project's plotting layer (plot/vega.ts): a Vega spec to an
+ * SVG string with no DOM, rasterised by resvg. The SVG is a pure function of the points: Vega's scenegraph
+ * depends on the spec and data alone, and the points are sorted before they reach it. The PNG is a
+ * function of the SVG and the fonts installed.
  */
 
-import { type RenderedImage, Resvg, renderAsync } from '@resvg/resvg-js';
-import { parse, resetSVGDefIds, type Spec, View } from 'vega';
+import type { Spec } from 'vega';
 import { ERROR_CODES, PolyquantError } from '../errors.js';
+import {
+  AXIS_TEXT_STYLE,
+  compareStrings,
+  decadeTicks,
+  FONT_FAMILIES,
+  GRID_COLOR,
+  LEGEND_TEXT_STYLE,
+  renderVegaSvg,
+  SERIES_PALETTE,
+  TITLE_STYLE,
+} from '../plot/vega.js';
+
+export { type PngOptions, svgToPng } from '../plot/vega.js';
 
 export interface ParetoPoint {
   /** `gguf`, `onnx`, `webgpu` or `simulate` (any other name gets a colour after these). */
@@ -39,34 +43,18 @@ export interface ParetoSvgOptions {
   readonly title?: string;
 }
 
-export interface PngOptions {
-  /** Width of the PNG in pixels; the height follows the SVG's aspect ratio. */
-  readonly width?: number;
-}
-
 /** The formats the sweep knows, in the order their series are drawn and listed, with a colour and marker each. */
 const FORMAT_STYLES = [
-  // Colours from Vega's tableau10 scheme: distinct for the common colour-vision deficiencies at this count.
-  // Labels take a darker shade of their series' colour: readable on white, and they still say which series a
-  // label belongs to where cells crowd.
-  { format: 'gguf', color: '#4c78a8', text: '#2f5580', shape: 'circle' },
-  { format: 'onnx', color: '#f58518', text: '#b35a00', shape: 'square' },
-  { format: 'webgpu', color: '#54a24b', text: '#35702e', shape: 'triangle-up' },
-  { format: 'simulate', color: '#b279a2', text: '#80507a', shape: 'diamond' },
+  // The first four colours of the shared palette; labels take its darker shade of their series' colour.
+  { format: 'gguf', ...SERIES_PALETTE[0], shape: 'circle' },
+  { format: 'onnx', ...SERIES_PALETTE[1], shape: 'square' },
+  { format: 'webgpu', ...SERIES_PALETTE[2], shape: 'triangle-up' },
+  { format: 'simulate', ...SERIES_PALETTE[3], shape: 'diamond' },
 ] as const;
 
-/** Styles for formats outside FORMAT_STYLES, taken in sorted order of their names. */
-const EXTRA_COLORS = ['#e45756', '#72b7b2', '#eeca3b', '#9d755d', '#ff9da6', '#bab0ac'] as const;
+/** Colours for formats outside FORMAT_STYLES (the rest of the palette), taken in sorted order of their names. */
+const EXTRA_COLORS = SERIES_PALETTE.slice(FORMAT_STYLES.length).map((style) => style.color);
 const EXTRA_SHAPES = ['cross', 'triangle-down', 'wedge', 'triangle-left', 'triangle-right', 'arrow'] as const;
-
-/** Fonts asked for, in order (see the module comment). Vega writes the stack into every text element. */
-const FONT_FAMILIES = 'DejaVu Sans, Liberation Sans, Arial, Helvetica, sans-serif';
-
-/**
- * resvg's font set: the system's fonts. The generic families are left at resvg's defaults: the SVG names
- * FONT_FAMILIES first, and a family no font has falls back to one that has the glyphs.
- */
-const RESVG_FONTS = { loadSystemFonts: true } as const;
 
 /** Plot area in SVG pixels (axes, legends and title add to it). */
 const PLOT_WIDTH = 720;
@@ -74,11 +62,6 @@ const PLOT_HEIGHT = 420;
 
 /** Most points one plot takes: a sweep grid is tens of cells; thousands would be unreadable labels. */
 export const MAX_PLOT_POINTS = 500;
-
-/** Default PNG width: about twice the SVG's, sharp on a high-density screen and in a README. */
-const DEFAULT_PNG_WIDTH = 2000;
-/** Largest PNG width accepted: 8k pixels is past any screen, and keeps the pixel buffer under ~200 MB. */
-const MAX_PNG_WIDTH = 8192;
 
 /** Lowest KLD drawn: a lossless cell can measure ~1e-12 from float rounding; below this it is just "0". */
 const KLD_DISPLAY_MIN = 1e-10;
@@ -142,62 +125,7 @@ export async function renderParetoSvg(points: readonly ParetoPoint[], options: P
   checkPoints(points);
   const title = options.title ?? DEFAULT_TITLE;
   if (typeof title !== 'string') throw new PolyquantError(ERROR_CODES.USAGE, `plot title is ${typeof title}; expected a string`);
-  const view = new View(parse(buildSpec(points, title)), { renderer: 'none' });
-  try {
-    // The SVG renderer numbers clip paths and gradients from module-level counters: reset them so the same
-    // points give the same bytes however many plots this process has drawn.
-    resetSVGDefIds();
-    const svg = await view.toSVG();
-    return `<?xml version="1.0" encoding="UTF-8"?>\n${svg}\n`;
-  } finally {
-    view.finalize();
-  }
-}
-
-/** Rasterises an SVG (from renderParetoSvg, or any other) to PNG bytes with resvg. */
-export async function svgToPng(svg: string, options: PngOptions = {}): Promise<Uint8Array> {
-  const width = options.width ?? DEFAULT_PNG_WIDTH;
-  if (!Number.isSafeInteger(width) || width < 16 || width > MAX_PNG_WIDTH) {
-    throw new PolyquantError(ERROR_CODES.USAGE, `PNG width is ${width}; expected an integer from 16 to ${MAX_PNG_WIDTH} pixels`);
-  }
-  if (typeof svg !== 'string' || svg.length === 0) throw new PolyquantError(ERROR_CODES.USAGE, 'the SVG to rasterise is empty');
-  if (svg.includes('<text') && !hasUsableFont()) {
-    throw new PolyquantError(ERROR_CODES.UNSUPPORTED, 'no font was found to draw the plot text with', {
-      hint: 'install a TrueType font, e.g. the fonts-dejavu-core package on Debian',
-    });
-  }
-  let image: RenderedImage;
-  try {
-    // renderAsync parses and draws on a libuv worker thread: a 2000-pixel plot takes ~100 ms.
-    image = await renderAsync(svg, {
-      fitTo: { mode: 'width', value: width },
-      font: RESVG_FONTS,
-      background: '#ffffff',
-      logLevel: 'off',
-    });
-  } catch (error) {
-    throw new PolyquantError(ERROR_CODES.MALFORMED, `the SVG could not be parsed: ${error instanceof Error ? error.message : String(error)}`, {
-      cause: error,
-    });
-  }
-  return image.asPng();
-}
-
-let fontFound: boolean | undefined;
-
-/** Whether resvg finds any font on this machine: draws one letter and looks for ink. Cached per process. */
-function hasUsableFont(): boolean {
-  if (fontFound === undefined) {
-    const probe = new Resvg(
-      `<svg xmlns="http://www.w3.org/2000/svg" width="40" height="40"><text x="4" y="32" font-size="32" font-family="${FONT_FAMILIES}">H</text></svg>`,
-      { font: RESVG_FONTS, logLevel: 'off' },
-    );
-    const pixels = probe.render().pixels;
-    // RGBA without a background: any non-zero alpha is ink.
-    fontFound = false;
-    for (let index = 3; index < pixels.length && !fontFound; index += 4) fontFound = pixels[index] !== 0;
-  }
-  return fontFound;
+  return `<?xml version="1.0" encoding="UTF-8"?>\n${await renderVegaSvg(buildSpec(points, title))}\n`;
 }
 
 function checkPoints(points: readonly ParetoPoint[]): void {
@@ -239,11 +167,6 @@ function orderFormats(formats: readonly string[]): string[] {
   const known: string[] = FORMAT_STYLES.map((style) => style.format).filter((format) => formats.includes(format));
   const others = formats.filter((format) => !known.includes(format)).sort(compareStrings);
   return [...known, ...others];
-}
-
-/** Locale-independent string order (localeCompare would make the output depend on the machine's ICU). */
-function compareStrings(a: string, b: string): number {
-  return a < b ? -1 : a > b ? 1 : 0;
 }
 
 function formatKld(kld: number): string {
@@ -298,8 +221,7 @@ function buildSpec(points: readonly ParetoPoint[], title: string): Spec {
   const yMax = largest * 2.5;
 
   // One tick and grid line per decade: a log axis' default minor lines (2…9 × 10^k) crowd a 9-decade range.
-  const decades: number[] = [];
-  for (let exponent = Math.floor(Math.log10(yMin)); exponent <= Math.ceil(Math.log10(yMax)); exponent++) decades.push(Number(`1e${exponent}`));
+  const decades = decadeTicks(yMin, yMax);
 
   const statusLabels = ['passes every threshold', 'fails a threshold', 'recommended', 'Pareto front'] as const;
 
@@ -315,13 +237,7 @@ function buildSpec(points: readonly ParetoPoint[], title: string): Spec {
       subtitle: hasZero
         ? `one series per format · hollow: failed a threshold · lines: Pareto fronts · KLD 0 drawn at ${formatKld(zeroLine)}`
         : 'one series per format · hollow: failed a threshold · lines: Pareto fronts',
-      anchor: 'start',
-      font: FONT_FAMILIES,
-      fontSize: 17,
-      subtitleFont: FONT_FAMILIES,
-      subtitleFontSize: 12,
-      subtitleColor: '#555555',
-      offset: 12,
+      ...TITLE_STYLE,
     },
     data: [
       { name: 'points', values: plotted },
@@ -353,25 +269,19 @@ function buildSpec(points: readonly ParetoPoint[], title: string): Spec {
         scale: 'x',
         title: 'bits per weight',
         grid: true,
-        gridColor: '#e6e6e6',
+        gridColor: GRID_COLOR,
         tickCount: 10,
-        labelFont: FONT_FAMILIES,
-        titleFont: FONT_FAMILIES,
-        labelFontSize: 12,
-        titleFontSize: 13,
+        ...AXIS_TEXT_STYLE,
       },
       {
         orient: 'left',
         scale: 'y',
         title: 'mean KLD to the baseline (nats, log scale)',
         grid: true,
-        gridColor: '#e6e6e6',
+        gridColor: GRID_COLOR,
         format: '.0e',
         values: decades,
-        labelFont: FONT_FAMILIES,
-        titleFont: FONT_FAMILIES,
-        labelFontSize: 12,
-        titleFontSize: 13,
+        ...AXIS_TEXT_STYLE,
       },
     ],
     legends: [
@@ -383,10 +293,7 @@ function buildSpec(points: readonly ParetoPoint[], title: string): Spec {
         symbolSize: 110,
         symbolStrokeWidth: 0,
         labelLimit: 0,
-        titleFont: FONT_FAMILIES,
-        labelFont: FONT_FAMILIES,
-        titleFontSize: 12,
-        labelFontSize: 12,
+        ...LEGEND_TEXT_STYLE,
       },
       {
         title: 'cell',
@@ -397,10 +304,7 @@ function buildSpec(points: readonly ParetoPoint[], title: string): Spec {
         orient: 'right',
         symbolStrokeWidth: 2,
         labelLimit: 0,
-        titleFont: FONT_FAMILIES,
-        labelFont: FONT_FAMILIES,
-        titleFontSize: 12,
-        labelFontSize: 12,
+        ...LEGEND_TEXT_STYLE,
       },
     ],
     marks: [

@@ -12,7 +12,7 @@ import { EXPORT_FORMATS, gridOrder, parseCellId, SWEEP_FORMATS, type SweepFormat
 import type { ParetoPoint } from './plot.js';
 import { POLYQUANT_VERSION, regate, type SweepCellRecord, type SweepEvaluation, type SweepKobestSummary, type SweepModel } from './records.js';
 
-export const SWEEP_SCHEMA = 'polyquant.sweep/1';
+export const SWEEP_SCHEMA = 'polyquant.sweep/2';
 
 export interface SweepReportCell {
   readonly id: string;

@@ -46,6 +46,8 @@ import {
   writeCellRecord,
 } from './records.js';
 import { buildSweepReport, paretoPoints, plotTitle, renderSweepMarkdown, type SweepReport } from './report.js';
+import { jsonReportText } from '../io/json-shape.js';
+import { machineProvenance } from '../verify/provenance.js';
 
 export const SWEEP_JSON = 'sweep.json';
 export const PARETO_SVG = 'pareto.svg';
@@ -382,7 +384,8 @@ export async function writeSweepReport(dir: string, options: SweepReportOptions 
     report = buildSweepReport(records, { thresholds: options.thresholds, plot: null });
     if (options.plot !== false) report = { ...report, warnings: [...report.warnings, plotProblem] };
   }
-  const json = `${JSON.stringify(report, null, 2)}\n`;
+  // polyquant.sweep/2: the documented snake_case shape (io/json-shape.ts, docs/schemas.md) and the machine it ran on.
+  const json = jsonReportText({ ...report, provenance: machineProvenance(undefined) });
   await writeText(join(folder, SWEEP_JSON), json);
   if (options.json !== undefined) await writeText(resolve(options.json), json);
   if (options.markdown !== undefined) await writeText(resolve(options.markdown), renderSweepMarkdown(report));

@@ -84,6 +84,45 @@ export function percentile(sorted: ArrayLike<number>, fraction: number): number 
   return (sorted[low] as number) * (1 - weight) + (sorted[high] as number) * weight;
 }
 
+/** A mean and its standard error, as llama-perplexity prints `value ± stderr`. */
+export interface Estimate {
+  readonly value: number;
+  readonly stderr: number;
+}
+
+/** The percentiles llama-perplexity prints for KLD and Δp (tools/perplexity/perplexity.cpp `kl_divergence`). */
+export const PERCENTILES = [
+  ['p99_9', 0.999],
+  ['p99', 0.99],
+  ['p95', 0.95],
+  ['p90', 0.9],
+  ['p50', 0.5],
+  ['p10', 0.1],
+  ['p5', 0.05],
+  ['p1', 0.01],
+] as const;
+export type PercentileName = (typeof PERCENTILES)[number][0];
+
+/** A per-position quantity over every scored position: mean ± stderr, percentiles, extremes. */
+export interface PositionStatistics {
+  readonly mean: number;
+  readonly meanStderr: number;
+  readonly percentiles: Readonly<Record<PercentileName, number>>;
+  readonly max: number;
+  readonly min: number;
+}
+
+/**
+ * Everything verify reports about one text's positions, computed the way llama-perplexity's KL-divergence
+ * mode does (tools/perplexity/perplexity.cpp `kl_divergence`): per-position NLL of both models, KL
+ * divergence, Δp (the candidate's probability of the actual next token minus the baseline's), and whether
+ * the most probable token is the same. Each uncertainty is the standard error of a mean over positions,
+ * sqrt(Σ(x − x̄)² / (n(n − 1))) (llama.cpp's `mean_and_uncertainty`, computed in two passes rather than from
+ * Σx and Σx², which cancel badly when the spread is small); the PPL ratio's and difference's uncertainties
+ * include the covariance of the two models' NLL exactly as llama.cpp's `covariance` term does, here as the
+ * standard error of the paired per-position differences (algebraically the same, and exactly 0 for a model
+ * compared with itself). Below two positions a standard error is NaN (null in JSON), never a made-up 0.
+ */
 export interface DistributionComparison {
   readonly positions: number;
   readonly meanKld: number;
@@ -92,11 +131,79 @@ export interface DistributionComparison {
   readonly maxKld: number;
   /** Fraction of positions whose most probable next token is the same. */
   readonly top1Agreement: number;
+  /** KL(base ‖ candidate) per position; null without full distributions (`--no-kld`). */
+  readonly kld: PositionStatistics | null;
+  /** p_candidate(token) − p_baseline(token) per position, plus its RMS ± stderr; null without target log-probabilities. */
+  readonly deltaP: (PositionStatistics & { readonly rms: number; readonly rmsStderr: number }) | null;
+  /** llama-perplexity's "Same top p": top-1 agreement ± sqrt(p(1 − p)/(n − 1)). */
+  readonly sameTopP: Estimate;
+  /** Mean NLL (ln PPL) of each model ± stderr, and their correlation across positions; null without targets. */
+  readonly nll: { readonly baseline: Estimate; readonly candidate: Estimate; readonly correlation: number } | null;
+  /** Mean ln(PPL(candidate)/PPL(baseline)) ± stderr (the mean of the paired NLL differences). */
+  readonly lnPplRatio: Estimate | null;
+  /** Mean PPL(candidate) − PPL(baseline) ± stderr (llama-perplexity's "Mean PPL(Q)-PPL(base)"). */
+  readonly pplDifference: Estimate | null;
 }
 
-/** Accumulates per-position KL divergence and top-1 agreement window by window. */
+/** Mean and its standard error sqrt(Σ(x − x̄)² / (n(n − 1))), two-pass; the stderr is NaN below two values. */
+export function meanAndStderr(values: ArrayLike<number>): Estimate {
+  const n = values.length;
+  if (n === 0) return { value: Number.NaN, stderr: Number.NaN };
+  let sum = 0;
+  for (let i = 0; i < n; i += 1) sum += values[i] as number;
+  const mean = sum / n;
+  if (n < 2) return { value: mean, stderr: Number.NaN };
+  let squares = 0;
+  for (let i = 0; i < n; i += 1) squares += ((values[i] as number) - mean) ** 2;
+  return { value: mean, stderr: Math.sqrt(squares / (n * (n - 1))) };
+}
+
+/** Sample covariance of two paired series divided by n: the covariance of their means (llama.cpp's `covariance`). */
+function covarianceOfMeans(a: ArrayLike<number>, b: ArrayLike<number>, meanA: number, meanB: number): number {
+  const n = a.length;
+  if (n < 2) return Number.NaN;
+  let sum = 0;
+  for (let i = 0; i < n; i += 1) sum += ((a[i] as number) - meanA) * ((b[i] as number) - meanB);
+  return sum / (n * (n - 1));
+}
+
+/** Mean ± stderr, llama-perplexity's percentiles (linear interpolation), maximum and minimum. */
+export function positionStatistics(values: Float64Array): PositionStatistics {
+  const { value: mean, stderr } = meanAndStderr(values);
+  const sorted = Float64Array.from(values).sort();
+  const percentiles = Object.fromEntries(PERCENTILES.map(([name, fraction]) => [name, percentile(sorted, fraction)])) as Record<PercentileName, number>;
+  const empty = sorted.length === 0;
+  return { mean, meanStderr: stderr, percentiles, max: empty ? Number.NaN : (sorted[sorted.length - 1] as number), min: empty ? Number.NaN : (sorted[0] as number) };
+}
+
+/** A growable array of doubles (per-position values of a whole text: 8 bytes a position). */
+class DoubleList {
+  private data = new Float64Array(1024);
+  length = 0;
+
+  push(value: number): void {
+    if (this.length === this.data.length) {
+      const grown = new Float64Array(this.data.length * 2);
+      grown.set(this.data);
+      this.data = grown;
+    }
+    this.data[this.length] = value;
+    this.length += 1;
+  }
+
+  values(): Float64Array {
+    return this.data.subarray(0, this.length);
+  }
+}
+
+/**
+ * Accumulates per-position KL divergence, top-1 agreement and both models' target log-probabilities
+ * window by window (8 bytes a position for each: a 300k-token text keeps ~7 MB).
+ */
 export class DistributionComparer {
-  private klds: number[] = [];
+  private klds = new DoubleList();
+  private baseNll = new DoubleList();
+  private candidateNll = new DoubleList();
   private agree = 0;
 
   /**
@@ -125,19 +232,103 @@ export class DistributionComparer {
     for (let p = 0; p < baseArgmax.length; p += 1) if (baseArgmax[p] === candidateArgmax[p]) this.agree += 1;
   }
 
+  /**
+   * Adds one window's target log-probabilities (log p of the actual next token at each scored position)
+   * from each model: the per-position NLL behind PPL ±, the PPL ratio ± and Δp. Every engine returns them.
+   */
+  addTargets(baseLogProbs: ArrayLike<number>, candidateLogProbs: ArrayLike<number>): void {
+    if (baseLogProbs.length !== candidateLogProbs.length) {
+      throw new PolyquantError(ERROR_CODES.CONFIG, `baseline and candidate scored ${baseLogProbs.length} and ${candidateLogProbs.length} positions of one window`);
+    }
+    for (let p = 0; p < baseLogProbs.length; p += 1) {
+      this.baseNll.push(-(baseLogProbs[p] as number));
+      this.candidateNll.push(-(candidateLogProbs[p] as number));
+    }
+  }
+
   result(positions: number): DistributionComparison {
-    const sorted = Float64Array.from(this.klds).sort();
-    let sum = 0;
-    for (const value of sorted) sum += value;
+    const kld = this.klds.length > 0 ? positionStatistics(this.klds.values()) : null;
+    const top1 = positions > 0 ? this.agree / positions : Number.NaN;
+    const targets = this.targetStatistics();
     return {
       positions,
-      meanKld: sorted.length > 0 ? sum / sorted.length : Number.NaN,
-      medianKld: percentile(sorted, 0.5),
-      p99Kld: percentile(sorted, 0.99),
-      maxKld: sorted.length > 0 ? (sorted[sorted.length - 1] as number) : Number.NaN,
-      top1Agreement: positions > 0 ? this.agree / positions : Number.NaN,
+      meanKld: kld?.mean ?? Number.NaN,
+      medianKld: kld?.percentiles.p50 ?? Number.NaN,
+      p99Kld: kld?.percentiles.p99 ?? Number.NaN,
+      maxKld: kld?.max ?? Number.NaN,
+      top1Agreement: top1,
+      kld,
+      sameTopP: { value: top1, stderr: positions > 1 ? Math.sqrt((top1 * (1 - top1)) / (positions - 1)) : Number.NaN },
+      ...targets,
     };
   }
+
+  private targetStatistics(): Pick<DistributionComparison, 'deltaP' | 'nll' | 'lnPplRatio' | 'pplDifference'> {
+    const n = this.baseNll.length;
+    if (n === 0) return { deltaP: null, nll: null, lnPplRatio: null, pplDifference: null };
+    const base = this.baseNll.values();
+    const candidate = this.candidateNll.values();
+    const baseline = meanAndStderr(base);
+    const cand = meanAndStderr(candidate);
+    const covariance = covarianceOfMeans(base, candidate, baseline.value, cand.value);
+    const pplBase = Math.exp(baseline.value);
+    const pplCandidate = Math.exp(cand.value);
+    const differences = new Float64Array(n);
+    const weighted = new Float64Array(n);
+    const deltaP = new Float64Array(n);
+    const deltaP2 = new Float64Array(n);
+    for (let i = 0; i < n; i += 1) {
+      const b = base[i] as number;
+      const c = candidate[i] as number;
+      differences[i] = c - b;
+      // The delta method for PPL(Q) − PPL(base): d(e^x) = e^x dx on each side, paired per position.
+      weighted[i] = pplCandidate * c - pplBase * b;
+      const dp = Math.exp(-c) - Math.exp(-b);
+      deltaP[i] = dp;
+      deltaP2[i] = dp * dp;
+    }
+    const ratio = meanAndStderr(differences);
+    const difference = meanAndStderr(weighted);
+    const meanSquare = meanAndStderr(deltaP2);
+    const rms = Math.sqrt(meanSquare.value);
+    return {
+      nll: { baseline, candidate: cand, correlation: covariance / (baseline.stderr * cand.stderr) },
+      lnPplRatio: ratio,
+      pplDifference: { value: pplCandidate - pplBase, stderr: difference.stderr },
+      // llama.cpp: RMS ± 0.5/RMS × stderr(Δp²); an RMS of exactly 0 (no change anywhere) has stderr 0.
+      deltaP: { ...positionStatistics(deltaP), rms, rmsStderr: rms === 0 ? meanSquare.stderr : (0.5 / rms) * meanSquare.stderr },
+    };
+  }
+}
+
+/**
+ * The comparison of a text where either model's output was not finite: nothing compares, so every
+ * statistic is NaN (null in JSON) and every gate on it fails.
+ */
+export function invalidComparison(result: DistributionComparison): DistributionComparison {
+  const nan = Number.NaN;
+  const invalid = (): PositionStatistics => ({
+    mean: nan,
+    meanStderr: nan,
+    percentiles: Object.fromEntries(PERCENTILES.map(([name]) => [name, nan])) as Record<PercentileName, number>,
+    max: nan,
+    min: nan,
+  });
+  const estimate = { value: nan, stderr: nan };
+  return {
+    positions: result.positions,
+    meanKld: nan,
+    medianKld: nan,
+    p99Kld: nan,
+    maxKld: nan,
+    top1Agreement: nan,
+    kld: result.kld === null ? null : invalid(),
+    deltaP: result.deltaP === null ? null : { ...invalid(), rms: nan, rmsStderr: nan },
+    sameTopP: estimate,
+    nll: result.nll === null ? null : { baseline: estimate, candidate: estimate, correlation: nan },
+    lnPplRatio: result.lnPplRatio === null ? null : estimate,
+    pplDifference: result.pplDifference === null ? null : estimate,
+  };
 }
 
 /** mulberry32: a small seeded generator so bootstrap intervals are reproducible run to run. */
@@ -221,4 +412,23 @@ export function mcnemar(baselineCorrect: ArrayLike<boolean>, candidateCorrect: A
   const chi2 = (Math.abs(lost - gained) - 1) ** 2 / discordant;
   // P(χ²₁ > x) = erfc(√(x/2)).
   return { lost, gained, pValue: erfc(Math.sqrt(chi2 / 2)) };
+}
+
+/**
+ * A number with `digits` significant digits, in plain notation from 0.001 up to a million and in scientific
+ * notation outside, trailing zeros dropped: 0.000842 → "8.42e-4", 0.05 → "0.05", 12.3456 → "12.3".
+ * Fixed decimals would print a small limit as 0.000000 (issue #15); this never hides a non-zero value.
+ */
+export function significant(value: number, digits = 3): string {
+  if (!Number.isFinite(value)) return Number.isNaN(value) ? 'n/a' : String(value);
+  if (value === 0) return '0';
+  const magnitude = Math.abs(value);
+  if (magnitude >= 1e-3 && magnitude < 1e6) {
+    const text = value.toPrecision(digits);
+    if (!text.includes('e')) return text.includes('.') ? text.replace(/\.?0+$/, '') : text;
+    return String(Number(text));
+  }
+  const [mantissa = '', exponent = ''] = value.toExponential(digits - 1).split('e');
+  const trimmed = mantissa.includes('.') ? mantissa.replace(/\.?0+$/, '') : mantissa;
+  return `${trimmed}e${exponent.replace('+', '')}`;
 }

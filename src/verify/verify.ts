@@ -14,8 +14,8 @@ import { ioError, withFile } from '../io/file.js';
 import { type Checkpoint, readCheckpoint } from '../readers/checkpoint.js';
 import { type BaselineGgufType, cachedBaselineGguf } from './baseline-cache.js';
 import type { BaselineSession } from './baseline-session.js';
-import { type BaselineSource, engineBaselineSource } from './baseline-source.js';
-import { compareKobest } from './compare-kobest.js';
+import { type BaselineSource, engineBaselineSource, type OpenedBaseline } from './baseline-source.js';
+import { kobestSection, type KobestStatisticsOptions } from './compare-kobest.js';
 import type { Engine } from './engine.js';
 import { createLlamaCppEngine } from './engines/llamacpp.js';
 import { nativeKlDivergence } from './engines/llamacpp-native.js';
@@ -23,19 +23,24 @@ import { createOnnxEngine, isOnnxFile, isOnnxFolder, locateOnnxModel } from './e
 import { createReferenceEngine, referenceEngineFits } from './engines/reference.js';
 import { createWebGpuEngine, isWebGpuFolder } from './engines/webgpu.js';
 import type { KobestInputs, KobestRunOptions, KobestSplit, KobestTaskName } from './kobest/index.js';
+import { type KobestSampleRecord, kobestSampleRecords } from './kobest/samples.js';
 import { type PerplexityProtocol, planWindows, type ScoreWindowsOptions, type WindowPlan, type WindowScore } from './perplexity.js';
+import { engineThreads, RunClock } from './provenance.js';
 import {
-  distributionSection,
+  comparisonSection,
   type KobestSection,
+  lmEvalBlock,
   type ModelDescription,
   type PerplexityNumbers,
   type PerplexitySection,
   VERIFY_SCHEMA,
   type VerifyReport,
+  withPplStderr,
 } from './report.js';
+import { isSavedBaselineFile, openSavedBaseline, SavedBaselineRecorder } from './saved-baseline.js';
 import { planSimulation } from './simulate.js';
 import { checkVerifySettings } from './settings.js';
-import { checkWindowShapes, DistributionComparer, nonFinitePositions } from './stats.js';
+import { checkWindowShapes, DistributionComparer, invalidComparison, nonFinitePositions } from './stats.js';
 import { readTextFile } from './text.js';
 import { gateSections, type Thresholds } from './thresholds.js';
 
@@ -88,6 +93,15 @@ export interface VerifyOptions {
   /** GGUF type an HF folder run by llama.cpp is converted to (default f16). */
   readonly baselineType?: BaselineGgufType;
   readonly thresholds?: Thresholds;
+  /** lm-eval's bootstrap_iters for each model's macro_f1_stderr (compare-kobest.ts; default 10000, 0: off). */
+  readonly bootstrapIterations?: number;
+  /** The command line that asked for this run, for the report's provenance (the CLI passes its argv). */
+  readonly commandLine?: readonly string[];
+  /**
+   * Receives the per-document KOBEST records of each task and shot count (kobest/samples.ts) as they are
+   * compared: what `--log-samples` writes.
+   */
+  readonly onKobestSamples?: (records: readonly KobestSampleRecord[]) => void;
   readonly onProgress?: (event: VerifyProgress) => void;
   /**
    * The baseline scored once and replayed (baseline-session.ts; what a sweep passes to every cell): its
@@ -96,6 +110,12 @@ export interface VerifyOptions {
    * settings; the report is the one verify would write without it.
    */
   readonly baselineSession?: BaselineSession;
+  /**
+   * Also write the baseline's side of this comparison to this file (saved-baseline.ts): a later verify
+   * that passes the file as `baseline` compares against it without loading a baseline model. Written under
+   * a temp name and renamed when the comparison completes.
+   */
+  readonly saveBaseline?: string;
 }
 
 export type VerifyProgress =
@@ -250,7 +270,7 @@ export async function loadModel(plan: ModelPlan, options: VerifyOptions, simulat
       await engine.close();
       throw new PolyquantError(ERROR_CODES.USAGE, `--ctx ${ctx} is longer than the model's context length ${engine.trainContextLength}`, { file: path });
     }
-    return loaded(path, engine, {});
+    return loaded(path, engine, {}, options.threads);
   }
   if (plan.engine === 'onnx') {
     const file = plan.onnxFile ?? path;
@@ -266,7 +286,7 @@ export async function loadModel(plan: ModelPlan, options: VerifyOptions, simulat
       throw new PolyquantError(ERROR_CODES.USAGE, `--ctx ${ctx} is longer than the model's context length ${engine.trainContextLength}`, { file });
     }
     // The report names the .onnx file that ran (an ONNX folder may hold several types).
-    return loaded(file, engine, {});
+    return loaded(file, engine, {}, options.threads);
   }
   if (plan.engine === 'llamacpp') {
     // An HF folder becomes its GGUF (f16 by default) once, cached by content; the report names the file.
@@ -288,7 +308,7 @@ export async function loadModel(plan: ModelPlan, options: VerifyOptions, simulat
       await engine.close();
       throw new PolyquantError(ERROR_CODES.USAGE, `--ctx ${ctx} is longer than the model's context length ${engine.trainContextLength}`, { file: path });
     }
-    return loaded(path, engine, cached === undefined ? {} : { artifact: { file: cached.file, type: cached.type, cached: cached.hit, seconds: cached.seconds } });
+    return loaded(path, engine, cached === undefined ? {} : { artifact: { file: cached.file, type: cached.type, cached: cached.hit, seconds: cached.seconds } }, options.threads);
   }
   // The reference engine always runs on the CPU; --device applies to the llamacpp model beside it.
   const checkpoint = plan.checkpoint ?? (await readCheckpoint(path));
@@ -297,18 +317,26 @@ export async function loadModel(plan: ModelPlan, options: VerifyOptions, simulat
     ...(simulation !== undefined && { weightTransform: simulation.transform }),
     ...(options.threads !== undefined && { threads: options.threads }),
   });
-  return loaded(path, engine, simulation === undefined ? {} : { simulate: simulation.fileType });
+  return loaded(path, engine, simulation === undefined ? {} : { simulate: simulation.fileType }, options.threads);
 }
 
-/** A loaded model and its description in the report. */
-function loaded(path: string, engine: Engine, extra: Pick<ModelDescription, 'simulate' | 'artifact'>): LoadedModel {
+/** A loaded model and its description in the report (`threads`: what --threads asked for, if anything). */
+function loaded(path: string, engine: Engine, extra: Pick<ModelDescription, 'simulate' | 'artifact'>, threads: number | undefined): LoadedModel {
   // The GPU backend actually used (llamacpp: cuda, vulkan, … or the device name), not just "gpu".
   const gpu: unknown = (engine as Partial<{ gpu: unknown }>).gpu;
   // The webgpu engine names its adapter (a software one runs on the CPU and says so).
   const adapter: unknown = (engine as Partial<{ adapter: unknown }>).adapter;
   return {
     engine,
-    description: { path, engine: engine.name, device: engine.device, ...(typeof gpu === 'string' && { gpu }), ...(typeof adapter === 'string' && { adapter }), ...extra },
+    description: {
+      path,
+      engine: engine.name,
+      device: engine.device,
+      threads: engineThreads(engine, threads),
+      ...(typeof gpu === 'string' && { gpu }),
+      ...(typeof adapter === 'string' && { adapter }),
+      ...extra,
+    },
   };
 }
 
@@ -326,7 +354,7 @@ function numbers(
   bytes: number,
   windowNll: number[],
   nonFinite: { count: number; firstToken: number | null },
-): PerplexityNumbers {
+): Omit<PerplexityNumbers, 'ppl_stderr'> {
   // Non-finite output has no perplexity: NaN (null in JSON), never a huge number that reads as a measurement.
   const mean = nonFinite.count > 0 ? Number.NaN : nllSum / scored;
   return {
@@ -415,6 +443,8 @@ async function comparePerplexity(baseline: BaselineSource, candidate: Engine, fi
       } else {
         comparer.addArgmax(base.score.argmax, cand.score.argmax);
       }
+      // Every engine's target log-probabilities: PPL ±, the PPL ratio ±, Δp.
+      comparer.addTargets(base.score.tokenLogProbs, cand.score.tokenLogProbs);
       for (const [side, result, engine] of [[nonFinite.base, base, baseline], [nonFinite.cand, cand, candidateSource]] as const) {
         const found = nonFinitePositions(result.score.tokenLogProbs, result.score.argmax, result.score.full, engine.vocabSize, klds);
         side.count += found.count;
@@ -436,23 +466,16 @@ async function comparePerplexity(baseline: BaselineSource, candidate: Engine, fi
   const broken = nonFinite.base.count > 0 || nonFinite.cand.count > 0;
   const measured = comparer.result(totals.scored);
   // With either side non-finite nothing compares: every comparison is NaN, so every gate fails.
-  const distribution = broken
-    ? { ...measured, meanKld: Number.NaN, medianKld: Number.NaN, p99Kld: Number.NaN, maxKld: Number.NaN, top1Agreement: Number.NaN }
-    : measured;
+  const distribution = broken ? invalidComparison(measured) : measured;
   return {
     file: text.file,
     protocol,
     ctx,
     ...(protocol === 'strided' && { stride: options.stride ?? Math.max(1, Math.floor(ctx / 2)) }),
     tokens: tokens.length,
-    baseline: baseNumbers,
-    candidate: candNumbers,
-    comparison: {
-      delta_ppl_pct: (candNumbers.ppl / baseNumbers.ppl - 1) * 100,
-      kld: distributionSection(distribution, full),
-      top1_agreement: distribution.top1Agreement,
-      positions: distribution.positions,
-    },
+    baseline: withPplStderr(baseNumbers, distribution.nll?.baseline),
+    candidate: withPplStderr(candNumbers, distribution.nll?.candidate),
+    comparison: comparisonSection(distribution, full, (candNumbers.ppl / baseNumbers.ppl - 1) * 100),
   };
 }
 
@@ -464,14 +487,9 @@ async function compareKobestRuns(baseline: BaselineSource, candidate: Engine, op
   return base.results.map((baseResult, i) => {
     const candResult = cand.results[i];
     if (candResult === undefined) throw new PolyquantError(ERROR_CODES.CONFIG, 'the candidate run is missing a KOBEST result');
-    const { task: _task, shots: _shots, n: _n, ...comparison } = compareKobest(baseResult, candResult);
-    const pick = (result: typeof baseResult) => ({
-      n: result.n,
-      acc: result.acc,
-      macro_f1: result.macro_f1,
-      ...(result.acc_norm !== undefined && { acc_norm: result.acc_norm }),
-    });
-    return { task: baseResult.harnessName, shots: baseResult.shots, split: baseResult.split, baseline: pick(baseResult), candidate: pick(candResult), comparison };
+    if (options.onKobestSamples !== undefined) options.onKobestSamples(kobestSampleRecords(baseResult, candResult, inputs, options.limit));
+    const statistics: KobestStatisticsOptions = options.bootstrapIterations === undefined ? {} : { bootstrapIterations: options.bootstrapIterations };
+    return kobestSection(baseResult, candResult, statistics);
   });
 }
 
@@ -483,49 +501,78 @@ export async function verify(options: VerifyOptions): Promise<VerifyReport> {
   if (options.device !== undefined && !(DEVICE_NAMES as readonly string[]).includes(options.device)) {
     throw new PolyquantError(ERROR_CODES.USAGE, `device ${JSON.stringify(options.device)} is not one of ${DEVICE_NAMES.join(', ')}`);
   }
+  if (options.onnxType !== undefined) options = { ...options, onnxType: options.onnxType.toLowerCase() as OnnxTypeName };
   if (options.onnxType !== undefined && !isOnnxTypeName(options.onnxType)) {
     throw new PolyquantError(ERROR_CODES.USAGE, `--onnx-type ${JSON.stringify(options.onnxType)} is not one of ${ONNX_TYPE_NAMES.join(', ')}`);
   }
   // Every setting and input (texts, KOBEST splits) before any model is loaded.
   const kobestInputs = await checkVerifySettings(options);
+  const clock = new RunClock(options.commandLine);
   const session = options.baselineSession;
   if (session !== undefined && session.baseline !== resolve(options.baseline)) {
     throw new PolyquantError(ERROR_CODES.USAGE, `the baseline session was made for ${session.baseline}, not ${resolve(options.baseline)}`);
   }
-  const baselinePlan = session?.plan ?? (await planModel(options.baseline, 'baseline', options, undefined));
+  // A saved baseline file (saved-baseline.ts) has no plan: it is read, not run.
+  const savedBaseline = session === undefined && (await isSavedBaselineFile(options.baseline));
+  const baselinePlan = savedBaseline ? undefined : (session?.plan ?? (await planModel(options.baseline, 'baseline', options, undefined)));
   const candidatePlan = await planModel(options.candidate, 'candidate', options, options.simulate);
-  if (options.device === 'gpu' && baselinePlan.engine === 'reference' && candidatePlan.engine === 'reference') {
+  if (options.device === 'gpu' && (baselinePlan?.engine ?? 'reference') === 'reference' && candidatePlan.engine === 'reference') {
     throw new PolyquantError(ERROR_CODES.USAGE, 'the reference engine runs on the CPU only, and neither model is a GGUF or ONNX model', {
       hint: 'use --device cpu or auto; --device gpu applies to GGUF files run by the llamacpp engine and ONNX models run by the onnx engine',
     });
   }
-  if (options.onnxType !== undefined && baselinePlan.onnxFile === undefined && candidatePlan.onnxFile === undefined) {
+  if (options.onnxType !== undefined && baselinePlan?.onnxFile === undefined && candidatePlan.onnxFile === undefined) {
     throw new PolyquantError(ERROR_CODES.USAGE, `--onnx-type ${options.onnxType} chooses the model of an ONNX folder, and neither model runs in the onnx engine`);
   }
   // With a session the baseline is whatever it scored (loading its engine only for what it has not kept).
-  const baseline: { source: BaselineSource; description: ModelDescription; close(): Promise<void> } =
-    session !== undefined ? await session.open(options.onProgress) : await loadedBaseline(baselinePlan, options);
+  let stageStart = performance.now();
+  // A saved baseline is checked against these settings and inputs here, before any model loads.
+  const baseline: OpenedBaseline & { checkCandidate?(engine: Engine): void } =
+    session !== undefined
+      ? await session.open(options.onProgress)
+      : baselinePlan === undefined
+        ? await openSavedBaseline(options, kobestInputs)
+        : await loadedBaseline(baselinePlan, options);
+  clock.stage('load', stageStart, { subject: 'baseline' });
   let candidate: LoadedModel | undefined;
+  let recorder: SavedBaselineRecorder | undefined;
   try {
+    stageStart = performance.now();
     candidate = await loadModel(candidatePlan, options, options.simulate);
+    clock.stage('load', stageStart, { subject: 'candidate' });
+    baseline.checkCandidate?.(candidate.engine);
+    // --save-baseline: the baseline's side is written as the comparisons stream it, and kept when they complete.
+    if (options.saveBaseline !== undefined) recorder = await SavedBaselineRecorder.create(options.saveBaseline, baseline, candidate.engine, options, kobestInputs);
+    const baselineSource = recorder?.source ?? baseline.source;
     const thresholds = options.thresholds ?? {};
     const perplexity: PerplexitySection[] = [];
-    for (const file of pplFiles) perplexity.push(await comparePerplexity(baseline.source, candidate.engine, file, options));
-    const kobest = options.kobestDir === undefined ? [] : await compareKobestRuns(baseline.source, candidate.engine, options, kobestInputs);
-    const { checks, verdict } = gateSections(perplexity, kobest, thresholds);
+    for (const file of pplFiles) {
+      stageStart = performance.now();
+      const section = await comparePerplexity(baselineSource, candidate.engine, file, options);
+      perplexity.push(section);
+      clock.stage('perplexity', stageStart, { subject: section.file, scored_tokens: section.comparison.positions });
+    }
+    stageStart = performance.now();
+    const kobest = options.kobestDir === undefined ? [] : await compareKobestRuns(baselineSource, candidate.engine, options, kobestInputs);
+    if (kobest.length > 0) clock.stage('kobest', stageStart, { documents: kobest.reduce((sum, section) => sum + section.baseline.n, 0) });
+    const { checks, verdict, gated } = gateSections(perplexity, kobest, thresholds);
+    const baselineDescription = recorder === undefined ? baseline.description : await recorder.commit();
     return {
       schema: VERIFY_SCHEMA,
       created: new Date().toISOString(),
+      provenance: clock.finish([baseline.description.engine, candidate.description.engine]),
       candidate: candidate.description,
-      baseline: baseline.description,
+      baseline: baselineDescription,
       perplexity,
       kobest,
       thresholds,
       checks,
+      gated,
       verdict,
+      ...lmEvalBlock(kobest),
     };
   } finally {
-    await Promise.allSettled([baseline.close(), candidate?.engine.close()]);
+    await Promise.allSettled([recorder?.abort(), baseline.close(), candidate?.engine.close()]);
   }
 }
 

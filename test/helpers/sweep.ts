@@ -4,8 +4,11 @@ import { join } from 'node:path';
 import { expect } from 'vitest';
 import type { SweepCellRecord } from '../../src/sweep/records.js';
 
-/** Fields that measure time (or say when or where a cell ran), not the cell's result. */
-const TIMING_FIELDS = new Set(['convertSeconds', 'verifySeconds', 'created', 'seconds', 'shard']);
+/**
+ * Fields that measure time (or say when or where a cell ran), not the cell's result; `provenance` is a
+ * verify report's (and sweep.json's) record of when, where and from which command line it ran.
+ */
+const TIMING_FIELDS = new Set(['convertSeconds', 'verifySeconds', 'convert_seconds', 'verify_seconds', 'created', 'seconds', 'shard', 'provenance']);
 
 /** A record with every timing field removed, at any depth. */
 export function withoutTimings(value: unknown): unknown {

@@ -3,50 +3,65 @@
  * chunks, widened to float32, reordered (fused QKV), quantized by the worker pool to the type llama-quantize
  * would give it, and written by writeGguf (planned first, atomic). The result matches, tensor for tensor and
  * byte for byte, what llama-quantize writes from our own F32 GGUF — same tensor order (§5.1), same types
- * (quant/policy.ts), same quantizers — and with the KVs ordered as llama-quantize leaves them, the whole
- * file does too.
+ * (quant/policy.ts, llama-quantize's options included), same quantizers — and with the KVs ordered as
+ * llama-quantize leaves them, the whole file does too. A GGUF file as input goes to requantize.ts.
  */
 import { basename, join } from 'node:path';
 import { expectedTensors, type NeoXConfig, type NeoXTensorRole } from '../../arch/gpt-neox.js';
 import { ERROR_CODES, PolyquantError } from '../../errors.js';
 import { pathExists, readWholeFile } from '../../io/file.js';
 import { checkOutputFile, refuseOverwritingInputs } from '../../io/output.js';
-import { dequantizeRows } from '../../quant/api.js';
-import { GGML_TYPES, type GgmlTypeName } from '../../quant/ggml-types.js';
-import { createErrorStats, type ErrorStatsResult } from '../../quant/metrics.js';
-import { GGUF_FILE_TYPE_NAMES, GGUF_FILE_TYPES, type GgufFileType, isGgufFileType, tensorTypeFor } from '../../quant/policy.js';
+import type { GgmlTypeName } from '../../quant/ggml-types.js';
+import type { ErrorStatsResult } from '../../quant/metrics.js';
+import { GGUF_FILE_TYPES, type GgufFileType, planTensorTypes, requireGgufFileType, type TypeOverrides } from '../../quant/policy.js';
 import { QuantPool, type RowChunk } from '../../quant/pool.js';
 import { type Checkpoint, MODEL_CARD_FILE, modelFolderFiles, readCheckpoint, type WeightsPreference } from '../../readers/checkpoint.js';
 import type { TensorRef } from '../../readers/tensor-ref.js';
 import { type GgufKV, type GgufTensorToWrite, planGguf, writeGguf } from './format.js';
 import { compareLlamaQuantizeOrder, ggufShape, ggufTensorName, type QkvLayout, reorderQkvRows } from './names.js';
 import { readAsF32, storedQkvRowChunks, storedRowChunks, widenChunks } from './source-rows.js';
+import {
+  CHUNK_ELEMENTS,
+  checkImatrix,
+  checkTypeChoices,
+  closingKvs,
+  type ImatrixProvenance,
+  type LlamaQuantizeOptions,
+  measureErrors,
+  typeOverridesOf,
+} from './llama-quantize-options.js';
+import { isGgufInput, requantizeGguf } from './requantize.js';
 import { ggufTokenizerMetadata } from './tokenizer-metadata.js';
+
+export { CHUNK_ELEMENTS, GGML_QUANTIZATION_VERSION } from './llama-quantize-options.js';
 
 /** GGUF `general.architecture` for GPT-NeoX (src/llama-arch.cpp LLM_ARCH_NAMES). */
 export const GGUF_ARCHITECTURE = 'gptneox';
-/** GGML_QNT_VERSION (ggml.h), written by convert_hf_to_gguf.py and llama-quantize alike. */
-export const GGML_QUANTIZATION_VERSION = 2;
-/**
- * Float32 elements per chunk handed to a worker (4 MiB): large enough that a task's overhead is noise,
- * small enough that 2 chunks per worker in flight keep memory flat (DESIGN.md "Stream").
- */
-export const CHUNK_ELEMENTS = 1 << 20;
 /** A model card larger than this is not read for its license. */
 const MAX_MODEL_CARD_BYTES = 1 << 20;
 
-export interface ConvertToGgufOptions {
-  /** GGUF file type (`f16`, `q8_0`, `q4_k_m`, …; quant/policy.ts GGUF_FILE_TYPES). */
+export interface ConvertToGgufOptions extends LlamaQuantizeOptions {
+  /**
+   * GGUF file type in any case (`f16`, `q8_0`, `Q4_K_M`, …; quant/policy.ts GGUF_FILE_TYPES), or one of
+   * llama-quantize's aliases (`Q4_K` = `q4_k_m`).
+   */
   readonly type: string;
   /** Output path; required unless `dryRun`. */
   readonly out?: string | undefined;
-  /** Which weights to read when the folder has both safetensors and .bin. */
+  /** HF input: which weights to read when the folder has both safetensors and .bin. */
   readonly weights?: WeightsPreference | undefined;
   /**
    * Importance weights (llama.cpp imatrix) by GGUF tensor name, one per column (ne[0]), as `readImatrix`
    * (imatrix.ts) returns them; their presence also switches the policy's imatrix-dependent choices.
    */
   readonly imatrix?: ReadonlyMap<string, Float32Array> | undefined;
+  /** Where `imatrix` came from: recorded as quantize.imatrix.* KVs, as llama-quantize --imatrix does. */
+  readonly imatrixProvenance?: ImatrixProvenance | undefined;
+  /**
+   * GGUF input: requantize tensors that are already quantized (dequantized to float32, then quantized
+   * again, as llama-quantize --allow-requantize does; the errors of both add up). Refused without it.
+   */
+  readonly allowRequantize?: boolean | undefined;
   /** Quantizer worker threads; 0 quantizes on this thread. Default: available parallelism. */
   readonly workers?: number | undefined;
   /** Plan only: nothing is read beyond headers and tokenizer files, nothing written. */
@@ -56,16 +71,16 @@ export interface ConvertToGgufOptions {
    * its error (RMSE, max |error|, SQNR, cosine) against the float32 source. Streams like a conversion.
    */
   readonly error?: boolean | undefined;
-  /** `general.name`; default the model folder's name (conversion/base.py `prepare_metadata` fallback). */
+  /** HF input: `general.name`; default the model folder's name (conversion/base.py `prepare_metadata` fallback). A GGUF keeps its own. */
   readonly name?: string | undefined;
-  /** `general.license`; default the model card's (README.md front matter `license:`), if any. */
+  /** HF input: `general.license`; default the model card's (README.md front matter `license:`), if any. */
   readonly license?: string | undefined;
-  /** `general.source.url`: where the checkpoint came from, if the caller knows. */
+  /** HF input: `general.source.url`: where the checkpoint came from, if the caller knows. */
   readonly sourceUrl?: string | undefined;
   /** Output bytes produced so far and in total. */
   readonly onProgress?: ((done: number, total: number) => void) | undefined;
   /**
-   * Convert a checkpoint whose weights have more layers than config.json's num_hidden_layers, keeping
+   * HF input: convert a checkpoint whose weights have more layers than config.json's num_hidden_layers, keeping
    * only the configured ones. Without it such a checkpoint is refused (CONFIG), never silently truncated.
    */
   readonly dropExtraLayers?: boolean | undefined;
@@ -74,8 +89,10 @@ export interface ConvertToGgufOptions {
 }
 
 export interface GgufPlannedTensor {
-  /** HF name the data comes from. */
+  /** HF name the data comes from (GGUF input: the tensor's own name). */
   readonly source: string;
+  /** GGUF input: the tensor's type in the input file. */
+  readonly sourceType?: GgmlTypeName;
   /** GGUF name. */
   readonly name: string;
   readonly type: GgmlTypeName;
@@ -89,6 +106,9 @@ export interface GgufPlannedTensor {
 }
 
 export interface GgufConversionPlan {
+  /** The model folder or GGUF file converted, and which of the two it is. */
+  readonly input: string;
+  readonly inputFormat: 'hf' | 'gguf';
   readonly fileType: GgufFileType;
   /** `general.file_type` (llama_ftype). */
   readonly fileTypeId: number;
@@ -99,7 +119,7 @@ export interface GgufConversionPlan {
   readonly fileBytes: number;
   /** The written file, or undefined for a dry run. */
   readonly out: string | undefined;
-  /** Conversion notes to report: tokenizer differences, fallback types, tied embeddings. */
+  /** Conversion notes to report: tokenizer differences, fallback types, tied embeddings, unmatched --tensor-type. */
   readonly warnings: readonly string[];
 }
 
@@ -108,12 +128,16 @@ interface TensorJob extends Omit<GgufPlannedTensor, 'bytes' | 'offset'> {
   readonly role: NeoXTensorRole;
 }
 
+/**
+ * Converts an HF GPT-NeoX folder — or requantizes a GGUF file (f32/f16/bf16, or quantized with
+ * allowRequantize), as llama-quantize does — to a GGUF of `options.type`.
+ */
 export async function convertToGguf(modelDir: string, options: ConvertToGgufOptions): Promise<GgufConversionPlan> {
-  const fileType = options.type.toLowerCase();
-  if (!isGgufFileType(fileType)) {
-    throw new PolyquantError(ERROR_CODES.USAGE, `unknown GGUF type ${JSON.stringify(options.type)}`, {
-      hint: `choose one of ${GGUF_FILE_TYPE_NAMES.join(', ')}`,
-    });
+  if (await isGgufInput(modelDir)) return requantizeGguf(modelDir, options);
+  const fileType = requireGgufFileType(options.type);
+  const overrides = typeOverridesOf(options);
+  if (options.allowRequantize) {
+    throw new PolyquantError(ERROR_CODES.USAGE, '--allow-requantize applies to a GGUF input; an HF folder holds no quantized tensors', { file: modelDir });
   }
   if (options.error && !options.dryRun) {
     throw new PolyquantError(ERROR_CODES.USAGE, 'quantization error is measured in a dry run', { hint: 'add --dry-run to --error' });
@@ -138,7 +162,7 @@ export async function convertToGguf(modelDir: string, options: ConvertToGgufOpti
     });
   }
   const warnings: string[] = [...checkpoint.warnings];
-  const jobs = planTensors(checkpoint, fileType, options.imatrix, warnings);
+  const jobs = planTensors(checkpoint, fileType, options.imatrix, overrides, options, warnings);
   const tokenizer = ggufTokenizerMetadata(checkpoint.tokenizer, checkpoint.rawConfig, config.vocabSize);
   warnings.push(...tokenizer.warnings);
   const kvs = [
@@ -147,12 +171,13 @@ export async function convertToGguf(modelDir: string, options: ConvertToGgufOpti
     ...tokenizer.kvs,
     // Last and in this order, as llama-quantize leaves them (gguf_set_val_u32 re-appends; llama-quant.cpp),
     // so that a file quantized here and one quantized by llama-quantize from our F32 file match byte for byte.
-    { key: 'general.quantization_version', type: 'UINT32', value: GGML_QUANTIZATION_VERSION },
-    { key: 'general.file_type', type: 'UINT32', value: GGUF_FILE_TYPES[fileType].id },
+    ...closingKvs(fileType, options.imatrix === undefined ? undefined : options.imatrixProvenance),
   ] satisfies GgufKV[];
 
   const layout = planGguf(kvs, jobs);
   const plan: GgufConversionPlan = {
+    input: checkpoint.dir,
+    inputFormat: 'hf',
     fileType,
     fileTypeId: GGUF_FILE_TYPES[fileType].id,
     tensors: layout.tensors.map((planned, index) => ({
@@ -171,7 +196,8 @@ export async function convertToGguf(modelDir: string, options: ConvertToGgufOpti
   };
   if (options.dryRun) {
     if (!options.error) return plan;
-    return { ...plan, tensors: await measureErrors(plan.tensors, jobs, config, options) };
+    const floats = (index: number) => floatChunks(jobs[index] as TensorJob, config);
+    return { ...plan, tensors: await measureErrors(plan.tensors, floats, options) };
   }
 
   const out = options.out as string;
@@ -205,6 +231,8 @@ function planTensors(
   checkpoint: Checkpoint,
   fileType: GgufFileType,
   imatrix: ReadonlyMap<string, Float32Array> | undefined,
+  overrides: TypeOverrides,
+  options: ConvertToGgufOptions,
   warnings: string[],
 ): TensorJob[] {
   const { config } = checkpoint;
@@ -216,8 +244,7 @@ function planTensors(
     // twice; with output.weight present llama-quantize treats the two as untied, and so does the policy.
     warnings.push('tie_word_embeddings: output.weight is written as a copy of the token embedding');
   }
-  const policyModel = { numLayers: config.numLayers, tiedEmbeddings: false, imatrix: imatrix !== undefined };
-  const jobs: TensorJob[] = [];
+  const sources: Omit<TensorJob, 'type'>[] = [];
   for (const entry of entries) {
     const tensor =
       checkpoint.tensors.get(entry.name) ??
@@ -228,91 +255,31 @@ function planTensors(
         tensor: entry.name,
       });
     }
-    const name = ggufTensorName(entry.role, entry.layer);
-    const ne = ggufShape(tensor.shape);
-    // Tensors llama-quantize leaves alone (norms, biases) stay F32, as the stock converter writes them (§2.5).
-    const type = tensorTypeFor(fileType, { name, ne }, policyModel) ?? 'F32';
-    jobs.push({ source: tensor.name, name, type, ne, tensor, role: entry.role });
+    sources.push({ source: tensor.name, name: ggufTensorName(entry.role, entry.layer), ne: ggufShape(tensor.shape), tensor, role: entry.role });
   }
-  jobs.sort((a, b) => compareLlamaQuantizeOrder(a.name, b.name));
+  // llama-quantize chooses types in its own tensor order (its counters run in that order), and writes in it.
+  sources.sort((a, b) => compareLlamaQuantizeOrder(a.name, b.name));
+  const policyModel = { numLayers: config.numLayers, tiedEmbeddings: false, imatrix: imatrix !== undefined };
+  const choices = planTensorTypes(fileType, sources, policyModel, overrides);
+  checkTypeChoices(fileType, sources, choices, overrides, options, warnings);
+  // Tensors llama-quantize leaves alone (norms, biases) stay F32, as the stock converter writes them (§2.5).
+  const jobs: TensorJob[] = sources.map((source, index) => ({ ...source, type: choices[index]?.type ?? 'F32' }));
 
-  if (imatrix !== undefined) {
-    const byName = new Map(jobs.map((job) => [job.name, job]));
-    for (const [name, weights] of imatrix) {
-      const job = byName.get(name);
-      if (job === undefined) {
-        warnings.push(`the importance matrix has an entry for ${name}, which the model does not have`);
-        continue;
-      }
-      if (weights.length !== job.ne[0]) {
-        throw new PolyquantError(ERROR_CODES.USAGE, `importance weights have ${weights.length} entries; the rows have ${job.ne[0]} columns`, {
-          tensor: name,
-        });
-      }
-    }
-  }
-
-  const defaultType = GGUF_FILE_TYPES[fileType].defaultType;
-  const block = GGML_TYPES[defaultType].blockElements;
-  const fallback = jobs.filter((job) => job.ne.length >= 2 && job.type !== 'F32' && (job.ne[0] ?? 0) % block !== 0);
-  if (block > 1 && fallback.length > 0) {
-    const shown = fallback.map((job) => `${job.name} → ${job.type}`);
-    warnings.push(
-      `${fallback.length} tensor(s) have rows that ${defaultType}'s ${block}-element blocks do not divide and use llama-quantize's fallback types: ${shown.slice(0, 6).join(', ')}${shown.length > 6 ? ', …' : ''}`,
-    );
-  }
+  if (imatrix !== undefined) checkImatrix(imatrix, jobs, warnings);
   return jobs;
 }
 
-/** Each planned tensor with its quantization error, measured tensor by tensor through the worker pool. */
-async function measureErrors(
-  planned: readonly GgufPlannedTensor[],
-  jobs: readonly TensorJob[],
-  config: NeoXConfig,
-  options: ConvertToGgufOptions,
-): Promise<GgufPlannedTensor[]> {
-  const pool = new QuantPool({ workers: options.workers });
-  const total = planned.reduce((sum, tensor) => sum + tensor.bytes, 0);
-  let done = 0;
-  const measured: GgufPlannedTensor[] = [];
-  try {
-    for (const [index, tensor] of planned.entries()) {
-      const job = jobs[index] as TensorJob;
-      const stats = createErrorStats();
-      const rowLength = job.ne[0] ?? 1;
-      // The pool takes each chunk's buffer; the originals wait here in order, at most maxInFlight of them.
-      const originals: Float32Array[] = [];
-      const kept = async function* (chunks: AsyncIterable<Float32Array>): AsyncIterable<Float32Array> {
-        for await (const chunk of chunks) {
-          originals.push(chunk.slice());
-          yield chunk;
-        }
-      };
-      const importance = options.imatrix?.get(job.name);
-      for await (const bytes of pool.quantizeStream({ scheme: job.type, nPerRow: rowLength, importance, tensor: job.name }, kept(floatChunks(job, config)))) {
-        const original = originals.shift() as Float32Array;
-        stats.add(original, dequantizeRows(job.type, bytes, rowLength, { tensor: job.name }));
-        done += bytes.length;
-        options.onProgress?.(done, total);
-      }
-      measured.push({ ...tensor, error: stats.result() });
-    }
-  } finally {
-    await pool.close();
-  }
-  return measured;
-}
 
 /**
  * A tensor's rows in GGUF order (QKV reordered), chunk by chunk: as stored for the pool, whose threads
  * widen them (`owned`: each chunk in its own buffer, to be transferred), or widened here to float32.
  */
-function sourceChunks(job: TensorJob, config: NeoXConfig, owned: boolean): AsyncIterable<RowChunk> {
+function sourceChunks(job: TensorJob, config: NeoXConfig, owned: boolean, allocate?: (bytes: number) => Uint8Array): AsyncIterable<RowChunk> {
   const rowLength = job.ne[0] ?? 1;
   const layout: QkvLayout = { numHeads: config.numHeads, headDim: config.headDim };
-  if (job.role === 'qkv-weight') return storedQkvRowChunks(job.tensor, layout, CHUNK_ELEMENTS / (layout.headDim * rowLength));
+  if (job.role === 'qkv-weight') return storedQkvRowChunks(job.tensor, layout, CHUNK_ELEMENTS / (layout.headDim * rowLength), allocate);
   if (job.ne.length === 1) return oneChunk(job.tensor, job.role === 'qkv-bias' ? layout : undefined);
-  return storedRowChunks(job.tensor, Math.max(1, Math.floor(CHUNK_ELEMENTS / rowLength)), { reuseBuffer: !owned });
+  return storedRowChunks(job.tensor, Math.max(1, Math.floor(CHUNK_ELEMENTS / rowLength)), { reuseBuffer: !owned, allocate });
 }
 
 /** A tensor's rows in GGUF order as fresh float32 chunks. */
@@ -323,7 +290,7 @@ function floatChunks(job: TensorJob, config: NeoXConfig): AsyncIterable<Float32A
 /** One tensor's bytes in its GGUF type, chunk by chunk. */
 function encodeTensor(job: TensorJob, config: NeoXConfig, pool: QuantPool, importance: Float32Array | undefined): AsyncIterable<Uint8Array> {
   if (job.type === 'F32') return asBytes(floatChunks(job, config));
-  return pool.quantizeStream({ scheme: job.type, nPerRow: job.ne[0] ?? 1, importance, tensor: job.name }, sourceChunks(job, config, true));
+  return pool.quantizeStream({ scheme: job.type, nPerRow: job.ne[0] ?? 1, importance, tensor: job.name }, sourceChunks(job, config, true, (bytes) => pool.buffer(bytes)));
 }
 
 /** A 1-D tensor (norm, bias) whole; the fused QKV bias reordered like the weight's rows. */

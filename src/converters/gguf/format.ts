@@ -46,6 +46,11 @@ export interface GgufKV {
   readonly type: GgufScalarType;
   readonly value: GgufScalar | readonly GgufScalar[];
   readonly array?: boolean;
+  /**
+   * Copied as it was from an input GGUF (requantizing): an empty array, which gguf.cpp reads and
+   * llama-quantize copies, is then written too.
+   */
+  readonly copied?: boolean;
 }
 
 export interface GgufTensorSpec {
@@ -216,7 +221,7 @@ export function planGguf(kvs: readonly GgufKV[], tensors: readonly GgufTensorSpe
     out.string(kv.key);
     if (kv.array) {
       const values = kv.value as readonly GgufScalar[];
-      if (!Array.isArray(values) || values.length === 0) {
+      if (!Array.isArray(values) || (values.length === 0 && kv.copied !== true)) {
         // gguf-py refuses empty arrays ("Empty array"); the C reader accepts them, but do not write them.
         throw new PolyquantError(ERROR_CODES.USAGE, `GGUF key ${kv.key}: arrays must be non-empty`);
       }
@@ -341,7 +346,8 @@ function parseGgufHeader(file: string, bytes: Uint8Array, fileSize: number, canG
     need(length);
     at += length;
     try {
-      return new TextDecoder('utf-8', { fatal: true }).decode(bytes.subarray(at - length, at));
+      // ignoreBOM: a leading U+FEFF is part of the value (a copied KV must keep its bytes).
+      return new TextDecoder('utf-8', { fatal: true, ignoreBOM: true }).decode(bytes.subarray(at - length, at));
     } catch {
       return fail(`string at byte ${at - length} is not valid UTF-8`);
     }

@@ -6,7 +6,7 @@
  */
 import { ERROR_CODES, PolyquantError } from '../../errors.js';
 import { SyncFileReader } from '../../io/file.js';
-import { FileRangeTensor, rowLayout, type TensorRef } from '../../readers/tensor-ref.js';
+import { FileRangeTensor, type RowsOptions, rowLayout, type TensorRef } from '../../readers/tensor-ref.js';
 import { type StoredRows, widenRows } from '../../tensor/widen.js';
 import { type QkvLayout, qkvSourceBlock } from './names.js';
 
@@ -16,10 +16,11 @@ export async function readAsF32(tensor: TensorRef): Promise<Float32Array> {
 }
 
 /**
- * Rows of `tensor` in order, `rowsPerChunk` at a time, as stored. Each chunk has a fresh buffer unless
- * `reuseBuffer` (for a consumer that is done with a chunk before asking for the next, as `widenChunks` is).
+ * Rows of `tensor` in order, `rowsPerChunk` at a time, as stored. Each chunk has a fresh buffer (from
+ * `allocate` when given: the quantizer pool's recycled ones) unless `reuseBuffer` (for a consumer that is
+ * done with a chunk before asking for the next, as `widenChunks` is).
  */
-export async function* storedRowChunks(tensor: TensorRef, rowsPerChunk: number, options: { reuseBuffer?: boolean } = {}): AsyncIterable<StoredRows> {
+export async function* storedRowChunks(tensor: TensorRef, rowsPerChunk: number, options: RowsOptions = {}): AsyncIterable<StoredRows> {
   for await (const bytes of tensor.rows(rowsPerChunk, options)) yield { dtype: tensor.dtype, bytes };
 }
 
@@ -34,9 +35,14 @@ export async function* widenChunks(chunks: AsyncIterable<Float32Array | StoredRo
  * storage) is read block by block with positioned reads: GGUF block j = part·n_head + head comes from HF
  * block head·3 + part (names.ts), so memory holds one chunk, never the tensor. Other tensors (strided .bin
  * views) stream three times, once per part, keeping the blocks of that part — still one chunk in memory,
- * at three times the reads.
+ * at three times the reads. `allocate` gives the chunks' buffers (RowsOptions).
  */
-export function storedQkvRowChunks(tensor: TensorRef, layout: QkvLayout, blocksPerChunk: number): AsyncIterable<StoredRows> {
+export function storedQkvRowChunks(
+  tensor: TensorRef,
+  layout: QkvLayout,
+  blocksPerChunk: number,
+  allocate?: (bytes: number) => Uint8Array,
+): AsyncIterable<StoredRows> {
   const { rows, rowBytes } = rowLayout(tensor.dtype, tensor.shape);
   if (rows !== 3 * layout.numHeads * layout.headDim) {
     throw new PolyquantError(
@@ -48,7 +54,7 @@ export function storedQkvRowChunks(tensor: TensorRef, layout: QkvLayout, blocksP
   const blockBytes = layout.headDim * rowBytes;
   const chunkBlocks = Math.max(1, Math.floor(blocksPerChunk));
   return tensor instanceof FileRangeTensor
-    ? qkvChunksByPosition(tensor, layout, blockBytes, chunkBlocks)
+    ? qkvChunksByPosition(tensor, layout, blockBytes, chunkBlocks, allocate)
     : qkvChunksByPass(tensor, layout, blockBytes, chunkBlocks);
 }
 
@@ -57,13 +63,14 @@ async function* qkvChunksByPosition(
   layout: QkvLayout,
   blockBytes: number,
   blocksPerChunk: number,
+  allocate: ((bytes: number) => Uint8Array) | undefined,
 ): AsyncIterable<StoredRows> {
   const blocks = 3 * layout.numHeads;
   const file = SyncFileReader.open(tensor.file);
   try {
     for (let first = 0; first < blocks; first += blocksPerChunk) {
       const count = Math.min(blocksPerChunk, blocks - first);
-      const bytes = new Uint8Array(count * blockBytes);
+      const bytes = allocate?.(count * blockBytes) ?? new Uint8Array(count * blockBytes);
       for (let i = 0; i < count; i += 1) {
         const source = qkvSourceBlock(first + i, layout);
         file.readInto(tensor.offset + source * blockBytes, blockBytes, bytes.subarray(i * blockBytes));

@@ -336,7 +336,10 @@ function checkPreTokenizer(tokenizer: Record<string, unknown>, fail: (detail: st
     if (step === byteLevel) continue;
     const pattern = isRecord(step['pattern']) ? step['pattern']['String'] : undefined;
     if (step['type'] === 'Split' && pattern === POLYGLOT_REMOVED_CHARACTER && step['behavior'] === 'Removed') {
-      warnings.push('tokenizer.json removes U+0CF1 (ೱ) before BPE and llama.cpp keeps it: text containing it tokenizes differently (specs/gguf.md §3.4)');
+      // Said once per conversion, in words a user can act on; the details are in specs/gguf.md §3.4.
+      warnings.push(
+        'tokenizer.json deletes the character ೱ (U+0CF1, Kannada) before tokenizing and llama.cpp keeps it, so text containing ೱ tokenizes differently with this GGUF (Korean text does not contain it); to get the HF tokens for such text, remove U+0CF1 from it before giving it to llama.cpp',
+      );
     } else {
       warnings.push(`pre-tokenizer step ${JSON.stringify(step['type'])} has no llama.cpp equivalent: tokenization may differ from tokenizer.json`);
     }

@@ -55,6 +55,7 @@ import { type GgufHeader, readGgufHeader } from '../../converters/gguf/format.js
 import { ERROR_CODES, PolyquantError } from '../../errors.js';
 import { ioError, withFile } from '../../io/file.js';
 import { allocateScoreResult, checkContinuations, checkTokenIds, type Engine, resolveScoreOptions, type ScoreOptions, type ScoreResult } from '../engine.js';
+import { probeGpuHardware } from './gpu-probe.js';
 import { loadNativeAddon, NativeScorer, nativeAddonBuild } from './llamacpp-native.js';
 import { rowMaximum, topKOfRow } from './reference-math.js';
 
@@ -90,6 +91,8 @@ export interface LlamaCppEngine extends Engine {
   readonly windowParallelism: 1;
   /** llama.cpp's GPU backend (`cuda`, `vulkan`, `metal`) when the model runs on one, else undefined. */
   readonly gpu: string | undefined;
+  /** How the device was chosen, in words (e.g. `--device auto: no GPU device node … ; CPU`), for reports and tests. */
+  readonly deviceProbe: string;
   /** The GGUF's `<arch>.context_length` (the length it was trained on), when it has one. */
   readonly trainContextLength: number | undefined;
   /**
@@ -228,17 +231,33 @@ export async function createLlamaCppEngine(ggufPath: string, options: LlamaCppEn
   }
 
   const logLevel = options.logLevel ?? 'error';
+  // No GPU device node (a CPU-only Linux machine): `gpu` fails now and `auto` is the CPU, without loading
+  // any GPU backend (node-llama-cpp's Vulkan build spent ~2.3 s finding no driver). gpu-probe.ts.
+  const hardware = device === 'cpu' ? undefined : probeGpuHardware();
+  if (device === 'gpu' && hardware?.present === false) throw noGpu(file, hardware.summary);
+  const gpuChoice: 'auto' | false = device === 'cpu' || hardware?.present === false ? false : 'auto';
+  const describeChoice = (gpu: string | undefined, probed: string): string =>
+    `--device ${device}: ${device === 'cpu' ? 'the CPU asked for' : hardware?.present === false ? hardware.summary : gpu === undefined ? `no GPU in ${probed}` : `${gpu} in ${probed}`}; ${gpu === undefined ? 'CPU' : `GPU (${gpu})`}`;
   let nativeUnavailable: string | undefined;
   if (forced !== 'addon' && forced !== 'public') {
     const build = nativeAddonBuild();
     // Linked to node-llama-cpp's prebuilt: node-llama-cpp finds and loads the right build (CPU, CUDA,
     // Vulkan) first and the addon binds to it. Built from source: the addon brings its own llama.cpp.
-    const llama = build === 'node-llama-cpp' ? await sharedLlama(device === 'cpu' ? false : 'auto', logLevel) : undefined;
-    const native = loadNativeAddon();
+    const llama = build === 'node-llama-cpp' ? await sharedLlama(gpuChoice, logLevel) : undefined;
+    // The addon links node-llama-cpp's CPU prebuilt by soname (libllama.v0.4.0.so); its GPU builds name
+    // theirs apart (libllama.vulkan.v0.4.0.so), so beside one of those the addon would load a second,
+    // empty llama.cpp with no backend registered ("no CPU backend is registered"). node-llama-cpp runs those.
+    const native =
+      llama !== undefined && llama.gpu !== false
+        ? { reason: `node-llama-cpp loaded its ${llama.gpu} build, and the native addon is linked to its CPU build (build the addon with --from-source --gpu ${llama.gpu} to use it there)` }
+        : loadNativeAddon();
     if ('addon' in native) {
-      const gpus = llama !== undefined ? (llama.gpu === false ? [] : [llama.gpu]) : native.addon.devices().filter((found) => found.type === 'gpu' || found.type === 'igpu').map((found) => found.name);
-      if (device === 'gpu' && gpus.length === 0) throw noGpu(file);
-      const gpu = device === 'cpu' ? undefined : gpus[0];
+      const gpus =
+        llama !== undefined
+          ? await llamaGpus(llama)
+          : { names: native.addon.devices().filter((found) => found.type === 'gpu' || found.type === 'igpu').map((found) => found.name), probed: "the native addon's own llama.cpp (built from source)" };
+      if (device === 'gpu' && gpus.names.length === 0) throw noGpu(file, gpus.probed);
+      const gpu = device === 'cpu' ? undefined : gpus.names[0];
       const scorer = await NativeScorer.open(native.addon, file, {
         contextLength,
         threads: threads ?? (llama?.cpuMathCores ?? defaultMathThreads()),
@@ -246,24 +265,40 @@ export async function createLlamaCppEngine(ggufPath: string, options: LlamaCppEn
         gpu,
         flashAttention: options.flashAttention ?? false,
       });
-      return new LlamaCppEngineImpl(file, scorer, contextLength, facts.vocabSize, facts.trainContextLength, undefined);
+      return new LlamaCppEngineImpl(file, scorer, contextLength, facts.vocabSize, facts.trainContextLength, undefined, describeChoice(gpu, gpus.probed));
     }
     if (forced === 'native') {
       throw new PolyquantError(ERROR_CODES.UNSUPPORTED, `POLYQUANT_LLAMACPP_PATH=native, but ${native.reason}`, { file });
     }
     nativeUnavailable = native.reason;
   }
-  const llama = await sharedLlama(device === 'cpu' ? false : 'auto', logLevel);
-  if (device === 'gpu' && llama.gpu === false) throw noGpu(file);
+  const llama = await sharedLlama(gpuChoice, logLevel);
+  const gpus = await llamaGpus(llama);
+  if (device === 'gpu' && gpus.names.length === 0) throw noGpu(file, gpus.probed);
   const mathThreads = threads ?? llama.cpuMathCores;
-  const backend = await NodeLlamaCppBackend.open(llama, file, facts, contextLength, device, mathThreads, options.flashAttention ?? false, forced === 'public');
-  return new LlamaCppEngineImpl(file, backend, contextLength, facts.vocabSize, facts.trainContextLength, nativeUnavailable);
+  const backend = await NodeLlamaCppBackend.open(llama, file, facts, contextLength, gpus.names.length === 0 ? 'cpu' : device, mathThreads, options.flashAttention ?? false, forced === 'public');
+  if (device === 'gpu' && backend.gpu === undefined) {
+    await backend.close();
+    throw noGpu(file, `${gpus.probed}, which offloaded no layer to it`);
+  }
+  return new LlamaCppEngineImpl(file, backend, contextLength, facts.vocabSize, facts.trainContextLength, nativeUnavailable, describeChoice(backend.gpu, gpus.probed));
 }
 
-function noGpu(file: string): PolyquantError {
-  return new PolyquantError(ERROR_CODES.UNSUPPORTED, 'device gpu was asked for, but llama.cpp found no usable GPU backend (CUDA, Vulkan or Metal)', {
+/**
+ * The GPU devices of the build node-llama-cpp loaded: none for its CPU build, and none either for a GPU
+ * build whose backend finds no device (its Vulkan build with only a CPU Vulkan driver such as lavapipe,
+ * or no driver at all) — that build would run on the CPU while `--device gpu` claimed a GPU.
+ */
+async function llamaGpus(llama: Llama): Promise<{ names: string[]; probed: string }> {
+  if (llama.gpu === false) return { names: [], probed: "node-llama-cpp's CPU build (no GPU build of node-llama-cpp is installed, or none initialised)" };
+  const devices = await llama.getGpuDeviceNames().catch(() => [] as string[]);
+  return { names: devices.length > 0 ? [llama.gpu] : [], probed: `node-llama-cpp's ${llama.gpu} build (GPU devices: ${devices.length > 0 ? devices.join(', ') : 'none'})` };
+}
+
+function noGpu(file: string, probed: string): PolyquantError {
+  return new PolyquantError(ERROR_CODES.UNSUPPORTED, `--device gpu: the llamacpp engine found no usable GPU: ${probed}`, {
     file,
-    hint: 'install the matching @node-llama-cpp GPU prebuilt or build the addon with --gpu cuda|vulkan (README: GPUs), or use --device cpu or auto',
+    hint: 'install the matching @node-llama-cpp GPU prebuilt (CUDA, Vulkan) and its driver, or build the addon with --gpu cuda|vulkan (README: GPUs); or use --device cpu or auto',
   });
 }
 
@@ -443,7 +478,7 @@ class NodeLlamaCppBackend implements Backend {
     try {
       model = await llama.loadModel({
         modelPath: file,
-        gpuLayers: llama.gpu === false ? 0 : device === 'gpu' ? 'max' : 'auto',
+        gpuLayers: llama.gpu === false || device === 'cpu' ? 0 : device === 'gpu' ? 'max' : 'auto',
         defaultContextFlashAttention: flashAttention,
       });
     } catch (error) {
@@ -606,6 +641,7 @@ class LlamaCppEngineImpl implements LlamaCppEngine {
     readonly vocabSize: number,
     readonly trainContextLength: number | undefined,
     readonly nativeUnavailable: string | undefined,
+    readonly deviceProbe: string,
   ) {
     this.gpu = backend.gpu;
     this.device = backend.gpu === undefined ? 'cpu' : 'gpu';

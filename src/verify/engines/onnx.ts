@@ -47,6 +47,7 @@ import { readJsonFile } from '../../readers/json-file.js';
 import { loadTokenizer, readTokenizerFiles, type TextTokenizer, TOKENIZER_FILE_NAMES } from '../../readers/tokenizer.js';
 import { f16ToF32Array } from '../../tensor/float.js';
 import { allocateScoreResult, checkContinuations, checkTokenIds, type Engine, type EngineLimits, resolveScoreOptions, type ScoreOptions, type ScoreResult } from '../engine.js';
+import { probeGpuHardware } from './gpu-probe.js';
 import { defaultMathThreads } from './llamacpp.js';
 import { RowStatistics } from './row-statistics.js';
 
@@ -76,6 +77,8 @@ export interface OnnxEngine extends Engine {
   readonly executionProvider: OnnxExecutionProvider;
   /** With device `gpu`: the execution provider (`cuda`, `webgpu`). */
   readonly gpu: string | undefined;
+  /** How the execution provider was chosen, in words, for reports and tests. */
+  readonly deviceProbe: string;
   /** One request at a time: onnxruntime-node runs a session on the JS thread. */
   readonly parallelism: 1;
   readonly windowParallelism: 1;
@@ -267,7 +270,7 @@ function readGraphShape(session: InferenceSession, config: NeoXConfig | undefine
     if (entry === undefined) {
       throw new PolyquantError(ERROR_CODES.UNSUPPORTED, `the graph has no ${role} ${JSON.stringify(name)}`, {
         file,
-        hint: `expected transformers.js' decoder contract (inputs ${[...inputs.keys()].slice(0, 4).join(', ')}…); specs/onnx.md §3.3`,
+        hint: `expected transformers.js' decoder contract (inputs ${[...inputs.keys()].slice(0, 4).join(', ')}…)`,
       });
     }
     if (!entry.isTensor) throw new PolyquantError(ERROR_CODES.UNSUPPORTED, `the graph's ${role} ${name} is not a tensor`, { file });
@@ -303,7 +306,7 @@ function readGraphShape(session: InferenceSession, config: NeoXConfig | undefine
   if (unknown.length > 0) {
     throw new PolyquantError(ERROR_CODES.UNSUPPORTED, `the graph has inputs the onnx engine does not feed: ${unknown.join(', ')}`, {
       file,
-      hint: 'expected input_ids, attention_mask, optional position_ids and past_key_values.{i}.key|value (specs/onnx.md §3.3)',
+      hint: 'expected input_ids, attention_mask, optional position_ids and past_key_values.{i}.key|value, as transformers.js decoder models take them',
     });
   }
 
@@ -382,7 +385,7 @@ export async function createOnnxEngine(path: string, options: OnnxEngineOptions 
   const callDependent = [...CALL_DEPENDENT_OPS].filter((op) => summary.ops.some((entry) => entry.opType === op));
 
   const ort = await loadOrt();
-  const { session, provider } = await openSession(ort, file, device, threads);
+  const { session, provider, probe } = await openSession(ort, file, device, threads);
   let shape: GraphShape;
   try {
     shape = readGraphShape(session, config, file);
@@ -404,6 +407,7 @@ export async function createOnnxEngine(path: string, options: OnnxEngineOptions 
     config?.maxPositionEmbeddings,
     loadTokenizer(tokenizerFiles),
     reusesCache,
+    probe,
   );
 }
 
@@ -438,9 +442,27 @@ function cudaProviderInstalled(): boolean {
   }
 }
 
-async function openSession(ort: OrtModule, file: string, device: OnnxDevice, threads: number): Promise<{ session: InferenceSession; provider: OnnxExecutionProvider }> {
+async function openSession(
+  ort: OrtModule,
+  file: string,
+  device: OnnxDevice,
+  threads: number,
+): Promise<{ session: InferenceSession; provider: OnnxExecutionProvider; probe: string }> {
   const failures: string[] = [];
-  const providers = device === 'auto' && !cudaProviderInstalled() ? (['cpu'] as const) : PROVIDERS[device];
+  // No GPU device node (gpu-probe.ts): no provider of ours can reach a GPU; `gpu` fails before trying any
+  // (a WebGPU provider could otherwise settle on a CPU Vulkan driver such as lavapipe and call it a GPU).
+  const hardware = device === 'cpu' ? undefined : probeGpuHardware();
+  if (device === 'gpu' && hardware?.present === false) throw noOnnxGpu(file, hardware.summary);
+  const cudaInstalled = cudaProviderInstalled();
+  const providers = device === 'auto' && (!cudaInstalled || hardware?.present === false) ? (['cpu'] as const) : PROVIDERS[device];
+  const why =
+    device === 'cpu'
+      ? 'the CPU asked for'
+      : hardware?.present === false
+        ? hardware.summary
+        : device === 'auto' && !cudaInstalled
+          ? 'no CUDA provider library in this onnxruntime-node install'
+          : `providers tried: ${providers.join(', ')}`;
   for (const provider of providers) {
     try {
       const session = await ort.InferenceSession.create(file, {
@@ -451,7 +473,7 @@ async function openSession(ort: OrtModule, file: string, device: OnnxDevice, thr
         executionMode: 'sequential',
         logSeverityLevel: 3,
       });
-      return { session, provider };
+      return { session, provider, probe: `--device ${device}: ${why}${failures.length > 0 ? ` (${failures.join('; ')})` : ''}; ${provider === 'cpu' ? 'CPU' : `GPU (${provider})`}` };
     } catch (error) {
       // A provider that is not in this install fails at once; on the CPU the failure is the model's own.
       if (provider === 'cpu') {
@@ -463,9 +485,13 @@ async function openSession(ort: OrtModule, file: string, device: OnnxDevice, thr
       failures.push(`${provider}: ${message(error).split('\n')[0]}`);
     }
   }
-  throw new PolyquantError(ERROR_CODES.UNSUPPORTED, 'device gpu was asked for, but there is no CUDA/WebGPU execution provider in this onnxruntime-node install', {
+  throw noOnnxGpu(file, `no CUDA or WebGPU execution provider of this onnxruntime-node install opens (${failures.join('; ')})`);
+}
+
+function noOnnxGpu(file: string, probed: string): PolyquantError {
+  return new PolyquantError(ERROR_CODES.UNSUPPORTED, `--device gpu: the onnx engine found no usable GPU: ${probed}`, {
     file,
-    hint: `${failures.join('; ')} — install the CUDA 12 provider libraries (onnxruntime-node's postinstall) or use --device cpu or auto`,
+    hint: "install onnxruntime-node's CUDA 12 provider libraries (its postinstall, without ONNXRUNTIME_NODE_INSTALL=skip) on a machine with an NVIDIA GPU, or use --device cpu or auto",
   });
 }
 
@@ -493,6 +519,7 @@ class OnnxEngineImpl implements OnnxEngine {
     readonly trainContextLength: number | undefined,
     private readonly tokenizer: TextTokenizer,
     readonly reusesCache: boolean,
+    readonly deviceProbe: string,
   ) {
     this.device = executionProvider === 'cpu' ? 'cpu' : 'gpu';
     this.gpu = executionProvider === 'cpu' ? undefined : executionProvider;

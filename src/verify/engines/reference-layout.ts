@@ -9,7 +9,7 @@
  * (`qkv.view(..., num_attention_heads, 3 * head_size)` then slices q, k, v per head); we store them as
  * [3, heads, headDim] so q, k and v of all heads come out as three contiguous blocks of each row.
  */
-import type { HiddenActivation, NeoXConfig } from '../../arch/gpt-neox.js';
+import type { HiddenActivation, NeoXConfig, NeoXTensorRole } from '../../arch/gpt-neox.js';
 import { HIDDEN_ACTIVATIONS } from '../../arch/gpt-neox.js';
 import { ERROR_CODES, PolyquantError } from '../../errors.js';
 import type { Checkpoint } from '../../readers/checkpoint.js';
@@ -180,6 +180,42 @@ export function planLayout(config: NeoXConfig, contextLength: number, workspaceC
     workspaces,
     totalBytes: allocate.bytes,
   };
+}
+
+/**
+ * One input the reference engine reports for calibration (ReferenceEngine.squaredInputs): the input rows
+ * of the linear layer whose weight has `role` in block `layer`, as Σ x² per column, `columns` values at
+ * `offset` of the result.
+ */
+export interface ActivationSlot {
+  readonly role: Extract<NeoXTensorRole, 'qkv-weight' | 'attn-output-weight' | 'ffn-up-weight' | 'ffn-down-weight' | 'output-head'>;
+  readonly layer: number | null;
+  readonly offset: number;
+  readonly columns: number;
+}
+
+/**
+ * The slots of a squaredInputs result: per layer the inputs of query_key_value, attention.dense,
+ * dense_h_to_4h and dense_4h_to_h (hidden, hidden, hidden and intermediate columns), then, with `head`,
+ * the output head's input (the final LayerNorm's output, hidden columns). These are the matrices
+ * llama-imatrix sees as the weights of mul_mat nodes (tools/imatrix/imatrix.cpp collect_imatrix).
+ */
+export function activationSlots(layout: Pick<ModelLayout, 'hidden' | 'intermediate' | 'layers'>, head: boolean): ActivationSlot[] {
+  const { hidden, intermediate, layers } = layout;
+  const slots: ActivationSlot[] = [];
+  let offset = 0;
+  const add = (role: ActivationSlot['role'], layer: number | null, columns: number): void => {
+    slots.push({ role, layer, offset, columns });
+    offset += columns;
+  };
+  for (let layer = 0; layer < layers; layer += 1) {
+    add('qkv-weight', layer, hidden);
+    add('attn-output-weight', layer, hidden);
+    add('ffn-up-weight', layer, hidden);
+    add('ffn-down-weight', layer, intermediate);
+  }
+  if (head) add('output-head', null, hidden);
+  return slots;
 }
 
 /** WebAssembly pages the layout needs. */

@@ -8,7 +8,7 @@
  */
 import { allocateScoreResult, type DistributionMode, type ScoreResult, } from '../engine.js';
 import { rotaryTables } from '../../arch/gpt-neox.js';
-import type { LayerOffsets, ModelLayout, WorkspaceOffsets } from './reference-layout.js';
+import { activationSlots, type LayerOffsets, type ModelLayout, type WorkspaceOffsets } from './reference-layout.js';
 import { applyGelu, applyRotary, layerNormRow, rowMaximum, topKOfRow } from './reference-math.js';
 import { MatrixKernels, type WasmMemory } from './reference-wasm.js';
 
@@ -33,6 +33,13 @@ export class ReferenceRunner {
   /** 1/√headDim as a float32, as HF's attention scales the scores (norm_factor). */
   private readonly scale: number;
   private keptScratch: Uint8Array | undefined;
+  /**
+   * Set only while squaredInputs runs: Σ x² per column of each linear layer's input. The normal path
+   * pays one undefined check per linear layer and step.
+   */
+  private squares: Float64Array | undefined;
+  /** Where each layer's four input slots start in a squaredInputs result ([layer × 4], activationSlots order). */
+  private readonly slotStarts: Int32Array;
 
   constructor(
     memory: WasmMemory,
@@ -48,6 +55,49 @@ export class ReferenceRunner {
     this.cos = tables.cos;
     this.sin = tables.sin;
     this.scale = fround(1 / Math.sqrt(layout.headDim));
+    this.slotStarts = Int32Array.from(activationSlots(layout, false), (slot) => slot.offset);
+  }
+
+  /**
+   * Calibration: runs `tokens` from position 0 on an empty cache and returns, for every linear layer
+   * quantizers weigh, the sum over all positions of each input column squared (activationSlots lays the
+   * result out; the output head's input only with `head`, and the head itself is not computed). This is
+   * what llama-imatrix's collect_imatrix adds up for one chunk. Each square is exact in double and the
+   * sums run in position order in double, so a chunk's sums do not depend on the step size.
+   */
+  squaredInputs(tokens: Int32Array, head: boolean): Float64Array {
+    const { stepTokens, hidden } = this.layout;
+    const slots = activationSlots(this.layout, head);
+    const last = slots[slots.length - 1];
+    const squares = new Float64Array(last === undefined ? 0 : last.offset + last.columns);
+    const headOffset = head ? (last as (typeof slots)[number]).offset : -1;
+    this.squares = squares;
+    try {
+      for (let done = 0; done < tokens.length; done += stepTokens) {
+        const count = Math.min(stepTokens, tokens.length - done);
+        this.forwardStep(tokens, done, count, done);
+        if (head) {
+          this.finalNorm(0, count);
+          this.observe(headOffset, this.workspace.normed, count, hidden);
+        }
+      }
+    } finally {
+      this.squares = undefined;
+    }
+    return squares;
+  }
+
+  /** Adds the squares of `rows` input rows of `width` floats at byte offset `source` to squares[at …]. */
+  private observe(at: number, source: number, rows: number, width: number): void {
+    const squares = this.squares as Float64Array;
+    const floats = this.floats;
+    let row = source / 4;
+    for (let r = 0; r < rows; r += 1, row += width) {
+      for (let j = 0; j < width; j += 1) {
+        const x = floats[row + j] as number;
+        squares[at + j] = (squares[at + j] as number) + x * x;
+      }
+    }
   }
 
   /** Log-probabilities of tokens[from …] given everything before each (the Engine.score contract). */
@@ -163,7 +213,9 @@ export class ReferenceRunner {
     for (let layer = 0; layer < layerOffsets.length; layer += 1) {
       const offsets = layerOffsets[layer] as LayerOffsets;
       this.normRows(ws.residual, ws.normed, count, offsets.inputNormWeight, offsets.inputNormBias);
+      if (this.squares !== undefined) this.observe(this.slotStarts[4 * layer] as number, ws.normed, count, hidden);
       this.attention(layer, offsets, count, position0);
+      if (this.squares !== undefined) this.observe(this.slotStarts[4 * layer + 1] as number, ws.context, count, hidden);
       // attn_output = dense(context)
       this.linear(ws.context, offsets.denseWeight, offsets.denseBias, ws.attention, count, hidden, hidden);
       const attention = ws.attention / 4;
@@ -172,7 +224,7 @@ export class ReferenceRunner {
       if (parallelResidual) {
         // GPTNeoXLayer: hidden = mlp(post_attention_layernorm(x)) + attn_output + x, left to right in float32.
         this.normRows(ws.residual, ws.normed, count, offsets.postAttentionNormWeight, offsets.postAttentionNormBias);
-        this.mlp(offsets, count, intermediate, activation);
+        this.mlp(layer, offsets, count, intermediate, activation);
         for (let i = 0; i < size; i += 1) {
           const sum = fround((floats[mlpOutput + i] as number) + (floats[attention + i] as number));
           floats[residual + i] = sum + (floats[residual + i] as number);
@@ -181,7 +233,7 @@ export class ReferenceRunner {
         // attn_output = attn_output + x; hidden = mlp(post_attention_layernorm(attn_output)) + attn_output.
         for (let i = 0; i < size; i += 1) floats[attention + i] = (floats[attention + i] as number) + (floats[residual + i] as number);
         this.normRows(ws.attention, ws.normed, count, offsets.postAttentionNormWeight, offsets.postAttentionNormBias);
-        this.mlp(offsets, count, intermediate, activation);
+        this.mlp(layer, offsets, count, intermediate, activation);
         for (let i = 0; i < size; i += 1) floats[residual + i] = (floats[mlpOutput + i] as number) + (floats[attention + i] as number);
       }
     }
@@ -214,12 +266,14 @@ export class ReferenceRunner {
     }
   }
 
-  /** GPTNeoXMLP: dense_4h_to_h(act(dense_h_to_4h(normed))) into mlpOutput. */
-  private mlp(offsets: LayerOffsets, rows: number, intermediate: number, activation: ModelLayout['activation']): void {
+  /** GPTNeoXMLP of block `layer`: dense_4h_to_h(act(dense_h_to_4h(normed))) into mlpOutput. */
+  private mlp(layer: number, offsets: LayerOffsets, rows: number, intermediate: number, activation: ModelLayout['activation']): void {
     const { hidden } = this.layout;
     const ws = this.workspace;
+    if (this.squares !== undefined) this.observe(this.slotStarts[4 * layer + 2] as number, ws.normed, rows, hidden);
     this.linear(ws.normed, offsets.upWeight, offsets.upBias, ws.mlpHidden, rows, hidden, intermediate);
     applyGelu(this.floats, ws.mlpHidden / 4, rows * intermediate, activation);
+    if (this.squares !== undefined) this.observe(this.slotStarts[4 * layer + 3] as number, ws.mlpHidden, rows, intermediate);
     this.linear(ws.mlpHidden, offsets.downWeight, offsets.downBias, ws.mlpOutput, rows, intermediate, hidden);
   }
 

@@ -28,7 +28,8 @@ export type WorkerRequest =
       readonly topK: number;
     }
   | { readonly id: number; readonly kind: 'continuations'; readonly context: Int32Array; readonly continuations: Int32Array[] }
-  | { readonly id: number; readonly kind: 'logits'; readonly tokens: Int32Array };
+  | { readonly id: number; readonly kind: 'logits'; readonly tokens: Int32Array }
+  | { readonly id: number; readonly kind: 'squares'; readonly tokens: Int32Array; readonly head: boolean };
 
 export type WorkerResponse =
   | {
@@ -37,6 +38,7 @@ export type WorkerResponse =
       readonly score?: ScoreResult;
       readonly sums?: number[];
       readonly logits?: Float32Array;
+      readonly squares?: Float64Array;
     }
   | { readonly id: number; readonly ok: false; readonly message: string };
 
@@ -55,6 +57,10 @@ export function handleRequest(runner: ReferenceRunner, request: WorkerRequest): 
     if (request.kind === 'logits') {
       const logits = runner.logits(request.tokens);
       return { response: { id: request.id, ok: true, logits }, transfer: [logits.buffer as ArrayBuffer] };
+    }
+    if (request.kind === 'squares') {
+      const squares = runner.squaredInputs(request.tokens, request.head);
+      return { response: { id: request.id, ok: true, squares }, transfer: [squares.buffer as ArrayBuffer] };
     }
     const sums = runner.scoreContinuations(request.context, request.continuations);
     return { response: { id: request.id, ok: true, sums }, transfer: [] };

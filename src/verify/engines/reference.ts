@@ -23,12 +23,21 @@ import { ERROR_CODES, PolyquantError } from '../../errors.js';
 import { type Checkpoint, readCheckpoint } from '../../readers/checkpoint.js';
 import { loadTokenizer, type TextTokenizer } from '../../readers/tokenizer.js';
 import { checkContinuations, checkTokenIds, type Engine, type EngineLimits, resolveScoreOptions, type ScoreOptions, type ScoreResult } from '../engine.js';
-import { allocateMemory, layoutFits, loadWeights, type ModelLayout, planLayout, type WeightTransform } from './reference-layout.js';
+import {
+  type ActivationSlot,
+  activationSlots,
+  allocateMemory,
+  layoutFits,
+  loadWeights,
+  type ModelLayout,
+  planLayout,
+  type WeightTransform,
+} from './reference-layout.js';
 import { ReferenceRunner } from './reference-runner.js';
 import type { WasmMemory } from './reference-wasm.js';
 import { handleRequest, WORKER_MARK, type WorkerInit, type WorkerRequest, type WorkerResponse } from './reference-worker.js';
 
-export type { WeightTransform } from './reference-layout.js';
+export type { ActivationSlot, WeightTransform } from './reference-layout.js';
 
 export interface ReferenceEngineOptions {
   /**
@@ -56,6 +65,15 @@ export interface ReferenceEngine extends Engine {
    * logits rather than log-probabilities.
    */
   logits(tokens: Int32Array): Promise<Float32Array>;
+  /**
+   * Calibration (polyquant imatrix): `tokens` run as one sequence from position 0, and for the input of
+   * every linear layer a quantizer weighs, Σ over all positions of each column squared, laid out as
+   * `activationSlots(head)` says. With `head` the output head's input is included (the head itself is not
+   * computed). Same numbers whatever the thread count.
+   */
+  squaredInputs(tokens: Int32Array, options?: { readonly head?: boolean }): Promise<Float64Array>;
+  /** Where each linear layer's input sits in a squaredInputs result. */
+  activationSlots(head: boolean): ActivationSlot[];
 }
 
 const MAX_THREADS = 64;
@@ -251,6 +269,7 @@ class ReferenceEngineImpl implements ReferenceEngine {
   readonly config: NeoXConfig;
   readonly contextLength: number;
   readonly vocabSize: number;
+  private readonly layout: ModelLayout;
   private tokenizer: TextTokenizer | undefined;
   private closed = false;
 
@@ -262,6 +281,7 @@ class ReferenceEngineImpl implements ReferenceEngine {
     this.config = checkpoint.config;
     this.contextLength = layout.contextLength;
     this.vocabSize = layout.vocab;
+    this.layout = layout;
   }
 
   get parallelism(): number {
@@ -286,6 +306,17 @@ class ReferenceEngineImpl implements ReferenceEngine {
     this.checkTokens(tokens, 'the window');
     const response = await this.executor.submit({ kind: 'logits', tokens });
     return response.logits as Float32Array;
+  }
+
+  async squaredInputs(tokens: Int32Array, options: { readonly head?: boolean } = {}): Promise<Float64Array> {
+    this.checkOpen();
+    this.checkTokens(tokens, 'the window');
+    const response = await this.executor.submit({ kind: 'squares', tokens, head: options.head === true });
+    return response.squares as Float64Array;
+  }
+
+  activationSlots(head: boolean): ActivationSlot[] {
+    return activationSlots(this.layout, head);
   }
 
   async scoreContinuations(context: Int32Array, continuations: readonly Int32Array[]): Promise<number[]> {

@@ -17,6 +17,7 @@
 import { existsSync } from 'node:fs';
 import { ERROR_CODES, PolyquantError } from '../../errors.js';
 import { isSoftwareAdapterInfo } from '../../runtime/webgpu/gpu.js';
+import { probeGpuHardware } from './gpu-probe.js';
 
 export type WebGpuDeviceChoice = 'auto' | 'cpu' | 'gpu';
 
@@ -112,6 +113,13 @@ export async function openDawnDevice(options: OpenDawnOptions = {}): Promise<Daw
   if (choice !== 'auto' && choice !== 'cpu' && choice !== 'gpu') {
     throw new PolyquantError(ERROR_CODES.USAGE, `device is ${JSON.stringify(choice)}; expected auto, cpu or gpu`);
   }
+  // No GPU device node (gpu-probe.ts): Dawn could only offer software adapters; fail before loading it.
+  const hardware = choice === 'gpu' ? probeGpuHardware() : undefined;
+  if (hardware?.present === false) {
+    throw new PolyquantError(ERROR_CODES.UNSUPPORTED, `--device gpu: the webgpu engine found no hardware WebGPU adapter: ${hardware.summary}`, {
+      hint: "use --device cpu or auto to run on a software adapter (SwiftShader), or install the GPU's Vulkan driver",
+    });
+  }
   const dawn = await loadDawn();
   const gpu = acquireInstance(dawn);
   try {
@@ -123,7 +131,9 @@ export async function openDawnDevice(options: OpenDawnOptions = {}): Promise<Daw
       const seen = found.map((entry) => describeAdapter(entry.info, isSoftwareAdapterInfo(entry.info))).join(', ') || 'none';
       throw new PolyquantError(
         ERROR_CODES.UNSUPPORTED,
-        choice === 'gpu' ? `--device gpu asks for a hardware WebGPU adapter, and Dawn finds none (adapters: ${seen})` : `Dawn finds no ${choice === 'cpu' ? 'software ' : ''}WebGPU adapter (adapters: ${seen})`,
+        choice === 'gpu'
+          ? `--device gpu: the webgpu engine found no hardware WebGPU adapter: Dawn offers only ${seen} (a software adapter runs on the CPU)`
+          : `the webgpu engine found no ${choice === 'cpu' ? 'software ' : ''}WebGPU adapter (Dawn's adapters: ${seen})`,
         {
           hint:
             choice === 'gpu'

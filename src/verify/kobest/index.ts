@@ -13,6 +13,7 @@ export {
   parseKobestTsv,
 } from './load.js';
 export { accuracy, argmax, macroF1, meanStderr } from './metrics.js';
+export { KOBEST_SAMPLE_SCHEMA, type KobestSampleRecord, type KobestSampleSide, kobestSampleRecords, kobestSamplesJsonl } from './samples.js';
 export {
   buildKobestRequests,
   FEWSHOT_SEPARATOR,

@@ -125,6 +125,8 @@ export interface KobestTaskResult {
   readonly split: KobestSplit;
   /** The split file read. */
   readonly file: string;
+  /** Documents in the split before --limit (lm-eval's n-samples "original"; absent in results recorded before it was kept). */
+  readonly splitDocuments?: number;
   readonly n: number;
   readonly acc: number;
   readonly acc_stderr: number;
@@ -310,6 +312,7 @@ async function runTask<Name extends KobestTaskName>(
       shots,
       split,
       file: evaluated.file,
+      splitDocuments: evaluated.documents.length,
       ...summarizeKobest(documents),
       truncated: documents.filter((document) => document.truncated).length,
       documents,
