@@ -20,6 +20,7 @@ import { KOBEST_TASK_NAMES } from './kobest/tasks.js';
 import type { Provenance } from './provenance.js';
 import { type DistributionComparison, type Estimate, type Interval, PERCENTILES, type PercentileName, significant } from './stats.js';
 import { type Check, describeCheckLimit, describeCheckValue, type Thresholds, THRESHOLD_FLAGS } from './thresholds.js';
+import type { SavedBaselineNote } from './saved-baseline.js';
 
 export type { KobestNumbers, KobestSection } from './compare-kobest.js';
 export type { Estimate } from './stats.js';
@@ -126,14 +127,7 @@ export interface ModelDescription {
    * baseline model (the rest of this description is the baseline as it was when saved); `written`, this run
    * saved its baseline to the file. `created` and `polyquant_version` are the saving run's; `bytes` the file's.
    */
-  readonly saved_baseline?: {
-    readonly file: string;
-    readonly role: 'read' | 'written';
-    readonly schema: string;
-    readonly created: string;
-    readonly polyquant_version: string;
-    readonly bytes: number;
-  };
+  readonly saved_baseline?: SavedBaselineNote;
 }
 
 /**

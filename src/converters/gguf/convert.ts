@@ -17,7 +17,7 @@ import { GGUF_FILE_TYPES, type GgufFileType, planTensorTypes, requireGgufFileTyp
 import { QuantPool, type RowChunk } from '../../quant/pool.js';
 import { type Checkpoint, MODEL_CARD_FILE, modelFolderFiles, readCheckpoint, type WeightsPreference } from '../../readers/checkpoint.js';
 import type { TensorRef } from '../../readers/tensor-ref.js';
-import { type GgufKV, type GgufTensorToWrite, planGguf, writeGguf } from './format.js';
+import { type GgufKV, planGguf } from './format.js';
 import { compareLlamaQuantizeOrder, ggufShape, ggufTensorName, type QkvLayout, reorderQkvRows } from './names.js';
 import { readAsF32, storedQkvRowChunks, storedRowChunks, widenChunks } from './source-rows.js';
 import {
@@ -29,6 +29,7 @@ import {
   type LlamaQuantizeOptions,
   measureErrors,
   typeOverridesOf,
+  writeGgufThroughPool,
 } from './llama-quantize-options.js';
 import { isGgufInput, requantizeGguf } from './requantize.js';
 import { ggufTokenizerMetadata } from './tokenizer-metadata.js';
@@ -204,25 +205,8 @@ export async function convertToGguf(modelDir: string, options: ConvertToGgufOpti
   // An all-F32 file needs no quantizer threads: workers 0 runs the (unused) pool inline.
   const pool = new QuantPool({ workers: jobs.some((job) => job.type !== 'F32') ? options.workers : 0 });
   const total = plan.tensors.reduce((sum, tensor) => sum + tensor.bytes, 0);
-  let done = 0;
-  const counted = async function* (chunks: AsyncIterable<Uint8Array>): AsyncIterable<Uint8Array> {
-    for await (const chunk of chunks) {
-      yield chunk;
-      done += chunk.length;
-      options.onProgress?.(done, total);
-    }
-  };
-  try {
-    const tensors: GgufTensorToWrite[] = jobs.map((job) => ({
-      name: job.name,
-      type: job.type,
-      ne: job.ne,
-      chunks: () => counted(encodeTensor(job, config, pool, options.imatrix?.get(job.name))),
-    }));
-    await writeGguf(out, kvs, tensors);
-  } finally {
-    await pool.close();
-  }
+  const encode = (job: TensorJob): AsyncIterable<Uint8Array> => encodeTensor(job, config, pool, options.imatrix?.get(job.name));
+  await writeGgufThroughPool(out, kvs, jobs, pool, encode, total, options.onProgress);
   return plan;
 }
 

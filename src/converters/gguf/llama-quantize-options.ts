@@ -20,7 +20,7 @@ import {
   type TypeOverrides,
 } from '../../quant/policy.js';
 import { QuantPool } from '../../quant/pool.js';
-import type { GgufKV } from './format.js';
+import { type GgufKV, type GgufTensorToWrite, writeGguf } from './format.js';
 
 /** GGML_QNT_VERSION (ggml.h), written by convert_hf_to_gguf.py and llama-quantize alike. */
 export const GGML_QUANTIZATION_VERSION = 2;
@@ -222,4 +222,33 @@ export async function measureErrors<T extends MeasuredTensor>(
     await pool.close();
   }
   return measured;
+}
+
+/**
+ * Writes a GGUF file whose tensors are encoded by `encode` with the quantizer pool, then closes the pool;
+ * `onProgress` hears the bytes written of `total`. What convert.ts (HF input) and requantize.ts (GGUF input) share.
+ */
+export async function writeGgufThroughPool<Job extends Omit<GgufTensorToWrite, 'chunks'>>(
+  out: string,
+  kvs: readonly GgufKV[],
+  jobs: readonly Job[],
+  pool: QuantPool,
+  encode: (job: Job) => AsyncIterable<Uint8Array>,
+  total: number,
+  onProgress: ((done: number, total: number) => void) | undefined,
+): Promise<void> {
+  let done = 0;
+  const counted = async function* (chunks: AsyncIterable<Uint8Array>): AsyncIterable<Uint8Array> {
+    for await (const chunk of chunks) {
+      yield chunk;
+      done += chunk.length;
+      onProgress?.(done, total);
+    }
+  };
+  try {
+    const tensors: GgufTensorToWrite[] = jobs.map((job) => ({ name: job.name, type: job.type, ne: job.ne, chunks: () => counted(encode(job)) }));
+    await writeGguf(out, kvs, tensors);
+  } finally {
+    await pool.close();
+  }
 }

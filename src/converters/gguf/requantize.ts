@@ -31,12 +31,10 @@ import {
   type GgufKV,
   type GgufScalar,
   type GgufScalarType,
-  type GgufTensorToWrite,
   planGguf,
   readGgufHeader,
-  writeGguf,
 } from './format.js';
-import { CHUNK_ELEMENTS, checkImatrix, checkTypeChoices, closingKvs, measureErrors, typeOverridesOf } from './llama-quantize-options.js';
+import { CHUNK_ELEMENTS, checkImatrix, checkTypeChoices, closingKvs, measureErrors, typeOverridesOf, writeGgufThroughPool } from './llama-quantize-options.js';
 import { compareLlamaQuantizeOrder } from './names.js';
 
 /** The architecture whose llama-quantize rules quant/policy.ts implements. */
@@ -138,25 +136,8 @@ export async function requantizeGguf(input: string, options: ConvertToGgufOption
   const needsPool = jobs.some((job) => job.type !== job.sourceType && job.type !== 'F32');
   const pool = new QuantPool({ workers: needsPool ? options.workers : 0 });
   const total = plan.tensors.reduce((sum, tensor) => sum + tensor.bytes, 0);
-  let done = 0;
-  const counted = async function* (chunks: AsyncIterable<Uint8Array>): AsyncIterable<Uint8Array> {
-    for await (const chunk of chunks) {
-      yield chunk;
-      done += chunk.length;
-      options.onProgress?.(done, total);
-    }
-  };
-  try {
-    const toWrite: GgufTensorToWrite[] = jobs.map((job) => ({
-      name: job.name,
-      type: job.type,
-      ne: job.ne,
-      chunks: () => counted(encodeTensor(path, job, pool, options.imatrix?.get(job.name))),
-    }));
-    await writeGguf(options.out as string, kvs, toWrite);
-  } finally {
-    await pool.close();
-  }
+  const encode = (job: RequantizeJob): AsyncIterable<Uint8Array> => encodeTensor(path, job, pool, options.imatrix?.get(job.name));
+  await writeGgufThroughPool(options.out as string, kvs, jobs, pool, encode, total, options.onProgress);
   return plan;
 }
 

@@ -143,28 +143,32 @@ const dequantizers = new Map<string, RowsDequantizer | null>();
 
 /** The WebAssembly quantizer for a type, or undefined (no port, or the JS backend is chosen). */
 export function wasmQuantizer(info: GgmlTypeInfo): RowsQuantizer | undefined {
+  return kernelFor(quantizers, `quantize_${info.name}`, info, makeQuantizer);
+}
+
+/**
+ * The function `make` builds over a module's export `exportName`, made once per type and thread; undefined
+ * when no module exports it or the JS backend is chosen.
+ */
+function kernelFor<Kernel>(
+  cache: Map<string, Kernel | null>,
+  exportName: string,
+  info: GgmlTypeInfo,
+  make: (moduleName: string, exportName: string, info: GgmlTypeInfo) => Kernel,
+): Kernel | undefined {
   if (backend !== 'wasm') return undefined;
-  let quantizer = quantizers.get(info.name);
-  if (quantizer === undefined) {
-    const exportName = `quantize_${info.name}`;
+  let kernel = cache.get(info.name);
+  if (kernel === undefined) {
     const moduleName = moduleOfExport(exportName);
-    quantizer = moduleName === undefined ? null : makeQuantizer(moduleName, exportName, info);
-    quantizers.set(info.name, quantizer);
+    kernel = moduleName === undefined ? null : make(moduleName, exportName, info);
+    cache.set(info.name, kernel);
   }
-  return quantizer ?? undefined;
+  return kernel ?? undefined;
 }
 
 /** The WebAssembly dequantizer for a type, or undefined. */
 export function wasmDequantizer(info: GgmlTypeInfo): RowsDequantizer | undefined {
-  if (backend !== 'wasm') return undefined;
-  let dequantizer = dequantizers.get(info.name);
-  if (dequantizer === undefined) {
-    const exportName = `dequantize_${info.name}`;
-    const moduleName = moduleOfExport(exportName);
-    dequantizer = moduleName === undefined ? null : makeDequantizer(moduleName, exportName, info);
-    dequantizers.set(info.name, dequantizer);
-  }
-  return dequantizer ?? undefined;
+  return kernelFor(dequantizers, `dequantize_${info.name}`, info, makeDequantizer);
 }
 
 function makeQuantizer(moduleName: string, exportName: string, info: GgmlTypeInfo): RowsQuantizer {
@@ -234,15 +238,7 @@ const storedQuantizers = new Map<string, StoredRowsQuantizer | null>();
  * where `wasmQuantizer` is.
  */
 export function wasmStoredQuantizer(info: GgmlTypeInfo): StoredRowsQuantizer | undefined {
-  if (backend !== 'wasm') return undefined;
-  let quantizer = storedQuantizers.get(info.name);
-  if (quantizer === undefined) {
-    const exportName = `quantize_${info.name}`;
-    const moduleName = moduleOfExport(exportName);
-    quantizer = moduleName === undefined ? null : makeStoredQuantizer(moduleName, exportName, info);
-    storedQuantizers.set(info.name, quantizer);
-  }
-  return quantizer ?? undefined;
+  return kernelFor(storedQuantizers, `quantize_${info.name}`, info, makeStoredQuantizer);
 }
 
 function makeStoredQuantizer(moduleName: string, exportName: string, info: GgmlTypeInfo): StoredRowsQuantizer {
