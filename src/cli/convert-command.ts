@@ -221,7 +221,7 @@ export function addConvertCommand(parser: Argv, io: CliIO): void {
         ...(workers !== undefined && { workers }),
         onProgress: progress ? (done, total) => progress.update(done, total) : undefined,
       });
-      progress?.succeed(plan.out === undefined ? 'measured' : `wrote ${plan.out}`);
+      progress?.succeed(plan.out === undefined ? 'measured' : 'converted');
       if (calibrated !== undefined && !args.json && !args.quiet) io.stdout(`${calibrated.summary}\n`);
       printConversion(io, plan, output(), { plan: renderConversionPlan, summary: renderGgufSummary });
       // After the text: should the write fail, the numbers are on the terminal.
