@@ -78,7 +78,10 @@ describe.skipIf(!HAS_CHROMIUM)('convert --dry-run --error --html for q4_k_m, in 
         if (sqnr[a]! > sqnr[b]! + 1) expect(points[a]!, `${matrices[a]!.name} above ${matrices[b]!.name}`).toBeLessThan(points[b]!);
       }
     }
-    expect(new Set(matrices.map((tensor) => tensor.type))).toEqual(new Set(['Q4_K', 'Q6_K']));
+    // q4_k_m's mixture; rows that 256-element blocks do not divide (the bundled model's) take llama-quantize's fallbacks.
+    const types = new Set(matrices.map((tensor) => tensor.type));
+    expect(types.has('Q6_K') || types.has('Q8_0')).toBe(true);
+    expect([...types].every((type) => ['Q4_K', 'Q6_K', 'Q5_0', 'Q5_1', 'Q8_0'].includes(type))).toBe(true);
   });
 
   it('lists the worst tensor first with its SQNR, and a row per kind including the exact norms and biases', async () => {
