@@ -48,6 +48,10 @@ describe('the grid', () => {
     expect(planGrid({ types: ['q4', 'q4_0', 'webgpu:q4f16_1'] }).map((cell) => cell.id)).toEqual(['gguf-q4_0', 'onnx-q4', 'webgpu-q4f16_1']);
     expect(planGrid({ types: ['webgpu:q4f16_1', 'q4_0', 'q4'] })).toEqual(planGrid({ types: ['q4', 'q4_0', 'webgpu:q4f16_1'] }));
     expect(planGrid({ formats: ['gguf', 'simulate'], types: ['q4_k_m'] }).map((cell) => cell.id)).toEqual(['gguf-q4_k_m', 'simulate-q4_k_m']);
+    // Any case, and llama-quantize's aliases (Q4_K = q4_k_m).
+    expect(planGrid({ formats: ['gguf', 'simulate'], types: ['Q4_K', 'GGUF:Q5_K', 'Q8_0'] }).map((cell) => cell.id)).toEqual([
+      'gguf-q8_0', 'gguf-q4_k_m', 'gguf-q5_k_m', 'simulate-q8_0', 'simulate-q4_k_m',
+    ]);
     expect(planGrid({ simulate: true }).map((cell) => cell.id)).toEqual([
       ...['q4_0', 'q8_0', 'q4_k_m'].map((type) => cellId('simulate', type)),
       ...['q4f16_1', 'q4f32_1', 'q0f16', 'q0f32', 'q8f16_pq', 'q8f32_pq'].map((type) => cellId('simulate', type)),

@@ -8,7 +8,7 @@
  */
 import { ONNX_TYPE_NAMES } from '../converters/onnx/types.js';
 import { ERROR_CODES, PolyquantError } from '../errors.js';
-import { GGUF_FILE_TYPE_NAMES } from '../quant/policy.js';
+import { GGUF_FILE_TYPE_ALIASES, GGUF_FILE_TYPE_NAMES } from '../quant/policy.js';
 import { WEBGPU_LAYOUT_NAMES } from '../quant/webgpu-layouts.js';
 
 export const SWEEP_FORMATS = ['gguf', 'onnx', 'webgpu', 'simulate'] as const;
@@ -116,12 +116,12 @@ export function planGrid(options: GridOptions = {}): SweepCell[] {
     }
   } else {
     for (const raw of options.types) {
-      const entry = raw.trim().toLowerCase();
+      const entry = withoutAlias(raw.trim().toLowerCase());
       if (entry === '') continue;
       const colon = entry.indexOf(':');
       if (colon >= 0) {
         const format = entry.slice(0, colon);
-        const type = entry.slice(colon + 1);
+        const type = withoutAlias(entry.slice(colon + 1));
         if (!isSweepFormat(format)) {
           throw new PolyquantError(ERROR_CODES.USAGE, `--types: ${JSON.stringify(raw)} names no format`, { hint: `formats are ${SWEEP_FORMATS.join(', ')}` });
         }
@@ -186,4 +186,9 @@ export function shardCells(cells: readonly SweepCell[], shard: Shard | undefined
 
 export function shardLabel(shard: Shard | undefined): string | null {
   return shard === undefined ? null : `${shard.index}/${shard.count}`;
+}
+
+/** llama-quantize's aliases (`q4_k` = q4_k_m; quant/policy.ts), which name no type of another format. */
+function withoutAlias(type: string): string {
+  return Object.hasOwn(GGUF_FILE_TYPE_ALIASES, type) ? (GGUF_FILE_TYPE_ALIASES[type] as string) : type;
 }
