@@ -2,12 +2,12 @@
  * Rows as a checkpoint stores them (f16/bf16) are widened inside WebAssembly on the quantizer threads
  * (runtime.ts `wasmWiden` / `wasmStoredQuantizer`): the widening must give src/tensor/widen.ts's bits for
  * every one of the 65,536 half patterns, and the stored-rows path the bytes of widening in JavaScript and
- * then quantizing, for every type with a WebAssembly kernel, with and without importance weights; and the
- * threads hand each chunk's buffer back for the next chunk.
+ * then quantizing, for every type with a WebAssembly kernel, with and without importance weights; and chunks
+ * read into the pool's shared slots are quantized in place.
  */
 import { afterAll, describe, expect, it } from 'vitest';
 import { GGML_TYPE_NAMES, GGML_TYPES, quantizeRows } from '../src/quant/index.js';
-import { QuantPool } from '../src/quant/pool.js';
+import { QuantPool, type RowChunk } from '../src/quant/pool.js';
 import { quantizeStoredChunk } from '../src/quant/pool-worker.js';
 import { wasmQuantizer, wasmWiden } from '../src/quant/wasm/runtime.js';
 import { widenRows } from '../src/tensor/widen.js';
@@ -83,17 +83,38 @@ describe('quantizing stored rows', () => {
     }
   });
 
-  it('hands the stored rows\' buffers back to the pool, which lends them out again (no buffer per chunk)', async () => {
+  it('reads into shared slots that the threads quantize in place, and lends a slot again once released', async () => {
     const own = new QuantPool({ workers: 1 });
     const lent = own.buffer(bytes.length);
+    expect(lent.buffer).toBeInstanceOf(SharedArrayBuffer);
     lent.set(bytes);
     const out = await own.quantize({ scheme: 'Q8_0', nPerRow, tensor: 'x' }, { dtype: 'F16', bytes: lent });
-    expect(lent.byteLength).toBe(0); // transferred to the thread
+    expect(out.buffer).toBe(lent.buffer); // the output is written after the rows, in the same slot
     expect(Buffer.from(out).equals(Buffer.from(quantizeRows('Q8_0', widenRows({ dtype: 'F16', bytes }, 'x'), nPerRow)))).toBe(true);
-    // The same memory comes back: the next buffer of that size still holds the rows (a new one would be zeros).
-    const again = own.buffer(bytes.length);
-    expect(Buffer.from(again).equals(Buffer.from(bytes))).toBe(true);
-    expect(own.buffer(bytes.length).every((byte) => byte === 0)).toBe(true);
+    expect(own.buffer(bytes.length).buffer).not.toBe(lent.buffer); // still held
+    own.release(out);
+    expect(own.buffer(bytes.length).buffer).toBe(lent.buffer);
+    await own.close();
+  });
+
+  it('streams chunks read into slots to the same bytes as ordinary buffers, through the fallback kernels too', async () => {
+    const own = new QuantPool({ workers: 2, maxInFlight: 2 });
+    const rowsPerChunk = 4;
+    const chunkBytes = rowsPerChunk * nPerRow * 2;
+    for (const scheme of ['Q4_K', 'Q4_0', 'F32'] as const) {
+      const slotted = function* (): Iterable<RowChunk> {
+        for (let at = 0; at < bytes.length; at += chunkBytes) {
+          const view = own.buffer(Math.min(chunkBytes, bytes.length - at));
+          view.set(bytes.subarray(at, at + view.length));
+          yield { dtype: 'F16', bytes: view };
+        }
+      };
+      const parts: Uint8Array[] = [];
+      // Copy each chunk before asking for the next: a slot is lent again once the consumer moves on.
+      for await (const chunk of own.quantizeStream({ scheme, nPerRow, tensor: 'x' }, slotted())) parts.push(chunk.slice());
+      const expected = quantizeRows(scheme, widenRows({ dtype: 'F16', bytes }, 'x'), nPerRow);
+      expect(Buffer.concat(parts).equals(Buffer.from(expected)), scheme).toBe(true);
+    }
     await own.close();
   });
 });

@@ -16,12 +16,8 @@ export interface QuantTask {
   readonly nPerRow: number;
   readonly importance: Float32Array | undefined;
   readonly tensor: string | undefined;
-}
-
-/** A task's output with its input buffer, handed back to the pool for reuse. */
-export interface RecycledResult {
-  readonly out: Uint8Array;
-  readonly input: Uint8Array;
+  /** Where to write the output, in shared memory (a QuantPool slot); the task then returns its length. */
+  readonly out?: { readonly memory: SharedArrayBuffer; readonly offset: number; readonly bytes: number } | undefined;
 }
 
 /** A PolyquantError crossing the thread boundary as data (class identity does not survive cloning). */
@@ -40,18 +36,19 @@ function floatsOf(src: Float32Array | StoredRows, tensor: string | undefined): F
 
 export default function quantizeTask(task: QuantTask): unknown {
   try {
+    if (task.out !== undefined) {
+      // A slot of shared memory: the output goes after the rows, and only its length comes back.
+      const target = new Uint8Array(task.out.memory, task.out.offset, task.out.bytes);
+      const direct = quantizeStoredChunk(task, target);
+      if (direct !== undefined) return direct.length;
+      const out = quantizeChunk(task.scheme, floatsOf(task.src, task.tensor), task.nPerRow, task.importance, task.tensor);
+      target.set(out);
+      return out.length;
+    }
     const out =
       quantizeStoredChunk(task) ?? quantizeChunk(task.scheme, floatsOf(task.src, task.tensor), task.nPerRow, task.importance, task.tensor);
-    // Hand the output buffer back without a copy, and the input's too when it was a whole buffer of its own:
-    // the pool recycles it for a later chunk (QuantPool.buffer) instead of allocating one per chunk.
-    const input = task.src instanceof Float32Array ? undefined : task.src.bytes;
-    if (input === undefined || input.byteOffset !== 0 || input.byteLength !== input.buffer.byteLength || out.byteLength !== out.buffer.byteLength) {
-      return Piscina.move(out);
-    }
-    const value: RecycledResult = { out, input };
-    // Piscina's Transferable interface: the buffers to transfer, and the value the pool receives.
-    const transferable = { [Piscina.transferableSymbol]: [out.buffer, input.buffer], [Piscina.valueSymbol]: value };
-    return Piscina.move(transferable as unknown as Parameters<typeof Piscina.move>[0]);
+    // Hand the output buffer back without a copy.
+    return Piscina.move(out);
   } catch (error) {
     if (error instanceof PolyquantError) return { failure: error.toJSON() } satisfies QuantTaskFailure;
     throw error;
@@ -63,7 +60,7 @@ export default function quantizeTask(task: QuantTask): unknown {
  * rather than in JavaScript: half the bytes copied in and no float32 array here. Undefined when the task
  * does not fit that path; the general path then handles it (and reports any error in it).
  */
-export function quantizeStoredChunk(task: QuantTask): Uint8Array | undefined {
+export function quantizeStoredChunk(task: QuantTask, target?: Uint8Array): Uint8Array | undefined {
   const { src, nPerRow, importance } = task;
   if (src instanceof Float32Array || (src.dtype !== 'F16' && src.dtype !== 'BF16')) return undefined;
   const info = Object.hasOwn(GGML_TYPES, task.scheme) ? GGML_TYPES[task.scheme as GgmlTypeName] : undefined;
@@ -71,7 +68,9 @@ export function quantizeStoredChunk(task: QuantTask): Uint8Array | undefined {
   if (info === undefined || quantizer === undefined || !Number.isSafeInteger(nPerRow) || nPerRow <= 0 || nPerRow % info.blockElements !== 0) return undefined;
   if (src.bytes.length % (2 * nPerRow) !== 0 || (importance !== undefined && importance.length !== nPerRow)) return undefined;
   const rows = src.bytes.length / (2 * nPerRow);
-  const out = new Uint8Array(rows * (nPerRow / info.blockElements) * info.blockBytes);
+  const outBytes = rows * (nPerRow / info.blockElements) * info.blockBytes;
+  if (target !== undefined && target.length < outBytes) return undefined;
+  const out = target === undefined ? new Uint8Array(outBytes) : target.subarray(0, outBytes);
   quantizer(src.bytes, src.dtype, rows, nPerRow, out, 0, importance === undefined || info.importance === 'ignored' ? null : importance);
   return out;
 }

@@ -10,7 +10,7 @@ import { Piscina } from 'piscina';
 import { ERROR_CODES, PolyquantError } from '../errors.js';
 import { type StoredRows, widenRows } from '../tensor/widen.js';
 import type { GgmlTypeName } from './ggml-types.js';
-import { type QuantTask, type QuantTaskFailure, quantizeChunk, type RecycledResult } from './pool-worker.js';
+import { type QuantTask, type QuantTaskFailure, quantizeChunk } from './pool-worker.js';
 
 /**
  * A chunk of whole rows: float32, or as the checkpoint stores them (fp16/bf16/…), which the worker widens
@@ -42,8 +42,8 @@ export class QuantPool {
   readonly workers: number;
   readonly maxInFlight: number;
   private readonly piscina: Piscina | undefined;
-  /** Input buffers the threads handed back, for `buffer()`. */
-  private readonly free: Uint8Array[] = [];
+  /** Shared buffers lent by `buffer()`. */
+  private readonly slots: Slot[] = [];
 
   constructor(options: QuantPoolOptions = {}) {
     const workers = options.workers ?? availableParallelism();
@@ -65,66 +65,98 @@ export class QuantPool {
           });
   }
 
-  /** Quantizes one chunk of whole rows. The chunk's buffer is transferred to the worker (do not reuse it). */
+  /**
+   * Quantizes one chunk of whole rows. The chunk's buffer is transferred to the worker (do not reuse it);
+   * a chunk read into a slot (`buffer()`) is shared instead, and its bytes come back as a view of the
+   * slot, valid until `release()` (quantizeStream releases each when the consumer asks for the next).
+   */
   async quantize(job: QuantChunkJob, src: RowChunk): Promise<Uint8Array> {
     if (this.piscina === undefined) {
       return quantizeChunk(job.scheme, widenRows(src, job.tensor), job.nPerRow, job.importance, job.tensor);
     }
+    const view = src instanceof Float32Array ? src : src.bytes;
+    const slot = view.buffer instanceof SharedArrayBuffer ? this.slots.find((candidate) => candidate.memory === view.buffer) : undefined;
     const task: QuantTask = {
       scheme: job.scheme,
       src,
       nPerRow: job.nPerRow,
       importance: job.importance,
       tensor: job.tensor,
+      ...(slot !== undefined && { out: { memory: slot.memory, offset: slot.inputBytes, bytes: slot.memory.byteLength - slot.inputBytes } }),
     };
-    const view = src instanceof Float32Array ? src : src.bytes;
-    const transfer = view.byteOffset === 0 && view.byteLength === view.buffer.byteLength ? [view.buffer as ArrayBuffer] : [];
-    const result: unknown = await this.piscina.run(task, { transferList: transfer });
-    if (result instanceof Uint8Array) return result;
-    if (isRecycledResult(result)) {
-      this.recycle(result.input);
-      return result.out;
+    const transfer = slot === undefined && view.byteOffset === 0 && view.byteLength === view.buffer.byteLength ? [view.buffer as ArrayBuffer] : [];
+    let result: unknown;
+    try {
+      result = await this.piscina.run(task, { transferList: transfer });
+    } catch (error) {
+      if (slot !== undefined) slot.busy = false;
+      throw error;
     }
+    if (result instanceof Uint8Array) return result;
+    if (typeof result === 'number' && slot !== undefined) return new Uint8Array(slot.memory, slot.inputBytes, result);
+    if (slot !== undefined) slot.busy = false;
     const { failure } = result as QuantTaskFailure;
     throw new PolyquantError(failure.code, failure.message, { file: failure.file, tensor: failure.tensor, hint: failure.hint });
   }
 
   /**
    * Quantizes a stream of row chunks, yielding each chunk's bytes in input order while keeping at most
-   * `maxInFlight` chunks outstanding. The input iterator is only advanced when there is room.
+   * `maxInFlight` chunks outstanding. The input iterator is only advanced when there is room. A yielded
+   * chunk is valid until the consumer asks for the next (its slot, if it has one, is then lent again).
    */
   async *quantizeStream(job: QuantChunkJob, chunks: AsyncIterable<RowChunk> | Iterable<RowChunk>): AsyncIterable<Uint8Array> {
     const pending: Promise<Uint8Array>[] = [];
+    const yieldNext = async function* (pool: QuantPool): AsyncIterable<Uint8Array> {
+      const out = await (pending.shift() as Promise<Uint8Array>);
+      try {
+        yield out;
+      } finally {
+        pool.release(out);
+      }
+    };
     try {
       for await (const chunk of chunks) {
         const promise = this.quantize(job, chunk);
         // Attach a handler now so that a failure while we wait on an earlier chunk is not "unhandled".
         promise.catch(() => undefined);
         pending.push(promise);
-        if (pending.length >= this.maxInFlight) yield await (pending.shift() as Promise<Uint8Array>);
+        if (pending.length >= this.maxInFlight) yield* yieldNext(this);
       }
-      while (pending.length > 0) yield await (pending.shift() as Promise<Uint8Array>);
+      while (pending.length > 0) yield* yieldNext(this);
     } finally {
-      // On an early exit or error, let the outstanding tasks settle before the caller moves on.
-      await Promise.allSettled(pending);
+      // On an early exit or error, let the outstanding tasks settle (and free their slots) before the caller moves on.
+      for (const settled of await Promise.allSettled(pending)) if (settled.status === 'fulfilled') this.release(settled.value);
     }
   }
 
   /**
-   * A buffer of exactly `bytes` bytes for a chunk that will be quantized by this pool (RowsOptions
-   * `allocate`): one the threads handed back when there is one, else a new one. Reading a model through
-   * it allocates about maxInFlight buffers instead of one per chunk, and gives the collector nothing to do.
+   * A buffer of `bytes` bytes to read a chunk into that this pool will quantize (RowsOptions `allocate`):
+   * a view of a free slot — shared memory the threads read and write their output into, so nothing is
+   * transferred or allocated per chunk, and the collector has nothing to do — or, when every slot is busy,
+   * an ordinary buffer (transferred as before). maxInFlight + 2 slots: the chunks in flight, the one the
+   * consumer holds and the one being read.
    */
   buffer(bytes: number): Uint8Array {
-    const index = this.free.findIndex((buffer) => buffer.byteLength === bytes);
-    if (index < 0) return new Uint8Array(new ArrayBuffer(bytes));
-    return this.free.splice(index, 1)[0] as Uint8Array;
+    if (this.piscina === undefined) return new Uint8Array(bytes);
+    let slot = this.slots.find((candidate) => !candidate.busy && candidate.inputBytes >= bytes);
+    if (slot === undefined) {
+      const free = this.slots.findIndex((candidate) => !candidate.busy);
+      if (free < 0 && this.slots.length >= this.maxInFlight + 2) return new Uint8Array(bytes);
+      // Input, then room for the output: at most 2 bytes per input byte (f16 rows to F32).
+      const inputBytes = Math.max(bytes, MIN_SLOT_BYTES);
+      slot = { memory: new SharedArrayBuffer(inputBytes * 3), inputBytes, busy: false };
+      if (free >= 0) this.slots[free] = slot;
+      else this.slots.push(slot);
+    }
+    slot.busy = true;
+    return new Uint8Array(slot.memory, 0, bytes);
   }
 
-  private recycle(buffer: Uint8Array): void {
-    // Enough for every chunk in flight and the one being read; older sizes (another tensor's) go first.
-    this.free.push(buffer);
-    if (this.free.length > this.maxInFlight + 2) this.free.shift();
+  /** Lends the slot of a chunk's bytes out again (no-op for an ordinary buffer). */
+  release(bytes: Uint8Array): void {
+    if (!(bytes.buffer instanceof SharedArrayBuffer)) return;
+    const slot = this.slots.find((candidate) => candidate.memory === bytes.buffer);
+    if (slot !== undefined) slot.busy = false;
   }
 
   async close(): Promise<void> {
@@ -132,6 +164,12 @@ export class QuantPool {
   }
 }
 
-function isRecycledResult(value: unknown): value is RecycledResult {
-  return typeof value === 'object' && value !== null && (value as RecycledResult).out instanceof Uint8Array && (value as RecycledResult).input instanceof Uint8Array;
+/** A shared buffer: a chunk's rows at 0, its quantized bytes at `inputBytes`. */
+interface Slot {
+  readonly memory: SharedArrayBuffer;
+  readonly inputBytes: number;
+  busy: boolean;
 }
+
+/** Slots hold at least this many input bytes (2 MiB: a 1 M-element f16 chunk). */
+const MIN_SLOT_BYTES = 1 << 21;
