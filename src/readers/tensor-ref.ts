@@ -33,9 +33,9 @@ export interface RowsOptions {
    */
   readonly reuseBuffer?: boolean;
   /**
-   * Where each chunk's buffer comes from when buffers are not reused: a recycler of buffers the consumer
-   * is done with (the quantizer pool's threads hand them back), so that streaming a model does not
-   * allocate — and garbage-collect — one buffer per chunk. Must return exactly `bytes` bytes.
+   * Where each chunk's buffer comes from when buffers are not reused: the quantizer pool's shared-memory
+   * slots (QuantPool.buffer), so that streaming a model does not allocate — and garbage-collect — one
+   * buffer per chunk. Must return exactly `bytes` bytes.
    */
   readonly allocate?: ((bytes: number) => Uint8Array) | undefined;
 }

@@ -233,7 +233,7 @@ async function* storedChunks(path: string, job: RequantizeJob, reuse: boolean, a
 async function* sourceRows(path: string, job: RequantizeJob, allocate?: (bytes: number) => Uint8Array): AsyncIterable<RowChunk> {
   const dtype = FLOAT_DTYPES[job.sourceType];
   const rowLength = job.ne[0] ?? 1;
-  // Only float rows go to the pool as they are read; quantized ones are dequantized here and not recycled.
+  // Only float rows go to the pool as they are read; quantized ones are dequantized here into fresh arrays.
   for await (const bytes of storedChunks(path, job, false, dtype === undefined ? undefined : allocate)) {
     yield dtype !== undefined ? ({ dtype, bytes } satisfies StoredRows) : dequantizeRows(job.sourceType, bytes, rowLength, { tensor: job.name });
   }

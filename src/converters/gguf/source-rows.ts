@@ -17,7 +17,7 @@ export async function readAsF32(tensor: TensorRef): Promise<Float32Array> {
 
 /**
  * Rows of `tensor` in order, `rowsPerChunk` at a time, as stored. Each chunk has a fresh buffer (from
- * `allocate` when given: the quantizer pool's recycled ones) unless `reuseBuffer` (for a consumer that is
+ * `allocate` when given: the quantizer pool's shared slots) unless `reuseBuffer` (for a consumer that is
  * done with a chunk before asking for the next, as `widenChunks` is).
  */
 export async function* storedRowChunks(tensor: TensorRef, rowsPerChunk: number, options: RowsOptions = {}): AsyncIterable<StoredRows> {
