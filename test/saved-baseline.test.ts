@@ -5,7 +5,7 @@
  * and KOBEST exactly, KL divergence within the documented tolerance) — and refuses a file made on other
  * texts, settings, KOBEST data or tokenizer. Damaged files are typed errors naming the file.
  */
-import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { convertToGguf } from '../src/converters/gguf/convert.js';
@@ -16,7 +16,7 @@ import type { PerplexitySection, VerifyReport } from '../src/verify/report.js';
 import { decodeRows, encodeRows, ROW_RANGE_NATS, SavedBaselineFile, savedKldTolerance, windowRecordBytes } from '../src/verify/saved-baseline.js';
 import { planSimulation } from '../src/verify/simulate.js';
 import { klDivergenceRow } from '../src/verify/stats.js';
-import { type VerifyOptions, verify } from '../src/verify/verify.js';
+import { saveBaseline, type VerifyOptions, verify } from '../src/verify/verify.js';
 import { runCli } from './helpers/cli.js';
 import { HAS_SHARED, POLYGLOT_TINY_DIR, REPO_ROOT, sharedPath } from './helpers/shared.js';
 import { makeTinyModel, tempDir } from './helpers/tiny-model.js';
@@ -245,6 +245,47 @@ describe('verify --save-baseline and --baseline FILE (bundled tiny model)', () =
     expect(readdirSync(dir).filter((name) => name.endsWith('.tmp'))).toEqual([]);
   });
 
+  it('saves the baseline alone (no candidate), and later candidates get the numbers of a full run', async () => {
+    const dir = scratch.fresh();
+    const settings = options(dir);
+    const file = join(dir, 'alone.pqbaseline');
+    const saved = await saveBaseline(file, { baseline: TINY, ...settings });
+    expect(saved).toMatchObject({ file, texts: 1, windows: 3, scoredTokens: 3 * 63, kobestResults: 0 });
+    expect(saved.baseline.saved_baseline).toMatchObject({ file, role: 'written', bytes: saved.bytes });
+    expect(statSync(file).size).toBe(saved.bytes);
+    for (const type of ['q4_0', 'q2_k']) {
+      const reused = await verify({ candidate: TINY, simulate: type, baseline: file, ...settings });
+      expectSameNumbers(reused, await verify({ candidate: TINY, simulate: type, baseline: TINY, ...settings }));
+      expect(reused.baseline.saved_baseline).toMatchObject({ file, role: 'read' });
+    }
+    await expect(saveBaseline(join(dir, 'again.pqbaseline'), { baseline: file, ...settings })).rejects.toThrow('--baseline is already a saved baseline');
+    expect(readdirSync(dir).filter((name) => name.endsWith('.tmp'))).toEqual([]);
+  });
+
+  it('CLI: verify --baseline MODEL --save-baseline FILE with no candidate; without a candidate, comparison flags are refused', async () => {
+    const dir = scratch.fresh();
+    const text = sampleText(dir);
+    const file = join(dir, 'cli.pqbaseline');
+    const flags = ['--ppl', text, '--ctx', '64', '--max-windows', '2', '--threads', '1'];
+    const saving = await runCli('verify', '--baseline', TINY, '--save-baseline', file, ...flags);
+    expect(saving.code, saving.stderr).toBe(0);
+    expect(saving.stdout).toMatch(/scored: 2 windows of 1 text \(126 scored tokens\) in [\d.]+ s/);
+    expect(saving.stdout).toContain(`saved to ${file}, ${statSync(file).size} bytes`);
+    const json = join(dir, 'reused.json');
+    const reused = await runCli('verify', TINY, '--simulate', 'q4_0', '--baseline', file, ...flags, '--json', json);
+    expect(reused.code, reused.stderr).toBe(0);
+    expect(reused.stdout).toContain(`from the saved baseline ${file}`);
+    const refused = async (expected: string, ...argv: string[]): Promise<void> => {
+      const result = await runCli('verify', '--baseline', TINY, ...argv, ...flags);
+      expect(result.code, result.stderr).toBe(2);
+      expect(result.stderr).toContain(expected);
+    };
+    await refused('verify needs a candidate model to compare with the baseline');
+    await refused('--json applies to a comparison, and no candidate is given', '--save-baseline', join(dir, 'x.pqbaseline'), '--json', json);
+    await refused('--simulate, --require-gates, --max-ppl-increase', '--save-baseline', join(dir, 'x.pqbaseline'), '--simulate', 'q4_0', '--require-gates', '--max-kld', '0.01');
+    expect(existsSync(join(dir, 'x.pqbaseline'))).toBe(false);
+  });
+
   it('reports a damaged file as MALFORMED, naming it and what is wrong (truncated, flipped bytes, never a TypeError)', async () => {
     const dir = scratch.fresh();
     const settings = options(dir);
@@ -344,6 +385,17 @@ describe.skipIf(!HAS_SHARED)('verify --save-baseline on polyglot-ko-tiny, then t
       expectSameNumbers(reused.report, full);
       expect(reused.report.kobest.length).toBe(2);
       expect(reused.report.perplexity[0]?.comparison.kld?.mean).toBeGreaterThan(0);
+    }
+  }, 300_000);
+
+  it('a baseline saved alone (no candidate) gives the numbers of full runs, KOBEST included', async () => {
+    const alone = join(dir, 'alone.pqbaseline');
+    const saving = await runCli('verify', '--baseline', POLYGLOT_TINY_DIR, ...settings, '--save-baseline', alone);
+    expect(saving.code, saving.stderr).toBe(0);
+    expect(saving.stdout).toContain('2 KOBEST task×shot results');
+    for (const type of ['q4_k_m', 'q4_0']) {
+      const full = (await run(ggufs[type] as string, '--baseline', POLYGLOT_TINY_DIR, ...settings)).report;
+      expectSameNumbers((await run(ggufs[type] as string, '--baseline', alone, ...settings)).report, full);
     }
   }, 300_000);
 

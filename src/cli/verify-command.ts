@@ -21,7 +21,7 @@ import { DEFAULT_BOOTSTRAP_ITERATIONS, HARNESS_BOOTSTRAP_ITERATIONS } from '../v
 import { type KobestSampleRecord, kobestSamplesJsonl } from '../verify/kobest/samples.js';
 import { jsonReportText } from '../io/json-shape.js';
 import { commandLine } from './command-line.js';
-import { DEVICE_NAMES, type DeviceName, ENGINE_NAMES, type EngineName, verify } from '../verify/verify.js';
+import { DEVICE_NAMES, type DeviceName, ENGINE_NAMES, type EngineName, type SavedBaselineSummary, saveBaseline, verify } from '../verify/verify.js';
 import { integerFlag, MAX_CTX, positiveNumberFlag, shotsFlag, THREAD_FLAG_RANGE } from './flags.js';
 import { table } from './format.js';
 import { createCountProgress, } from './progress.js';
@@ -30,13 +30,12 @@ import type { CliIO } from './main.js';
 
 export function addVerifyCommand(parser: Argv, io: CliIO, setExitCode: (code: number) => void): void {
   parser.command(
-    'verify <candidate>',
-    'Compare a candidate with its baseline: perplexity, KL divergence, top-1 agreement, KOBEST; exit 1 if a threshold fails',
+    'verify [candidate]',
+    'Compare a candidate with its baseline: perplexity, KL divergence, top-1 agreement, KOBEST; exit 1 if a threshold fails. Without a candidate, --save-baseline FILE scores the baseline alone for later runs',
     (y: Argv) =>
       y
         .positional('candidate', {
           type: 'string',
-          demandOption: true,
           describe: 'model to check: a .gguf file, an ONNX folder or .onnx file, or an HF folder (with --simulate, the HF weights to quantize)',
         })
         .option('baseline', {
@@ -48,7 +47,7 @@ export function addVerifyCommand(parser: Argv, io: CliIO, setExitCode: (code: nu
         .option('save-baseline', {
           type: 'string',
           describe:
-            "also save the baseline's side of this run to this file (tokens, per-token scores, next-token distributions as 16-bit log-probabilities: 2 bytes × vocabulary per scored token, KOBEST log-likelihoods), for later runs to pass as --baseline",
+            "save the baseline's side of this run to this file (with no candidate: score the baseline alone, as llama-perplexity's --kl-divergence-base) (tokens, per-token scores, next-token distributions as 16-bit log-probabilities: 2 bytes × vocabulary per scored token, KOBEST log-likelihoods), for later runs to pass as --baseline",
         })
         .option('ppl', { type: 'string', array: true, describe: 'UTF-8 text file(s) for perplexity' })
         .option('ctx', { type: 'string', describe: 'window length in tokens (default 512)' })
@@ -96,6 +95,7 @@ export function addVerifyCommand(parser: Argv, io: CliIO, setExitCode: (code: nu
         .option('html', { type: 'string', describe: 'write the report as one self-contained HTML page with charts (per-window NLL, KLD quantiles, KOBEST with intervals) to this file' }),
     async (args) => {
       const thresholds = parseThresholdFlags(args);
+      if (args.candidate === undefined) refuseWithoutCandidate(args, thresholds);
       if (args['require-gates']) requireGates(thresholds, { ppl: (args.ppl ?? []).length > 0, kld: args.kld, kobest: args.kobest !== undefined });
       if (args['log-samples'] !== undefined && args.kobest === undefined) {
         throw new PolyquantError(ERROR_CODES.USAGE, '--log-samples writes KOBEST documents, and no --kobest folder is given', { hint: 'add --kobest DIR, or drop --log-samples' });
@@ -118,10 +118,7 @@ export function addVerifyCommand(parser: Argv, io: CliIO, setExitCode: (code: nu
       if (outputs.length > 0) {
         await refuseOverwritingInputs(outputs, await verifyInputFiles(args.candidate, args.baseline, args.ppl ?? [], args.kobest, tasks));
       }
-      const samples: KobestSampleRecord[] = [];
-      const progress = createCountProgress();
-      const report = await verify({
-        candidate: args.candidate,
+      const settings = {
         baseline: args.baseline,
         pplFiles: args.ppl ?? [],
         ctx,
@@ -134,17 +131,30 @@ export function addVerifyCommand(parser: Argv, io: CliIO, setExitCode: (code: nu
         shots,
         split: args.split,
         ...(limit !== undefined && { limit }),
-        ...(args.simulate !== undefined && { simulate: args.simulate }),
         engine: args.engine,
         ...(args['onnx-type'] !== undefined && { onnxType: args['onnx-type'] }),
         device: args.device,
         ...(threads !== undefined && { threads }),
         ...(args['cache-dir'] !== undefined && { cacheDir: args['cache-dir'] }),
         baselineType: args['baseline-type'],
+        ...(commandLine() !== undefined && { commandLine: commandLine() }),
+      };
+      if (args.candidate === undefined) {
+        const progress = createCountProgress();
+        const saved = await saveBaseline(args['save-baseline'] as string, { ...settings, onProgress: (event) => progress.report(event) });
+        progress.done();
+        io.stdout(`${savedBaselineText(saved)}\n`);
+        return;
+      }
+      const samples: KobestSampleRecord[] = [];
+      const progress = createCountProgress();
+      const report = await verify({
+        ...settings,
+        candidate: args.candidate,
+        ...(args.simulate !== undefined && { simulate: args.simulate }),
         ...(args['save-baseline'] !== undefined && { saveBaseline: args['save-baseline'] }),
         thresholds,
         ...(bootstrapIterations !== undefined && { bootstrapIterations }),
-        ...(commandLine() !== undefined && { commandLine: commandLine() }),
         ...(args['log-samples'] !== undefined && { onKobestSamples: (records: readonly KobestSampleRecord[]) => samples.push(...records) }),
         onProgress: (event) => progress.report(event),
       });
@@ -164,19 +174,47 @@ export function addVerifyCommand(parser: Argv, io: CliIO, setExitCode: (code: nu
   );
 }
 
+/** Flags that mean something only when a candidate is compared: refused (exit 2) when there is none. */
+function refuseWithoutCandidate(args: Record<string, unknown>, thresholds: object): void {
+  if (args['save-baseline'] === undefined) {
+    throw new PolyquantError(ERROR_CODES.USAGE, 'verify needs a candidate model to compare with the baseline', {
+      hint: 'give the candidate (a .gguf file, ONNX folder or HF folder), or --save-baseline FILE to score the baseline alone for later runs',
+    });
+  }
+  const comparing = ['simulate', 'json', 'markdown', 'html', 'log-samples', 'bootstrap-iters'].filter((flag) => args[flag] !== undefined);
+  if (args['require-gates'] === true) comparing.push('require-gates');
+  if (Object.keys(thresholds).length > 0) comparing.push('max-ppl-increase/--max-kld/--min-top1/--max-acc-drop/--max-f1-drop');
+  if (comparing.length > 0) {
+    throw new PolyquantError(ERROR_CODES.USAGE, `${comparing.map((flag) => `--${flag}`).join(', ')} ${comparing.length === 1 ? 'applies' : 'apply'} to a comparison, and no candidate is given: verify --save-baseline without a candidate only scores and saves the baseline`, {
+      hint: 'give a candidate, or drop these flags',
+    });
+  }
+}
+
+function savedBaselineText(saved: SavedBaselineSummary): string {
+  const measured = [
+    saved.texts > 0 ? `${saved.windows} windows of ${saved.texts} text${saved.texts === 1 ? '' : 's'} (${saved.scoredTokens} scored tokens)` : undefined,
+    saved.kobestResults > 0 ? `${saved.kobestResults} KOBEST task×shot result${saved.kobestResults === 1 ? '' : 's'}` : undefined,
+  ].filter((part) => part !== undefined);
+  return [
+    `baseline ${saved.baseline.path} (${saved.baseline.engine}) scored: ${measured.join(', ')} in ${saved.seconds.toFixed(1)} s`,
+    `saved to ${saved.file}, ${saved.bytes} bytes; pass it as --baseline to compare candidates without loading the baseline`,
+  ].join('\n');
+}
+
 /**
  * Every file `verify` may read: the models (a GGUF file, or an HF folder's config, tokenizer and weight
  * files), the perplexity texts and the KOBEST split files of the chosen tasks. No output may be one of them.
  */
 async function verifyInputFiles(
-  candidate: string,
+  candidate: string | undefined,
   baseline: string,
   pplFiles: readonly string[],
   kobestDir: string | undefined,
   tasks: readonly KobestTaskName[] | undefined,
 ): Promise<string[]> {
   const files: string[] = [...pplFiles];
-  for (const model of [candidate, baseline]) {
+  for (const model of candidate === undefined ? [baseline] : [candidate, baseline]) {
     files.push(model);
     if (await isFolder(model)) files.push(...(await modelFolderFiles(model)), ...(await onnxFolderFiles(model)));
     else if (isOnnxFile(model)) files.push(...(await onnxExternalDataFiles(model)));

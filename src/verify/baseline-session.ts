@@ -152,7 +152,7 @@ export class BaselineSession {
       throw new PolyquantError(ERROR_CODES.USAGE, `the baseline session's row limit is ${maxRowBytes} bytes; expected a non-negative integer`);
     }
     const baseline = resolve(options.baseline);
-    const plan = await planModel(baseline, 'baseline', { ...options.verify, candidate: baseline, baseline }, undefined);
+    const plan = await planModel(baseline, 'baseline', { ...options.verify, baseline }, undefined);
     return new BaselineSession(baseline, plan, options);
   }
 
@@ -170,7 +170,7 @@ export class BaselineSession {
   private async engine(onProgress: VerifyOptions['onProgress']): Promise<LoadedModel> {
     if (this.loaded !== undefined) return this.loaded;
     this.loading ??= (async () => {
-      const model = await loadModel(this.plan, { ...this.options.verify, candidate: this.baseline, baseline: this.baseline, ...(onProgress !== undefined && { onProgress }) }, undefined);
+      const model = await loadModel(this.plan, { ...this.options.verify, baseline: this.baseline, ...(onProgress !== undefined && { onProgress }) }, undefined);
       this.stats.engineLoads += 1;
       this.loaded = model;
       if (this.meta === undefined) {

@@ -274,7 +274,7 @@ export async function isSavedBaselineFile(path: string): Promise<boolean> {
 }
 
 /** The perplexity settings a verify run with these options scores with (defaults resolved). */
-function perplexitySettings(options: VerifyOptions): PerplexitySettings {
+function perplexitySettings(options: Omit<VerifyOptions, 'candidate'>): PerplexitySettings {
   const ctx = options.ctx ?? DEFAULT_CTX;
   const protocol = options.protocol ?? 'windows';
   return {
@@ -339,7 +339,7 @@ export class SavedBaselineRecorder {
    * Opens `file` (under a temp name) for the baseline of a verify run with `options`, after both models are
    * loaded: the header needs the baseline's sizes and tokenizer and the KOBEST max_length the two share.
    */
-  static async create(file: string, baseline: OpenedBaseline, candidate: Pick<Engine, 'contextLength'>, options: VerifyOptions, kobestInputs: KobestInputs | undefined): Promise<SavedBaselineRecorder> {
+  static async create(file: string, baseline: OpenedBaseline, candidate: Pick<Engine, 'contextLength'>, options: Omit<VerifyOptions, 'candidate'>, kobestInputs: KobestInputs | undefined): Promise<SavedBaselineRecorder> {
     requireLittleEndian();
     const absolute = resolve(file);
     const texts: SavedText[] = [];

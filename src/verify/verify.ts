@@ -118,6 +118,9 @@ export interface VerifyOptions {
   readonly saveBaseline?: string;
 }
 
+/** The options of a verify run that concern the baseline alone (all but the candidate). */
+export type BaselineOptions = Omit<VerifyOptions, 'candidate'>;
+
 export type VerifyProgress =
   | { readonly stage: 'load'; readonly model: 'baseline' | 'candidate'; readonly path: string }
   | { readonly stage: 'cache'; readonly model: 'baseline' | 'candidate'; readonly step: 'hash' | 'convert'; readonly done: number; readonly total: number }
@@ -166,7 +169,7 @@ export interface ModelPlan {
 }
 
 /** Which engine runs `path`, refusing combinations that cannot work before anything is loaded. */
-export async function planModel(path: string, role: 'baseline' | 'candidate', options: VerifyOptions, simulate: string | undefined): Promise<ModelPlan> {
+export async function planModel(path: string, role: 'baseline' | 'candidate', options: BaselineOptions, simulate: string | undefined): Promise<ModelPlan> {
   const absolute = resolve(path);
   const kind = await modelKind(absolute, role);
   if (kind === 'other') {
@@ -255,7 +258,7 @@ export async function planModel(path: string, role: 'baseline' | 'candidate', op
   return { role, path: absolute, engine, convert: engine === 'llamacpp' && kind === 'folder', ...(checkpoint !== undefined && { checkpoint }) };
 }
 
-export async function loadModel(plan: ModelPlan, options: VerifyOptions, simulate: string | undefined): Promise<LoadedModel> {
+export async function loadModel(plan: ModelPlan, options: BaselineOptions, simulate: string | undefined): Promise<LoadedModel> {
   const { role, path } = plan;
   options.onProgress?.({ stage: 'load', model: role, path });
   if (plan.engine === 'webgpu') {
@@ -370,7 +373,7 @@ function numbers(
 }
 
 /** The windows verify scores on a text's tokens and how (shared by the comparison and scoreBaseline). */
-function windowRequest(tokens: Int32Array, file: string, options: Omit<VerifyOptions, 'candidate'>): { windows: WindowPlan[]; full: boolean; scoreOptions: ScoreWindowsOptions } {
+function windowRequest(tokens: Int32Array, file: string, options: BaselineOptions): { windows: WindowPlan[]; full: boolean; scoreOptions: ScoreWindowsOptions } {
   const ctx = options.ctx ?? DEFAULT_CTX;
   const protocol = options.protocol ?? 'windows';
   let windows = planWindows(tokens.length, { protocol, ctx, ...(options.stride !== undefined && { stride: options.stride }), source: file });
@@ -381,7 +384,7 @@ function windowRequest(tokens: Int32Array, file: string, options: Omit<VerifyOpt
 }
 
 /** The KOBEST run options of one side (shared by the comparison and scoreBaseline). */
-function kobestRequest(options: Omit<VerifyOptions, 'candidate'>, inputs: KobestInputs | undefined, maxLength: number, model: 'baseline' | 'candidate'): KobestRunOptions {
+function kobestRequest(options: BaselineOptions, inputs: KobestInputs | undefined, maxLength: number, model: 'baseline' | 'candidate'): KobestRunOptions {
   return {
     dir: options.kobestDir as string,
     ...(inputs !== undefined && { inputs }),
@@ -576,7 +579,7 @@ export async function verify(options: VerifyOptions): Promise<VerifyReport> {
   }
 }
 
-async function loadedBaseline(plan: ModelPlan, options: VerifyOptions): Promise<{ source: BaselineSource; description: ModelDescription; close(): Promise<void> }> {
+async function loadedBaseline(plan: ModelPlan, options: BaselineOptions): Promise<{ source: BaselineSource; description: ModelDescription; close(): Promise<void> }> {
   const model = await loadModel(plan, options, undefined);
   return { source: engineBaselineSource(model.engine), description: model.description, close: () => model.engine.close() };
 }
@@ -588,31 +591,109 @@ async function loadedBaseline(plan: ModelPlan, options: VerifyOptions): Promise<
  * the comparison's whenever the candidate's context is not shorter (otherwise that comparison records
  * its own). Returns the seconds it took.
  */
-export async function scoreBaseline(session: BaselineSession, options: Omit<VerifyOptions, 'candidate' | 'baselineSession'>): Promise<number> {
+export async function scoreBaseline(session: BaselineSession, options: Omit<BaselineOptions, 'baselineSession'>): Promise<number> {
   const started = performance.now();
   const kobestInputs = await checkVerifySettings(options);
   const baseline = await session.open(options.onProgress);
   try {
-    for (const file of options.pplFiles ?? []) {
-      const text = await readTextFile(file);
-      const tokens = await baseline.source.tokenize(text.text);
-      const ctx = options.ctx ?? DEFAULT_CTX;
-      if (ctx > baseline.source.contextLength) {
-        throw new PolyquantError(ERROR_CODES.USAGE, `--ctx ${ctx} is longer than the model's context length ${baseline.source.contextLength}`, { file: text.file });
-      }
-      const { windows, scoreOptions } = windowRequest(tokens, text.file, options);
-      options.onProgress?.({ stage: 'perplexity', file: text.file, windows: windows.length, done: 0, tokens: 0 });
-      let done = 0;
-      let scored = 0;
-      for await (const window of baseline.source.scoreWindows(tokens, windows, scoreOptions)) {
-        done += 1;
-        scored += window.score.tokenLogProbs.length;
-        options.onProgress?.({ stage: 'perplexity', file: text.file, windows: windows.length, done, tokens: scored });
-      }
-    }
-    if (options.kobestDir !== undefined) await baseline.source.runKobest(kobestRequest(options, kobestInputs, baseline.source.contextLength, 'baseline'));
+    await scoreEverything(baseline.source, options, kobestInputs);
   } finally {
     await baseline.close();
   }
   return (performance.now() - started) / 1000;
+}
+
+/**
+ * Runs the baseline alone over every text and KOBEST request a verify with `options` makes: the windows are
+ * scored, the KOBEST log-likelihoods computed at the baseline's own max_length, and nothing compared.
+ */
+async function scoreEverything(source: BaselineSource, options: BaselineOptions, kobestInputs: KobestInputs | undefined): Promise<void> {
+  for (const file of options.pplFiles ?? []) {
+    const text = await readTextFile(file);
+    const tokens = await source.tokenize(text.text);
+    const ctx = options.ctx ?? DEFAULT_CTX;
+    if (ctx > source.contextLength) {
+      throw new PolyquantError(ERROR_CODES.USAGE, `--ctx ${ctx} is longer than the model's context length ${source.contextLength}`, { file: text.file });
+    }
+    const { windows, scoreOptions } = windowRequest(tokens, text.file, options);
+    options.onProgress?.({ stage: 'perplexity', file: text.file, windows: windows.length, done: 0, tokens: 0 });
+    let done = 0;
+    let scored = 0;
+    for await (const window of source.scoreWindows(tokens, windows, scoreOptions)) {
+      done += 1;
+      scored += window.score.tokenLogProbs.length;
+      options.onProgress?.({ stage: 'perplexity', file: text.file, windows: windows.length, done, tokens: scored });
+    }
+  }
+  if (options.kobestDir !== undefined) await source.runKobest(kobestRequest(options, kobestInputs, source.contextLength, 'baseline'));
+}
+
+/** What `saveBaseline` wrote. */
+export interface SavedBaselineSummary {
+  readonly file: string;
+  readonly bytes: number;
+  readonly baseline: ModelDescription;
+  readonly texts: number;
+  readonly windows: number;
+  readonly scoredTokens: number;
+  readonly kobestResults: number;
+  readonly seconds: number;
+}
+
+/**
+ * `verify --baseline MODEL --save-baseline FILE` without a candidate (llama-perplexity's
+ * --kl-divergence-base): scores the baseline alone over the texts and KOBEST data of `options` and writes
+ * them to `file` (saved-baseline.ts), for later runs to pass as `baseline`. KOBEST is scored at the
+ * baseline's context length; a candidate whose context is shorter is refused by the file. Nothing is
+ * compared and nothing gated.
+ */
+export async function saveBaseline(file: string, options: BaselineOptions): Promise<SavedBaselineSummary> {
+  const started = performance.now();
+  const kobestInputs = await checkVerifySettings(options);
+  if (await isSavedBaselineFile(options.baseline)) {
+    throw new PolyquantError(ERROR_CODES.USAGE, '--save-baseline saves the baseline model of a run, and --baseline is already a saved baseline', {
+      file: resolve(options.baseline),
+      hint: 'copy the file instead, or give the baseline model as --baseline',
+    });
+  }
+  const plan = await planModel(options.baseline, 'baseline', options, undefined);
+  const baseline = await loadedBaseline(plan, options);
+  let recorder: SavedBaselineRecorder | undefined;
+  try {
+    recorder = await SavedBaselineRecorder.create(file, baseline, baseline.source, options, kobestInputs);
+    let windows = 0;
+    let scoredTokens = 0;
+    let kobestResults = 0;
+    const counting: BaselineSource = {
+      ...recorder.source,
+      scoreWindows: async function* (tokens, plans, scoreOptions) {
+        for await (const window of (recorder as SavedBaselineRecorder).source.scoreWindows(tokens, plans, scoreOptions)) {
+          windows += 1;
+          scoredTokens += window.score.tokenLogProbs.length;
+          yield window;
+        }
+      },
+      runKobest: async (request) => {
+        const report = await (recorder as SavedBaselineRecorder).source.runKobest(request);
+        kobestResults += report.results.length;
+        return report;
+      },
+    };
+    await scoreEverything(counting, options, kobestInputs);
+    const description = await recorder.commit();
+    recorder = undefined;
+    const note = description.saved_baseline;
+    return {
+      file: resolve(file),
+      bytes: note?.bytes ?? 0,
+      baseline: description,
+      texts: new Set(options.pplFiles ?? []).size,
+      windows,
+      scoredTokens,
+      kobestResults,
+      seconds: (performance.now() - started) / 1000,
+    };
+  } finally {
+    await Promise.allSettled([recorder?.abort(), baseline.close()]);
+  }
 }
