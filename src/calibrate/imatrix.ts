@@ -31,7 +31,7 @@ import { ggufTensorName } from '../converters/gguf/names.js';
 import { ggufTokenizerMetadata } from '../converters/gguf/tokenizer-metadata.js';
 import { ERROR_CODES, PolyquantError } from '../errors.js';
 import { type Checkpoint, parameterCount, readCheckpoint, type WeightsPreference } from '../readers/checkpoint.js';
-import { createReferenceEngine, type ReferenceEngine, referenceEngineFits } from '../verify/engines/reference.js';
+import { createReferenceEngine, type ReferenceEngine, type ReferenceEngineOptions, referenceEngineFits } from '../verify/engines/reference.js';
 import { readTextFile } from '../verify/text.js';
 import { loadTokenizer } from '../readers/tokenizer.js';
 
@@ -117,18 +117,53 @@ export function chunkStarts(tokenCount: number, ctx: number, limit: number): num
 
 /** Computes an importance matrix of an HF GPT-NeoX folder (or an opened checkpoint) over calibration text. */
 export async function computeImatrix(source: string | Checkpoint, options: ImatrixOptions): Promise<ImatrixResult> {
+  const { checkpoint, ctx, chunkLimit, bos, engineOptions } = await prepareCalibration(source, options);
+  // With tied embeddings llama.cpp's head is token_embd.weight, which llama-imatrix never collects.
+  const processOutput = options.processOutput === true && !checkpoint.config.tieWordEmbeddings;
+  // The texts are read, tokenized and cut before the weights load, so a bad or short text fails at once.
+  const { windows, texts, warnings } = await cutChunks(checkpoint, options.texts, ctx, chunkLimit, bos);
+  const engine = await createReferenceEngine(checkpoint, engineOptions);
+  try {
+    return await runChunks(engine, checkpoint, options, windows, { ctx, processOutput, texts, warnings });
+  } finally {
+    await engine.close();
+  }
+}
+
+/** What a calibration pass settles before any work (prepareCalibration). */
+export interface CalibrationSetup {
+  readonly checkpoint: Checkpoint;
+  readonly ctx: number;
+  readonly chunkLimit: number | undefined;
+  /** The BOS put in front of each text and at the start of each chunk, when the vocabulary adds one. */
+  readonly bos: number | undefined;
+  /** What the reference engine is to be created with. */
+  readonly engineOptions: ReferenceEngineOptions & { readonly contextLength: number };
+}
+
+/**
+ * The checks every calibration pass over the reference engine shares (imatrix here, the GPTQ Hessians of
+ * hessian.ts): the checkpoint opened, ctx and chunks validated, the model refused when the reference
+ * engine cannot hold it (with `engine`'s extras, and `tooLargeHint` instead of the llama-imatrix route),
+ * and the vocabulary's BOS rule.
+ */
+export async function prepareCalibration(
+  source: string | Checkpoint,
+  options: Pick<ImatrixOptions, 'texts' | 'ctx' | 'chunks' | 'threads' | 'weights'>,
+  engine: Pick<ReferenceEngineOptions, 'inputProducts'> = {},
+  tooLargeHint?: (ctx: number) => string,
+): Promise<CalibrationSetup> {
   const checkpoint = typeof source === 'string' ? await readCheckpoint(source, { weights: options.weights ?? 'auto' }) : source;
   const { config } = checkpoint;
   const { ctx, chunks: chunkLimit } = checkImatrixOptions(options, config.maxPositionEmbeddings);
-  // With tied embeddings llama.cpp's head is token_embd.weight, which llama-imatrix never collects.
-  const processOutput = options.processOutput === true && !config.tieWordEmbeddings;
-  const engineOptions = { contextLength: ctx, ...(options.threads !== undefined && { threads: options.threads }) };
+  const engineOptions = { contextLength: ctx, ...(options.threads !== undefined && { threads: options.threads }), ...engine };
   if (!referenceEngineFits(config, engineOptions)) {
     throw new PolyquantError(ERROR_CODES.LIMIT, `the model has ${(parameterCount(checkpoint) / 1e9).toFixed(2)} B parameters: too many for the reference engine`, {
       file: checkpoint.dir,
       hint:
+        tooLargeHint?.(ctx) ??
         'polyquant imatrix runs the reference engine, whose float32 weights must fit one 4 GiB WebAssembly memory (about 1 B parameters); ' +
-        `for larger models convert to f16 GGUF and run llama.cpp's llama-imatrix -m MODEL-f16.gguf -f TEXT -c ${ctx}, whose output convert --imatrix reads`,
+          `for larger models convert to f16 GGUF and run llama.cpp's llama-imatrix -m MODEL-f16.gguf -f TEXT -c ${ctx}, whose output convert --imatrix reads`,
     });
   }
   // The vocabulary's BOS rule as the GGUF we would write states it, since llama-imatrix reads it from there.
@@ -142,19 +177,11 @@ export async function computeImatrix(source: string | Checkpoint, options: Imatr
   if (vocabulary.addBos && bos === undefined) {
     throw new PolyquantError(ERROR_CODES.CONFIG, 'the tokenizer adds a BOS token but names none', { file: checkpoint.dir });
   }
-
-  // The texts are read, tokenized and cut before the weights load, so a bad or short text fails at once.
-  const { windows, texts, warnings } = await cutChunks(checkpoint, options.texts, ctx, chunkLimit, bos);
-  const engine = await createReferenceEngine(checkpoint, engineOptions);
-  try {
-    return await runChunks(engine, checkpoint, options, windows, { ctx, processOutput, texts, warnings });
-  } finally {
-    await engine.close();
-  }
+  return { checkpoint, ctx, chunkLimit, bos, engineOptions };
 }
 
 /** Each text read whole, tokenized and cut into chunks of ctx tokens, at most `chunkLimit` in all. */
-async function cutChunks(
+export async function cutChunks(
   checkpoint: Checkpoint,
   paths: readonly string[],
   ctx: number,

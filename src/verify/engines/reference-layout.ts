@@ -58,6 +58,14 @@ export interface WorkspaceOffsets {
   readonly values: number;
   /** [headChunk, vocab]. */
   readonly logits: number;
+  /**
+   * Only in a layout planned with `inputProducts` (calibration Hessians, ReferenceRunner.inputProducts):
+   * [maxInput, stepTokens], one step's rows of a linear layer's input, transposed so that the matrix
+   * kernel's operands are contiguous along the tokens it sums over.
+   */
+  readonly productInput?: number;
+  /** Only with `inputProducts`: [PRODUCT_BLOCK_ROWS, maxInput], one block of rows of Xᵀ X in float32. */
+  readonly productBlock?: number;
 }
 
 export interface ModelLayout {
@@ -95,6 +103,11 @@ export interface ModelLayout {
 const STEP_TOKENS = 256;
 const QUERY_BLOCK = 64;
 const HEAD_CHUNK = 64;
+/**
+ * Rows of Xᵀ X per kernel call in inputProducts: the block's outputs (128 × intermediate floats, 512 KiB
+ * at 1024 columns) stay in L2 while the JavaScript loop adds them into the float64 totals.
+ */
+export const PRODUCT_BLOCK_ROWS = 128;
 /** Cache-line alignment for every array. */
 const ALIGN = 64;
 
@@ -108,7 +121,16 @@ class Allocator {
   }
 }
 
-export function planLayout(config: NeoXConfig, contextLength: number, workspaceCount: number): ModelLayout {
+export interface LayoutOptions {
+  /**
+   * Reserve each workspace's scratch for ReferenceRunner.inputProducts (calibration Hessians): about
+   * (stepTokens + PRODUCT_BLOCK_ROWS) × max(hidden, intermediate) floats per workspace. Off by default, so
+   * engines that only score carry none of it.
+   */
+  readonly inputProducts?: boolean;
+}
+
+export function planLayout(config: NeoXConfig, contextLength: number, workspaceCount: number, options: LayoutOptions = {}): ModelLayout {
   const { hiddenSize: hidden, intermediateSize: intermediate, vocabSize: vocab, numLayers: layers } = config;
   const contextStride = Math.ceil(contextLength / 4) * 4;
   const stepTokens = Math.min(STEP_TOKENS, contextLength);
@@ -153,6 +175,10 @@ export function planLayout(config: NeoXConfig, contextLength: number, workspaceC
       keys: allocate.floats(layers * contextLength * hidden),
       values: allocate.floats(layers * hidden * contextStride),
       logits: allocate.floats(headChunk * vocab),
+      ...(options.inputProducts === true && {
+        productInput: allocate.floats(Math.max(hidden, intermediate) * stepTokens),
+        productBlock: allocate.floats(PRODUCT_BLOCK_ROWS * Math.max(hidden, intermediate)),
+      }),
     });
   }
   return {
@@ -216,6 +242,25 @@ export function activationSlots(layout: Pick<ModelLayout, 'hidden' | 'intermedia
   }
   if (head) add('output-head', null, hidden);
   return slots;
+}
+
+/** Values in the packed lower triangle of a K × K matrix (row i holds columns 0 … i, from i(i + 1)/2). */
+export function packedTriangleSize(columns: number): number {
+  return (columns * (columns + 1)) / 2;
+}
+
+/**
+ * The slots of an inputProducts result: the same inputs in the same order as activationSlots, each as the
+ * packed lower triangle of Σ x xᵀ (`columns` × `columns`), `packedTriangleSize(columns)` values at
+ * `offset`.
+ */
+export function inputProductSlots(layout: Pick<ModelLayout, 'hidden' | 'intermediate' | 'layers'>, head: boolean): ActivationSlot[] {
+  let offset = 0;
+  return activationSlots(layout, head).map((slot) => {
+    const packed = { ...slot, offset };
+    offset += packedTriangleSize(slot.columns);
+    return packed;
+  });
 }
 
 /** WebAssembly pages the layout needs. */

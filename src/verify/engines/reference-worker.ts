@@ -29,7 +29,8 @@ export type WorkerRequest =
     }
   | { readonly id: number; readonly kind: 'continuations'; readonly context: Int32Array; readonly continuations: Int32Array[] }
   | { readonly id: number; readonly kind: 'logits'; readonly tokens: Int32Array }
-  | { readonly id: number; readonly kind: 'squares'; readonly tokens: Int32Array; readonly head: boolean };
+  | { readonly id: number; readonly kind: 'squares'; readonly tokens: Int32Array; readonly head: boolean }
+  | { readonly id: number; readonly kind: 'products'; readonly tokens: Int32Array; readonly head: boolean };
 
 export type WorkerResponse =
   | {
@@ -39,6 +40,7 @@ export type WorkerResponse =
       readonly sums?: number[];
       readonly logits?: Float32Array;
       readonly squares?: Float64Array;
+      readonly products?: Float64Array;
     }
   | { readonly id: number; readonly ok: false; readonly message: string };
 
@@ -61,6 +63,10 @@ export function handleRequest(runner: ReferenceRunner, request: WorkerRequest): 
     if (request.kind === 'squares') {
       const squares = runner.squaredInputs(request.tokens, request.head);
       return { response: { id: request.id, ok: true, squares }, transfer: [squares.buffer as ArrayBuffer] };
+    }
+    if (request.kind === 'products') {
+      const products = runner.inputProducts(request.tokens, request.head);
+      return { response: { id: request.id, ok: true, products }, transfer: [products.buffer as ArrayBuffer] };
     }
     const sums = runner.scoreContinuations(request.context, request.continuations);
     return { response: { id: request.id, ok: true, sums }, transfer: [] };

@@ -29,6 +29,7 @@ import {
   allocateMemory,
   layoutFits,
   loadWeights,
+  inputProductSlots,
   type ModelLayout,
   planLayout,
   type WeightTransform,
@@ -51,6 +52,11 @@ export interface ReferenceEngineOptions {
   readonly threads?: number;
   /** Longest window accepted (KV cache rows per worker). Default: config.json max_position_embeddings. */
   readonly contextLength?: number;
+  /**
+   * Reserve each worker's scratch for `inputProducts` (calibration Hessians): a few MiB per worker on
+   * small models. Off by default, so scoring engines hold none of it.
+   */
+  readonly inputProducts?: boolean;
 }
 
 export interface ReferenceEngine extends Engine {
@@ -74,6 +80,15 @@ export interface ReferenceEngine extends Engine {
   squaredInputs(tokens: Int32Array, options?: { readonly head?: boolean }): Promise<Float64Array>;
   /** Where each linear layer's input sits in a squaredInputs result. */
   activationSlots(head: boolean): ActivationSlot[];
+  /**
+   * Calibration Hessians (calibrate/hessian.ts): as squaredInputs, but Σ over all positions of x xᵀ for
+   * every linear layer's input x, each as a packed lower triangle laid out as `inputProductSlots(head)`
+   * says. The diagonal equals squaredInputs exactly. Needs the engine created with `inputProducts: true`.
+   * Same numbers whatever the thread count.
+   */
+  inputProducts(tokens: Int32Array, options?: { readonly head?: boolean }): Promise<Float64Array>;
+  /** Where each linear layer's input sits in an inputProducts result. */
+  inputProductSlots(head: boolean): ActivationSlot[];
 }
 
 const MAX_THREADS = 64;
@@ -91,9 +106,14 @@ const WORKER_FILE = fileURLToPath(new URL(`./reference-worker.${FROM_SOURCE ? 't
  * createReferenceEngine defaults them): its float32 weights, KV caches and workspaces must fit one 4 GiB
  * WebAssembly memory. `verify --engine auto` sends larger HF folders to llama.cpp instead.
  */
-export function referenceEngineFits(config: NeoXConfig, options: Pick<ReferenceEngineOptions, 'threads' | 'contextLength'> = {}): boolean {
-  const threads = options.threads ?? defaultThreads();
-  return layoutFits(planLayout(config, options.contextLength ?? config.maxPositionEmbeddings, Math.max(1, threads)));
+export function referenceEngineFits(config: NeoXConfig, options: Pick<ReferenceEngineOptions, 'threads' | 'contextLength' | 'inputProducts'> = {}): boolean {
+  const layoutOptions = { inputProducts: options.inputProducts === true };
+  return layoutFits(planLayout(config, options.contextLength ?? config.maxPositionEmbeddings, referenceEngineParallelism(options), layoutOptions));
+}
+
+/** Requests an engine created with these options computes at once (its `parallelism`): the worker threads, or 1 inline. */
+export function referenceEngineParallelism(options: Pick<ReferenceEngineOptions, 'threads'> = {}): number {
+  return Math.max(1, options.threads ?? defaultThreads());
 }
 
 /** Worker threads when none are asked for: the machine's available parallelism, at most DEFAULT_MAX_THREADS. */
@@ -112,7 +132,7 @@ export async function createReferenceEngine(source: string | Checkpoint, options
   if (!Number.isSafeInteger(contextLength) || contextLength < 1 || contextLength > MAX_CONTEXT_LENGTH) {
     throw new PolyquantError(ERROR_CODES.USAGE, `contextLength is ${contextLength}; expected an integer from 1 to ${MAX_CONTEXT_LENGTH}`);
   }
-  const layout = planLayout(config, contextLength, Math.max(1, threads));
+  const layout = planLayout(config, contextLength, Math.max(1, threads), { inputProducts: options.inputProducts === true });
   let parameters = 0;
   for (const tensor of checkpoint.tensors.values()) parameters += tensor.shape.reduce((product, dim) => product * dim, 1);
   const memory = allocateMemory(layout, parameters, checkpoint.dir);
@@ -317,6 +337,20 @@ class ReferenceEngineImpl implements ReferenceEngine {
 
   activationSlots(head: boolean): ActivationSlot[] {
     return activationSlots(this.layout, head);
+  }
+
+  async inputProducts(tokens: Int32Array, options: { readonly head?: boolean } = {}): Promise<Float64Array> {
+    this.checkOpen();
+    if (this.layout.workspaces[0]?.productInput === undefined) {
+      throw new PolyquantError(ERROR_CODES.USAGE, 'inputProducts needs the reference engine created with inputProducts: true');
+    }
+    this.checkTokens(tokens, 'the window');
+    const response = await this.executor.submit({ kind: 'products', tokens, head: options.head === true });
+    return response.products as Float64Array;
+  }
+
+  inputProductSlots(head: boolean): ActivationSlot[] {
+    return inputProductSlots(this.layout, head);
   }
 
   async scoreContinuations(context: Int32Array, continuations: readonly Int32Array[]): Promise<number[]> {
