@@ -15,7 +15,7 @@ const ASSEMBLY_DIR = join(ROOT, 'assembly');
 export const generatedFile = (entry: string): string => join(ROOT, 'src', 'quant', 'wasm', `${entry}.generated.ts`);
 
 /** Entry files, each compiled to its own module (common.ts is imported by them, not an entry). */
-export const WASM_ENTRIES = ['legacy', 'kquants', 'onnx', 'webgpu'] as const;
+export const WASM_ENTRIES = ['legacy', 'kquants', 'onnx', 'webgpu', 'gptq'] as const;
 
 const ASC_FLAGS = ['-O3', '--runtime', 'stub', '--noAssert', '--enable', 'simd', '--importMemory', '--use', 'abort='];
 

@@ -418,8 +418,9 @@ describe('polyquant imatrix and convert --calibrate on the command line', () => 
   }, 120_000);
 
   it.each([
-    [['--to', 'onnx', '--type', 'q4'], /--calibrate applies to --to gguf only/],
-    [['--to', 'webgpu', '--type', 'q4f16_1'], /--calibrate does not apply to --to webgpu/],
+    // ONNX and WebGPU calibrate with GPTQ (test/calibrate-int4.test.ts), only types quantized in blocks.
+    [['--to', 'onnx', '--type', 'fp16'], /--calibrate needs a type whose weights are quantized in blocks/],
+    [['--to', 'webgpu', '--type', 'q0f16'], /--calibrate needs a type whose weights are quantized in blocks/],
     [['--type', 'q4_k_m', '--imatrix', 'x.gguf'], /give one of them/],
   ])('convert --calibrate exits 2 with %j', async (flags, message) => {
     const run = await runCli('convert', TINY, '--calibrate', text, ...flags, '--out', join(scratch.fresh(), 'out'));

@@ -27,7 +27,9 @@ import {
 import { renderConversionPlan, } from './inspect-text.js';
 import { writeTextAtomically } from '../io/file.js';
 import { createProgress } from './progress.js';
-import { CALIBRATE_PROVENANCE_FILE, calibrateForConvert } from './imatrix-command.js';
+import { CALIBRATE_PROVENANCE_FILE, calibrateForConvert, calibrateHessiansForConvert } from './imatrix-command.js';
+import { ONNX_TYPES } from '../converters/onnx/types.js';
+import { webGpuLayout } from '../quant/webgpu-layouts.js';
 
 import type { CliIO } from './main.js';
 
@@ -67,9 +69,14 @@ export function addConvertCommand(parser: Argv, io: CliIO): void {
         .option('calibrate', {
           type: 'string',
           array: true,
-          describe: 'GGUF from an HF folder: compute the importance matrix from this calibration text (as polyquant imatrix with its defaults: llama-imatrix\'s definition, chunks of 512 tokens) and quantize with it, as --imatrix',
+          describe: 'from an HF folder, calibrate on this text (chunks of 512 tokens, as polyquant imatrix). GGUF: compute the importance matrix (llama-imatrix\'s definition) and quantize with it, as --imatrix; ONNX q4/q4f16/q8 (MatMulNBits) and WebGPU q4f16_1/q4f32_1/q8f*_pq: GPTQ with the calibration Hessians, same file layout',
         })
         .option('calibrate-chunks', { type: 'string', describe: '--calibrate: use at most N chunks (default: all)' })
+        .option('optimize', {
+          type: 'boolean',
+          default: false,
+          describe: 'GGUF with --calibrate: quantize with GPTQ error feedback from the calibration Hessians (their diagonals as the imatrix) — the same tensor types and file size, standard blocks any llama.cpp loads; slower',
+        })
         .option('output-tensor-type', { type: 'string', describe: 'GGUF: ggml type of output.weight (any case, e.g. q8_0), as llama-quantize --output-tensor-type' })
         .option('token-embedding-type', { type: 'string', describe: 'GGUF: ggml type of token_embd.weight, as llama-quantize --token-embedding-type' })
         .option('pure', { type: 'boolean', default: false, describe: "GGUF: no k-quant mixture: every quantizable tensor gets the file type's own type (then llama-quantize's fallback), as llama-quantize --pure" })
@@ -119,19 +126,28 @@ export function addConvertCommand(parser: Argv, io: CliIO): void {
         ];
         if (given.length > 0) throw new PolyquantError(ERROR_CODES.USAGE, `--${given[0]} applies to --to gguf only`);
       }
+      if (args.optimize && args.to !== 'gguf') {
+        throw new PolyquantError(ERROR_CODES.USAGE, '--optimize applies to --to gguf only', { hint: `--to ${args.to} quantizes with GPTQ from --calibrate TEXT alone` });
+      }
       if (args.to !== 'webgpu' && args['f32-storage'] !== undefined) {
         throw new PolyquantError(ERROR_CODES.USAGE, '--f32-storage applies to --to webgpu only');
       }
       if (args.to === 'webgpu') {
-        for (const flag of ['error', 'imatrix', 'calibrate', 'asymmetric', 'keep-head'] as const) {
+        for (const flag of ['error', 'imatrix', 'asymmetric', 'keep-head'] as const) {
           if (args[flag] !== undefined && args[flag] !== false) {
             throw new PolyquantError(ERROR_CODES.USAGE, `--${flag} does not apply to --to webgpu`);
           }
         }
         const types = args.type.split(',');
         const stem = model.replace(/[/\\]+$/, '');
+        const calibration = await gptqCalibration(args, model, workers, io, {
+          head: true,
+          quantizes: types.some((type) => webGpuLayout(type).kind === 'group-quant'),
+          types: 'WebGPU q4f16_1, q4f32_1, q8f16_pq or q8f32_pq',
+        });
         const progress = args['dry-run'] || args.quiet === true ? undefined : createProgress('converting');
         const plan = await convertToWebGpu(model, {
+          ...(calibration !== undefined && { hessians: calibration.hessians, gptq: { provenance: calibration.provenance } }),
           types,
           out: args.out ?? (types.length === 1 ? `${stem}-${(types[0] as string).trim().toLowerCase()}-webgpu` : `${stem}-webgpu`),
           force: args.force,
@@ -143,17 +159,25 @@ export function addConvertCommand(parser: Argv, io: CliIO): void {
           onProgress: progress ? (done, total) => progress.update(done, total) : undefined,
         });
         progress?.succeed(`wrote ${plan.out}`);
+        if (calibration !== undefined && !args.json && !args.quiet) io.stdout(`${calibration.summary}; ${plan.calibrated.length} weights quantized with GPTQ\n`);
         printConversion(io, plan, output(), { plan: renderWebGpuConversionPlan, summary: renderWebGpuSummary });
         return;
       }
       if (args.to === 'onnx') {
-        for (const flag of ['error', 'imatrix', 'calibrate'] as const) {
+        for (const flag of ['error', 'imatrix'] as const) {
           if (args[flag] !== undefined && args[flag] !== false) {
             throw new PolyquantError(ERROR_CODES.USAGE, `--${flag} applies to --to gguf only`);
           }
         }
+        const onnxTypes = args.type.split(',').map((type) => type.trim().toLowerCase());
+        const calibration = await gptqCalibration(args, model, workers, io, {
+          head: !args['keep-head'],
+          quantizes: onnxTypes.some((type) => isOnnxTypeName(type) && (ONNX_TYPES[type].linear === 'nbits4' || (ONNX_TYPES[type].linear === 'integer8' && args['q8-format'] === 'nbits'))),
+          types: 'ONNX q4, q4f16 or q8 (MatMulNBits, the default --q8-format)',
+        });
         const progress = args['dry-run'] || args.quiet === true ? undefined : createProgress('converting');
         const plan = await convertToOnnx(model, {
+          ...(calibration !== undefined && { hessians: calibration.hessians, gptq: { provenance: calibration.provenance } }),
           types: args.type.split(','),
           out: args.out ?? `${model.replace(/[/\\]+$/, '')}-onnx`,
           force: args.force,
@@ -170,6 +194,9 @@ export function addConvertCommand(parser: Argv, io: CliIO): void {
           onProgress: progress ? (done, total) => progress.update(done, total) : undefined,
         });
         progress?.succeed(`wrote ${plan.out}`);
+        if (calibration !== undefined && !args.json && !args.quiet) {
+          io.stdout(`${calibration.summary}; ${Math.max(0, ...plan.models.map((planned) => planned.calibrated.length))} weights quantized with GPTQ\n`);
+        }
         printConversion(io, plan, output(), { plan: renderOnnxConversionPlan, summary: renderOnnxSummary });
         return;
       }
@@ -194,10 +221,15 @@ export function addConvertCommand(parser: Argv, io: CliIO): void {
       if (calibrateTexts.length > 0 && imatrixPath !== undefined) {
         throw new PolyquantError(ERROR_CODES.USAGE, '--calibrate computes the importance matrix that --imatrix reads; give one of them');
       }
-      const calibrated =
-        calibrateTexts.length === 0
-          ? undefined
-          : await calibrateForConvert(model, calibrateTexts, { chunks: calibrateChunks, threads: workers, progress: !args.quiet && !args.json, io });
+      if (args.optimize && calibrateTexts.length === 0) {
+        throw new PolyquantError(ERROR_CODES.USAGE, '--optimize needs --calibrate TEXT: GPTQ feeds each rounding error forward through the Hessians of calibration activations', {
+          hint: 'e.g. --calibrate train.txt --optimize (an --imatrix file holds only their diagonals)',
+        });
+      }
+      const calibrationOptions = { chunks: calibrateChunks, threads: workers, progress: !args.quiet && !args.json, io };
+      // --optimize: one calibration pass gives GPTQ's Hessians and, from their diagonals, the importance matrix.
+      const optimized = args.optimize ? await calibrateHessiansForConvert(model, calibrateTexts, { ...calibrationOptions, head: true }) : undefined;
+      const calibrated = optimized?.imatrix ?? (calibrateTexts.length === 0 ? undefined : await calibrateForConvert(model, calibrateTexts, calibrationOptions));
       const imatrix = calibrated ?? (imatrixPath === undefined ? undefined : await readImatrix(imatrixPath));
       const plan = await convertToGguf(model, {
         ...(imatrix !== undefined && { imatrix: imatrix.entries }),
@@ -207,6 +239,7 @@ export function addConvertCommand(parser: Argv, io: CliIO): void {
         }),
         ...(imatrixPath !== undefined && { inputFiles: [imatrixPath] }),
         ...(calibrated !== undefined && { inputFiles: calibrateTexts.map((text) => resolve(text)) }),
+        ...(optimized !== undefined && { hessians: optimized.hessians }),
         outputTensorType: args['output-tensor-type'],
         tokenEmbeddingType: args['token-embedding-type'],
         pure: args.pure,
@@ -222,10 +255,38 @@ export function addConvertCommand(parser: Argv, io: CliIO): void {
         onProgress: progress ? (done, total) => progress.update(done, total) : undefined,
       });
       progress?.succeed(plan.out === undefined ? 'measured' : 'converted');
-      if (calibrated !== undefined && !args.json && !args.quiet) io.stdout(`${calibrated.summary}\n`);
+      if (!args.json && !args.quiet) {
+        if (optimized !== undefined) io.stdout(`${optimized.summary}; their diagonals as --imatrix\noptimize   ${plan.tensors.filter((tensor) => tensor.gptq).length} tensors quantized with GPTQ\n`);
+        else if (calibrated !== undefined && 'summary' in calibrated) io.stdout(`${calibrated.summary}\n`);
+      }
       printConversion(io, plan, output(), { plan: renderConversionPlan, summary: renderGgufSummary });
       // After the text: should the write fail, the numbers are on the terminal.
       if (args.html !== undefined && errorPage !== undefined) await writeTextAtomically(args.html, await errorPage.renderConversionErrorHtml(plan, { model }));
     },
   );
+}
+
+/**
+ * `--calibrate` for ONNX and WebGPU: the calibration Hessians for GPTQ (undefined without the flag). Refused
+ * when no requested type has levels GPTQ could choose (float types, MatMulInteger q8), or for a GGUF input.
+ */
+async function gptqCalibration(
+  args: { readonly calibrate?: unknown; readonly 'calibrate-chunks'?: string | undefined; readonly quiet?: boolean | undefined; readonly json: boolean },
+  model: string,
+  workers: number | undefined,
+  io: CliIO,
+  options: { readonly head: boolean; readonly quantizes: boolean; readonly types: string },
+): Promise<Awaited<ReturnType<typeof calibrateHessiansForConvert>> | undefined> {
+  const texts = ([] as unknown[]).concat(args.calibrate ?? []).map(String);
+  const chunks = integerFlag('--calibrate-chunks', args['calibrate-chunks'], 1);
+  if (texts.length === 0) {
+    if (chunks !== undefined) throw new PolyquantError(ERROR_CODES.USAGE, '--calibrate-chunks needs --calibrate TEXT');
+    return undefined;
+  }
+  if (!options.quantizes) {
+    throw new PolyquantError(ERROR_CODES.USAGE, '--calibrate needs a type whose weights are quantized in blocks', {
+      hint: `calibration (GPTQ) applies to ${options.types}`,
+    });
+  }
+  return calibrateHessiansForConvert(model, texts, { chunks, threads: workers, head: options.head, progress: args.quiet !== true && !args.json, io });
 }

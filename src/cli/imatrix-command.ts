@@ -5,6 +5,7 @@
  */
 import { resolve } from 'node:path';
 import type { Argv } from 'yargs';
+import { computeHessians, hessianImatrix } from '../calibrate/hessian.js';
 import { computeImatrix, IMATRIX_DEFAULT_CTX, type ImatrixResult, importanceOf } from '../calibrate/imatrix.js';
 import { writeImatrixGguf } from '../calibrate/imatrix-file.js';
 import { isGgufInput } from '../converters/gguf/requantize.js';
@@ -145,4 +146,54 @@ export async function calibrateForConvert(
   const sources = result.texts.map((text) => `${text.file} (${formatCount(text.chunks)} chunks)`).join(', ');
   const summary = `imatrix    calibrated on ${sources}: ${result.entries.size} matrices, ${formatCount(result.chunkCount)} chunks × ${result.chunkSize} tokens in ${result.seconds.toFixed(1)} s; used as --imatrix`;
   return { entries: importanceOf(result), datasets: result.datasets, chunkCount: result.chunkCount, summary };
+}
+
+/** What calibrateHessiansForConvert gives a conversion. */
+export interface CalibratedHessians {
+  /** GPTQ's Hessians by HF tensor name. */
+  readonly hessians: ReadonlyMap<string, { readonly columns: number; readonly matrix: Float64Array }>;
+  /**
+   * Their diagonals as the importance matrix (by GGUF name), normalised as readImatrix normalises a file:
+   * the matrix `--calibrate` alone computes from the same chunks (hessianImatrix), for GGUF `--optimize`.
+   */
+  readonly imatrix: { readonly entries: Map<string, Float32Array>; readonly datasets: readonly string[]; readonly chunkCount: number };
+  /** What calibrated ONNX and WebGPU files record of the calibration. */
+  readonly provenance: Record<string, unknown>;
+  /** The line convert prints. */
+  readonly summary: string;
+}
+
+/**
+ * `convert --calibrate TEXT…` for GPTQ (ONNX and WebGPU, and GGUF with `--optimize`): the calibration
+ * Hessians (calibrate/hessian.ts: the same chunks as the importance matrix, chunks of 512 tokens, all of
+ * them unless `chunks`), with the output head's when the format quantizes it.
+ */
+export async function calibrateHessiansForConvert(
+  model: string,
+  texts: readonly string[],
+  options: { readonly chunks?: number | undefined; readonly threads?: number | undefined; readonly head: boolean; readonly progress: boolean; readonly io: CliIO },
+): Promise<CalibratedHessians> {
+  if (texts.some((text) => text === '')) throw new PolyquantError(ERROR_CODES.USAGE, '--calibrate needs a file name', { hint: 'e.g. --calibrate train.txt' });
+  if (await isGgufInput(model)) {
+    throw new PolyquantError(ERROR_CODES.USAGE, '--calibrate runs the HF model folder; a GGUF input cannot be calibrated', {
+      hint: 'convert the HF folder with --calibrate TEXT',
+    });
+  }
+  const progress = options.progress ? createProgress('calibrating', { unit: { noun: 'chunks' } }) : undefined;
+  const result = await computeHessians(model, {
+    texts,
+    head: options.head,
+    ...(options.chunks !== undefined && { chunks: options.chunks }),
+    ...(options.threads !== undefined && { threads: options.threads }),
+    onProgress: progress ? (done, total) => progress.update(done, total) : undefined,
+  });
+  progress?.succeed('calibrated');
+  if (options.progress) for (const warning of result.warnings) options.io.stderr(`warning: ${warning}\n`);
+  const sources = result.texts.map((text) => `${text.file} (${formatCount(text.chunks)} chunks)`).join(', ');
+  return {
+    hessians: result.entries,
+    imatrix: { entries: importanceOf({ entries: hessianImatrix(result) }), datasets: [...texts], chunkCount: result.chunkCount },
+    provenance: { datasets: [...texts], chunk_count: result.chunkCount, chunk_size: result.chunkSize, tokens: result.tokens },
+    summary: `calibrate  GPTQ on ${sources}: ${result.entries.size} Hessians, ${formatCount(result.chunkCount)} chunks × ${result.chunkSize} tokens in ${result.seconds.toFixed(1)} s`,
+  };
 }

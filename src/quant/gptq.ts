@@ -46,6 +46,12 @@ export interface GptqGroupQuantizer {
    * column, the Hessian's diagonal). Keeps them for `quantize`.
    */
   fitGroup(row: number, column: number, values: Float64Array, importance: Float64Array): void;
+  /**
+   * Optional, for speed: fits the groups starting at `column` of `count` rows at once, row firstRow + r's
+   * values at values[r·stride …] (`width` of them; the view is only valid during the call). Must do what
+   * `fitGroup` does row by row; gptqQuantizeRows calls it instead when present.
+   */
+  fitGroups?(firstRow: number, count: number, column: number, values: Float32Array, stride: number, width: number, importance: Float64Array): void;
   /** Rounds `value` at (row, column) to a level of its group's fitted parameters; records it; returns the dequantized value. */
   quantize(row: number, column: number, value: number): number;
 }
@@ -208,11 +214,13 @@ export function gptqQuantizeRows(
   loadFactor(kernels, factor);
   const F = kernels.base;
   const pass = Math.min(ROWS_PER_PASS, rowCount);
-  // Per pass: W (the rows, dead columns zeroed), D = W − Q as it fills, T = the current block's values.
+  // Per pass: W (the rows, dead columns zeroed), D = W − Q as it fills, T = the current block's values,
+  // S = the current group's values as GPTQ fits them.
   const W = F + K * K;
   const D = W + pass * K;
   const T = D + pass * K;
-  kernels.reserve(T + pass * block);
+  const S = T + pass * block;
+  kernels.reserve(S + pass * groupSize);
   const values = new Float64Array(Math.min(groupSize, K));
   for (let r0 = 0; r0 < rowCount; r0 += pass) {
     const count = Math.min(pass, rowCount - r0);
@@ -229,11 +237,23 @@ export function gptqQuantizeRows(
         const end = Math.min(K, g + groupSize);
         // The group's values complete up to its first column: add the pull of this block's earlier columns.
         if (g > b0) kernels.gemm(D + b0, K, F + g * K + b0, K, T + (g - b0), block, count, end - g, g - b0, false);
+        // GPTQ fits the group to the values it would have if its columns took no rounding error: the best
+        // continuation given the errors so far (its update of every later column). Column c's is T's value
+        // plus the pull of the group's columns before it at their own continuation values, so D holds
+        // W − S there until the real errors replace it below.
+        for (let r = 0; r < count; r += 1) m.copyWithin(S + r * groupSize, T + r * block + (g - b0), T + r * block + (end - b0));
+        for (let c = g; c < end; c += 1) {
+          if (c > g) kernels.gemm(D + g, K, F + c * K + g, K, S + (c - g), groupSize, count, 1, c - g, false);
+          for (let r = 0; r < count; r += 1) m[D + r * K + c] = (m[W + r * K + c] as number) - (m[S + r * groupSize + (c - g)] as number);
+        }
         const weights = importance.subarray(g, end);
-        for (let r = 0; r < count; r += 1) {
-          const from = T + r * block + (g - b0);
-          for (let c = 0; c < end - g; c += 1) values[c] = m[from + c] as number;
-          quantizer.fitGroup(firstRow + r0 + r, g, values.subarray(0, end - g), weights);
+        if (quantizer.fitGroups !== undefined) quantizer.fitGroups(firstRow + r0, count, g, m.subarray(S, S + count * groupSize), groupSize, end - g, weights);
+        else {
+          for (let r = 0; r < count; r += 1) {
+            const from = S + r * groupSize;
+            for (let c = 0; c < end - g; c += 1) values[c] = m[from + c] as number;
+            quantizer.fitGroup(firstRow + r0 + r, g, values.subarray(0, end - g), weights);
+          }
         }
         for (let c = g; c < end; c += 1) {
           // Column c's value: the pull of the group's columns before it.

@@ -7,6 +7,10 @@ import { GGML_TYPES, type GgmlTypeName } from './ggml-types.js';
 import { wasmStoredQuantizer } from './wasm/runtime.js';
 import { isOnnxChunkLayout, quantizeOnnxRows } from './onnx-layouts.js';
 import { isWebGpuChunkLayout, quantizeWebGpuChunk } from './webgpu-layouts.js';
+import { type GptqFactor, type GptqFactorOptions, gptqFactor } from './gptq.js';
+import { gptqQuantizeGgmlRows, isGptqGgmlType } from './gptq-ggml.js';
+import { gptqQuantizeChunk, isGptqChunkLayout } from './gptq-layouts.js';
+import { ERROR_CODES } from '../errors.js';
 
 export interface QuantTask {
   /** A ggml type, an ONNX layout id (onnx-layouts.ts `isOnnxChunkLayout`) or a WebGPU one (webgpu-layouts.ts `webGpuChunkLayoutId`). */
@@ -16,6 +20,8 @@ export interface QuantTask {
   readonly nPerRow: number;
   readonly importance: Float32Array | undefined;
   readonly tensor: string | undefined;
+  /** Quantize with GPTQ error feedback through this factor (its feedback matrix is shared, not copied). */
+  readonly gptq?: GptqFactor | undefined;
   /** Where to write the output, in shared memory (a QuantPool slot); the task then returns its length. */
   readonly out?: { readonly memory: SharedArrayBuffer; readonly offset: number; readonly bytes: number } | undefined;
 }
@@ -39,14 +45,15 @@ export default function quantizeTask(task: QuantTask): unknown {
     if (task.out !== undefined) {
       // A slot of shared memory: the output goes after the rows, and only its length comes back.
       const target = new Uint8Array(task.out.memory, task.out.offset, task.out.bytes);
-      const direct = quantizeStoredChunk(task, target);
+      const direct = task.gptq === undefined ? quantizeStoredChunk(task, target) : undefined;
       if (direct !== undefined) return direct.length;
-      const out = quantizeChunk(task.scheme, floatsOf(task.src, task.tensor), task.nPerRow, task.importance, task.tensor);
+      const out = quantizeChunk(task.scheme, floatsOf(task.src, task.tensor), task.nPerRow, task.importance, task.tensor, task.gptq);
       target.set(out);
       return out.length;
     }
     const out =
-      quantizeStoredChunk(task) ?? quantizeChunk(task.scheme, floatsOf(task.src, task.tensor), task.nPerRow, task.importance, task.tensor);
+      (task.gptq === undefined ? quantizeStoredChunk(task) : undefined) ??
+      quantizeChunk(task.scheme, floatsOf(task.src, task.tensor), task.nPerRow, task.importance, task.tensor, task.gptq);
     // Hand the output buffer back without a copy.
     return Piscina.move(out);
   } catch (error) {
@@ -75,15 +82,41 @@ export function quantizeStoredChunk(task: QuantTask, target?: Uint8Array): Uint8
   return out;
 }
 
-/** One chunk in a ggml type, an ONNX layout or a WebGPU layout (the pool's inline path calls this too). */
+/**
+ * One chunk in a ggml type, an ONNX layout or a WebGPU layout (the pool's inline path calls this too); with
+ * `gptq`, by GPTQ through that factor (gptq-ggml.ts for the ggml types it covers, gptq-layouts.ts for the
+ * MatMulNBits and WebGPU group layouts).
+ */
 export function quantizeChunk(
   scheme: GgmlTypeName | string,
   rows: Float32Array,
   nPerRow: number,
   importance: Float32Array | undefined,
   tensor: string | undefined,
+  gptq?: GptqFactor | undefined,
 ): Uint8Array {
+  if (gptq !== undefined) {
+    if (isGptqGgmlType(scheme)) return gptqQuantizeGgmlRows(scheme, rows, nPerRow, gptq, { importance, tensor });
+    if (isGptqChunkLayout(scheme)) return gptqQuantizeChunk(scheme, rows, nPerRow, gptq);
+    throw new PolyquantError(ERROR_CODES.UNSUPPORTED, `GPTQ has no quantizer for ${scheme}`, { tensor });
+  }
   if (isOnnxChunkLayout(scheme)) return quantizeOnnxRows(scheme, rows, nPerRow);
   if (isWebGpuChunkLayout(scheme)) return quantizeWebGpuChunk(scheme, rows, nPerRow);
   return quantizeRows(scheme as GgmlTypeName, rows, nPerRow, { importance, tensor });
+}
+
+/** A calibration Hessian to factor for GPTQ on a pool thread (QuantPool.gptqFactor). */
+export interface FactorTask extends GptqFactorOptions {
+  readonly hessian: Float64Array;
+  readonly columns: number;
+}
+
+/** Runs gptqFactor (piscina calls it by name): the factor, or a PolyquantError as data. */
+export function factorTask(task: FactorTask): GptqFactor | QuantTaskFailure {
+  try {
+    return gptqFactor(task.hessian, task.columns, { dampening: task.dampening, tensor: task.tensor });
+  } catch (error) {
+    if (error instanceof PolyquantError) return { failure: error.toJSON() } satisfies QuantTaskFailure;
+    throw error;
+  }
 }

@@ -10,7 +10,8 @@ import { Piscina } from 'piscina';
 import { ERROR_CODES, PolyquantError } from '../errors.js';
 import { type StoredRows, widenRows } from '../tensor/widen.js';
 import type { GgmlTypeName } from './ggml-types.js';
-import { type QuantTask, type QuantTaskFailure, quantizeChunk } from './pool-worker.js';
+import { type GptqFactor, type GptqFactorOptions, gptqFactor } from './gptq.js';
+import { type FactorTask, type QuantTask, type QuantTaskFailure, quantizeChunk } from './pool-worker.js';
 
 /**
  * A chunk of whole rows: float32, or as the checkpoint stores them (fp16/bf16/…), which the worker widens
@@ -31,6 +32,8 @@ export interface QuantChunkJob {
   readonly nPerRow: number;
   readonly importance?: Float32Array | undefined;
   readonly tensor?: string | undefined;
+  /** GPTQ: quantize with error feedback through this factor (QuantPool.gptqFactor); rows stay independent. */
+  readonly gptq?: GptqFactor | undefined;
 }
 
 /** Running from TypeScript sources (tests, tsx) the worker is the .ts file and needs tsx's loader. */
@@ -72,7 +75,7 @@ export class QuantPool {
    */
   async quantize(job: QuantChunkJob, src: RowChunk): Promise<Uint8Array> {
     if (this.piscina === undefined) {
-      return quantizeChunk(job.scheme, widenRows(src, job.tensor), job.nPerRow, job.importance, job.tensor);
+      return quantizeChunk(job.scheme, widenRows(src, job.tensor), job.nPerRow, job.importance, job.tensor, job.gptq);
     }
     const view = src instanceof Float32Array ? src : src.bytes;
     const slot = view.buffer instanceof SharedArrayBuffer ? this.slots.find((candidate) => candidate.memory === view.buffer) : undefined;
@@ -82,6 +85,7 @@ export class QuantPool {
       nPerRow: job.nPerRow,
       importance: job.importance,
       tensor: job.tensor,
+      ...(job.gptq !== undefined && { gptq: job.gptq }),
       ...(slot !== undefined && { out: { memory: slot.memory, offset: slot.inputBytes, bytes: slot.memory.byteLength - slot.inputBytes } }),
     };
     const transfer = slot === undefined && view.byteOffset === 0 && view.byteLength === view.buffer.byteLength ? [view.buffer as ArrayBuffer] : [];
@@ -127,6 +131,22 @@ export class QuantPool {
       // On an early exit or error, let the outstanding tasks settle (and free their slots) before the caller moves on.
       for (const settled of await Promise.allSettled(pending)) if (settled.status === 'fulfilled') this.release(settled.value);
     }
+  }
+
+  /**
+   * Factors a calibration Hessian for GPTQ (gptq.ts gptqFactor) on a pool thread — so a converter can
+   * factor the next tensor's Hessian while the threads quantize this one's rows — or inline without threads.
+   * The Hessian is copied to the thread; the factor's feedback matrix comes back shared.
+   */
+  async gptqFactor(hessian: Float64Array, columns: number, options: GptqFactorOptions = {}): Promise<GptqFactor> {
+    if (this.piscina === undefined) return gptqFactor(hessian, columns, options);
+    const task: FactorTask = { hessian, columns, dampening: options.dampening, tensor: options.tensor };
+    const result = (await this.piscina.run(task, { name: 'factorTask' })) as GptqFactor | QuantTaskFailure;
+    if ('failure' in result) {
+      const { failure } = result;
+      throw new PolyquantError(failure.code, failure.message, { file: failure.file, tensor: failure.tensor, hint: failure.hint });
+    }
+    return result;
   }
 
   /**

@@ -12,6 +12,8 @@ import { ERROR_CODES, PolyquantError } from '../../errors.js';
 import { pathExists, readWholeFile } from '../../io/file.js';
 import { checkOutputFile, refuseOverwritingInputs } from '../../io/output.js';
 import type { GgmlTypeName } from '../../quant/ggml-types.js';
+import { DEFAULT_GPTQ_DAMPENING, type GptqFactor } from '../../quant/gptq.js';
+import { isGptqGgmlType } from '../../quant/gptq-ggml.js';
 import type { ErrorStatsResult } from '../../quant/metrics.js';
 import { GGUF_FILE_TYPES, type GgufFileType, planTensorTypes, requireGgufFileType, type TypeOverrides } from '../../quant/policy.js';
 import { QuantPool, type RowChunk } from '../../quant/pool.js';
@@ -87,6 +89,16 @@ export interface ConvertToGgufOptions extends LlamaQuantizeOptions {
   readonly dropExtraLayers?: boolean | undefined;
   /** Other files the caller read for this conversion (the imatrix): the output may not overwrite them either. */
   readonly inputFiles?: readonly string[] | undefined;
+  /**
+   * HF input, `--optimize`: calibration Hessians by HF tensor name (calibrate/hessian.ts computeHessians
+   * keys them so). Every tensor that has one and whose type has a GPTQ quantizer (quant/gptq-ggml.ts) is
+   * quantized with GPTQ error feedback — the same type as without, so the same bytes per tensor and the same
+   * file size, standard blocks any llama.cpp reads — and with `imatrix` as its importance weights; the other
+   * tensors are quantized as without.
+   */
+  readonly hessians?: ReadonlyMap<string, { readonly columns: number; readonly matrix: Float64Array }> | undefined;
+  /** GPTQ's dampening, a fraction of the Hessian's mean diagonal (gptq.ts; default 0.01). */
+  readonly dampening?: number | undefined;
 }
 
 export interface GgufPlannedTensor {
@@ -104,6 +116,8 @@ export interface GgufPlannedTensor {
   readonly offset: number;
   /** Quantization error against the float32 source (dry run with `error`). */
   readonly error?: ErrorStatsResult;
+  /** Quantized with GPTQ error feedback (`hessians`). */
+  readonly gptq?: true;
 }
 
 export interface GgufConversionPlan {
@@ -127,18 +141,38 @@ export interface GgufConversionPlan {
 interface TensorJob extends Omit<GgufPlannedTensor, 'bytes' | 'offset'> {
   readonly tensor: TensorRef;
   readonly role: NeoXTensorRole;
+  /** With `hessians`: the calibration Hessian GPTQ quantizes this tensor with. */
+  readonly hessian?: { readonly columns: number; readonly matrix: Float64Array };
 }
+
+/** The GGUF KV that marks GPTQ-optimised weights (`--optimize`); llama.cpp ignores keys it does not know. */
+export const OPTIMIZE_KV = 'quantize.polyquant.optimize';
+/**
+ * Rows per GPTQ task: GPTQ's row pass (gptq.ts) reads the feedback matrix once per 64 rows, and a tensor of
+ * a few hundred rows still spreads over every thread.
+ */
+const GPTQ_ROWS_PER_CHUNK = 64;
 
 /**
  * Converts an HF GPT-NeoX folder — or requantizes a GGUF file (f32/f16/bf16, or quantized with
  * allowRequantize), as llama-quantize does — to a GGUF of `options.type`.
  */
 export async function convertToGguf(modelDir: string, options: ConvertToGgufOptions): Promise<GgufConversionPlan> {
-  if (await isGgufInput(modelDir)) return requantizeGguf(modelDir, options);
+  if (await isGgufInput(modelDir)) {
+    if (options.hessians !== undefined) {
+      throw new PolyquantError(ERROR_CODES.USAGE, 'GPTQ (--optimize) quantizes from the HF model folder, not a GGUF file', { file: modelDir });
+    }
+    return requantizeGguf(modelDir, options);
+  }
   const fileType = requireGgufFileType(options.type);
   const overrides = typeOverridesOf(options);
   if (options.allowRequantize) {
     throw new PolyquantError(ERROR_CODES.USAGE, '--allow-requantize applies to a GGUF input; an HF folder holds no quantized tensors', { file: modelDir });
+  }
+  if (options.hessians !== undefined && options.error) {
+    throw new PolyquantError(ERROR_CODES.USAGE, '--dry-run --error measures round-to-nearest quantization, not --optimize', {
+      hint: 'convert with --optimize and measure the file with polyquant verify',
+    });
   }
   if (options.error && !options.dryRun) {
     throw new PolyquantError(ERROR_CODES.USAGE, 'quantization error is measured in a dry run', { hint: 'add --dry-run to --error' });
@@ -163,7 +197,7 @@ export async function convertToGguf(modelDir: string, options: ConvertToGgufOpti
     });
   }
   const warnings: string[] = [...checkpoint.warnings];
-  const jobs = planTensors(checkpoint, fileType, options.imatrix, overrides, options, warnings);
+  const jobs = withHessians(planTensors(checkpoint, fileType, options.imatrix, overrides, options, warnings), options.hessians, warnings);
   const tokenizer = ggufTokenizerMetadata(checkpoint.tokenizer, checkpoint.rawConfig, config.vocabSize);
   warnings.push(...tokenizer.warnings);
   const kvs = [
@@ -173,6 +207,7 @@ export async function convertToGguf(modelDir: string, options: ConvertToGgufOpti
     // Last and in this order, as llama-quantize leaves them (gguf_set_val_u32 re-appends; llama-quant.cpp),
     // so that a file quantized here and one quantized by llama-quantize from our F32 file match byte for byte.
     ...closingKvs(fileType, options.imatrix === undefined ? undefined : options.imatrixProvenance),
+    ...optimizeKvs(jobs, options),
   ] satisfies GgufKV[];
 
   const layout = planGguf(kvs, jobs);
@@ -188,6 +223,7 @@ export async function convertToGguf(modelDir: string, options: ConvertToGgufOpti
       ne: planned.ne,
       bytes: planned.bytes,
       offset: planned.offset,
+      ...((jobs[index] as TensorJob).hessian !== undefined && { gptq: true as const }),
     })),
     kvs,
     dataStart: layout.dataStart,
@@ -205,9 +241,90 @@ export async function convertToGguf(modelDir: string, options: ConvertToGgufOpti
   // An all-F32 file needs no quantizer threads: workers 0 runs the (unused) pool inline.
   const pool = new QuantPool({ workers: jobs.some((job) => job.type !== 'F32') ? options.workers : 0 });
   const total = plan.tensors.reduce((sum, tensor) => sum + tensor.bytes, 0);
-  const encode = (job: TensorJob): AsyncIterable<Uint8Array> => encodeTensor(job, config, pool, options.imatrix?.get(job.name));
+  const factors = new FactorQueue(pool, jobs, options.dampening);
+  const encode = (job: TensorJob): AsyncIterable<Uint8Array> => encodeTensor(job, config, pool, options.imatrix?.get(job.name), factors);
   await writeGgufThroughPool(out, kvs, jobs, pool, encode, total, options.onProgress);
   return plan;
+}
+
+/**
+ * With `hessians`: each job that has one (by HF name) and whose type has a GPTQ quantizer gets it. A
+ * Hessian whose size is not the tensor's row length is refused; tensors with one GPTQ cannot fill are
+ * named in a warning (they are quantized as without --optimize).
+ */
+function withHessians(jobs: TensorJob[], hessians: ConvertToGgufOptions['hessians'], warnings: string[]): TensorJob[] {
+  if (hessians === undefined) return jobs;
+  const unsupported: string[] = [];
+  const out = jobs.map((job) => {
+    const hessian = hessians.get(job.source);
+    if (hessian === undefined) return job;
+    const columns = job.ne[0] ?? 0;
+    if (hessian.columns !== columns || hessian.matrix.length !== columns * columns) {
+      throw new PolyquantError(ERROR_CODES.CONFIG, `the calibration Hessian has ${hessian.columns} columns but the weight's rows have ${columns}`, {
+        tensor: job.source,
+        hint: 'the Hessians must come from the same model',
+      });
+    }
+    if (!isGptqGgmlType(job.type)) {
+      unsupported.push(`${job.name} (${job.type})`);
+      return job;
+    }
+    return { ...job, hessian };
+  });
+  if (unsupported.length > 0) warnings.push(`--optimize has no GPTQ quantizer for ${unsupported.join(', ')}: quantized as without it`);
+  return out;
+}
+
+/** quantize.polyquant.optimize and its settings, after llama-quantize's closing KVs, when any tensor is GPTQ-quantized. */
+function optimizeKvs(jobs: readonly TensorJob[], options: ConvertToGgufOptions): GgufKV[] {
+  if (options.hessians === undefined) return [];
+  const count = jobs.filter((job) => job.hessian !== undefined).length;
+  return [
+    { key: OPTIMIZE_KV, type: 'STRING', value: 'gptq' },
+    { key: `${OPTIMIZE_KV}.tensors_count`, type: 'UINT32', value: count },
+    { key: `${OPTIMIZE_KV}.dampening`, type: 'FLOAT32', value: options.dampening ?? DEFAULT_GPTQ_DAMPENING },
+  ];
+}
+
+/**
+ * The GPTQ factors of the jobs with a Hessian, made on the pool's threads one tensor ahead of the one being
+ * written: while the threads quantize a tensor's rows, one of them factors the next tensor's Hessian (the
+ * factorization is K³/6 multiply-adds, the rows K²/2 each; at polyglot-ko-1.3b's dense_4h_to_h, K = 8192,
+ * the two are about even).
+ */
+class FactorQueue {
+  private readonly order: readonly TensorJob[];
+  private readonly started = new Map<string, Promise<GptqFactor>>();
+
+  constructor(
+    private readonly pool: QuantPool,
+    jobs: readonly TensorJob[],
+    private readonly dampening: number | undefined,
+  ) {
+    this.order = jobs.filter((job) => job.hessian !== undefined);
+  }
+
+  /** The factor of `job` (started now if it was not), and the next job's started. */
+  take(job: TensorJob): Promise<GptqFactor> {
+    const index = this.order.indexOf(job);
+    const factor = this.start(job);
+    const next = this.order[index + 1];
+    if (next !== undefined) this.start(next);
+    this.started.delete(job.name);
+    return factor;
+  }
+
+  private start(job: TensorJob): Promise<GptqFactor> {
+    let factor = this.started.get(job.name);
+    if (factor === undefined) {
+      const hessian = job.hessian as NonNullable<TensorJob['hessian']>;
+      factor = this.pool.gptqFactor(hessian.matrix, hessian.columns, { dampening: this.dampening, tensor: job.name });
+      // A failure surfaces when its tensor takes the factor; until then it must not count as unhandled.
+      factor.catch(() => undefined);
+      this.started.set(job.name, factor);
+    }
+    return factor;
+  }
 }
 
 /** Every GGUF tensor with its source, shape and type, in llama-quantize's order. */
@@ -258,12 +375,19 @@ function planTensors(
  * A tensor's rows in GGUF order (QKV reordered), chunk by chunk: as stored for the pool, whose threads
  * widen them (`owned`: each chunk in its own buffer, to be transferred), or widened here to float32.
  */
-function sourceChunks(job: TensorJob, config: NeoXConfig, owned: boolean, allocate?: (bytes: number) => Uint8Array): AsyncIterable<RowChunk> {
+function sourceChunks(
+  job: TensorJob,
+  config: NeoXConfig,
+  owned: boolean,
+  allocate?: (bytes: number) => Uint8Array,
+  rowsPerChunk?: number,
+): AsyncIterable<RowChunk> {
   const rowLength = job.ne[0] ?? 1;
   const layout: QkvLayout = { numHeads: config.numHeads, headDim: config.headDim };
-  if (job.role === 'qkv-weight') return storedQkvRowChunks(job.tensor, layout, CHUNK_ELEMENTS / (layout.headDim * rowLength), allocate);
+  const rows = rowsPerChunk ?? CHUNK_ELEMENTS / rowLength;
+  if (job.role === 'qkv-weight') return storedQkvRowChunks(job.tensor, layout, rows / layout.headDim, allocate);
   if (job.ne.length === 1) return oneChunk(job.tensor, job.role === 'qkv-bias' ? layout : undefined);
-  return storedRowChunks(job.tensor, Math.max(1, Math.floor(CHUNK_ELEMENTS / rowLength)), { reuseBuffer: !owned, allocate });
+  return storedRowChunks(job.tensor, Math.max(1, Math.floor(rows)), { reuseBuffer: !owned, allocate });
 }
 
 /** A tensor's rows in GGUF order as fresh float32 chunks. */
@@ -272,9 +396,17 @@ function floatChunks(job: TensorJob, config: NeoXConfig): AsyncIterable<Float32A
 }
 
 /** One tensor's bytes in its GGUF type, chunk by chunk. */
-function encodeTensor(job: TensorJob, config: NeoXConfig, pool: QuantPool, importance: Float32Array | undefined): AsyncIterable<Uint8Array> {
+function encodeTensor(job: TensorJob, config: NeoXConfig, pool: QuantPool, importance: Float32Array | undefined, factors: FactorQueue): AsyncIterable<Uint8Array> {
   if (job.type === 'F32') return asBytes(floatChunks(job, config));
+  if (job.hessian !== undefined) return gptqTensor(job, config, pool, importance, factors);
   return pool.quantizeStream({ scheme: job.type, nPerRow: job.ne[0] ?? 1, importance, tensor: job.name }, sourceChunks(job, config, true, (bytes) => pool.buffer(bytes)));
+}
+
+/** A tensor quantized with GPTQ: its factor, then its rows in GPTQ-sized chunks through the pool. */
+async function* gptqTensor(job: TensorJob, config: NeoXConfig, pool: QuantPool, importance: Float32Array | undefined, factors: FactorQueue): AsyncIterable<Uint8Array> {
+  const factor = await factors.take(job);
+  const chunks = sourceChunks(job, config, true, (bytes) => pool.buffer(bytes), GPTQ_ROWS_PER_CHUNK);
+  yield* pool.quantizeStream({ scheme: job.type, nPerRow: job.ne[0] ?? 1, importance, tensor: job.name, gptq: factor }, chunks);
 }
 
 /** A 1-D tensor (norm, bias) whole; the fused QKV bias reordered like the weight's rows. */

@@ -15,6 +15,8 @@ import { expectedTensors, type NeoXConfig, type NeoXTensorRole } from '../../arc
 import { ERROR_CODES, PolyquantError } from '../../errors.js';
 import { ioError, pathExists } from '../../io/file.js';
 import { checkFolderOutput, type FolderOwnership, PositionedFiles, writeFolderAtomically } from '../../io/output-folder.js';
+import { DEFAULT_GPTQ_DAMPENING, type GptqFactor } from '../../quant/gptq.js';
+import { type CalibrationHessian, calibrationFactor, type GptqConvertOptions } from '../../quant/gptq-layouts.js';
 import { onnxChunkParts } from '../../quant/onnx-layouts.js';
 import { QuantPool, type RowChunk } from '../../quant/pool.js';
 import { type Checkpoint, readCheckpoint, type WeightsPreference } from '../../readers/checkpoint.js';
@@ -72,6 +74,15 @@ export interface ConvertToOnnxOptions {
   /** Largest external data file (default 2 GiB; smaller for tests of the chunking). */
   readonly maxDataFileBytes?: number | undefined;
   readonly dropExtraLayers?: boolean | undefined;
+  /**
+   * Calibration Hessians (Σ x xᵀ / count of each matrix's input) by HF tensor name: every MatMulNBits
+   * weight (4- and 8-bit) with one is quantized with GPTQ (quant/gptq-layouts.ts) in the same layout; the
+   * rest as without. The fused QKV's rows are reordered first, which GPTQ does not mind: rows are
+   * independent and the Hessian is over input columns. MatMulInteger (q8 `--q8-format integer`) stays RTN.
+   */
+  readonly hessians?: ReadonlyMap<string, CalibrationHessian> | undefined;
+  /** GPTQ's dampening, with `hessians`; `provenance` goes into each calibrated model's metadata. */
+  readonly gptq?: (GptqConvertOptions & { readonly provenance?: Readonly<Record<string, unknown>> | undefined }) | undefined;
   readonly onProgress?: ((done: number, total: number) => void) | undefined;
 }
 
@@ -93,6 +104,8 @@ export interface OnnxPlannedModel {
   /** Checkpoint parameters the weights encode, and their bits per parameter (rotary tables excluded). */
   readonly parameters: number;
   readonly bitsPerWeight: number;
+  /** HF names of the weights quantized with GPTQ (options.hessians); empty when none. */
+  readonly calibrated: readonly string[];
 }
 
 export interface OnnxConversionPlan {
@@ -184,14 +197,14 @@ export async function convertToOnnx(modelDir: string, options: ConvertToOnnxOpti
 
   const graphs = types.map((type) => ({ type, graph: buildNeoXGraph(config, { ...graphOptions, type }) }));
   const maxData = options.maxDataFileBytes ?? MAX_DATA_FILE_BYTES;
-  const models = graphs.map(({ type, graph }) => planModel(type, graph, maxData, warnings));
+  const models = graphs.map(({ type, graph }) => planModel(type, graph, maxData, warnings, calibratedWeights(config, graph, options.hessians)));
   const plan: OnnxConversionPlan = { out, models, options: { ...graphOptions, type: types[0] as OnnxTypeName }, warnings };
   if (out === undefined) return plan;
 
   await writeFolderAtomically(out, options.force === true, ONNX_FOLDER_OWNERSHIP, async (temp) => {
     await mkdir(join(temp, ONNX_SUBFOLDER));
     await writeWeights(temp, checkpoint, graphs, models, options);
-    for (const [index, { graph }] of graphs.entries()) await writeModelFile(temp, graph, models[index] as OnnxPlannedModel, checkpoint);
+    for (const [index, { graph }] of graphs.entries()) await writeModelFile(temp, graph, models[index] as OnnxPlannedModel, checkpoint, options.gptq);
     await writeFolderFiles(temp, checkpoint, models, graphOptions);
   });
   return plan;
@@ -236,7 +249,7 @@ function align(offset: number, bytes: number): number {
 }
 
 /** Places every initializer of one model in its data files: graph order, aligned, never split, files ≤ maxData. */
-function planModel(type: OnnxTypeName, graph: NeoXGraph, maxData: number, warnings: string[]): OnnxPlannedModel {
+function planModel(type: OnnxTypeName, graph: NeoXGraph, maxData: number, warnings: string[], calibrated: readonly string[]): OnnxPlannedModel {
   const modelFile = onnxModelFileName(type);
   const specs = [...graph.weights.flatMap((job) => job.initializers), ...graph.computed.map((job) => job.initializer)];
   const parameters = graph.weights.reduce((sum, job) => sum + job.shape.reduce((product, dim) => product * dim, 1), 0);
@@ -269,7 +282,25 @@ function planModel(type: OnnxTypeName, graph: NeoXGraph, maxData: number, warnin
     weightBytes: specs.reduce((sum, spec) => sum + spec.bytes, 0),
     parameters,
     bitsPerWeight: (8 * encodedBytes) / parameters,
+    calibrated,
   };
+}
+
+/** The HF name of the checkpoint tensor a job encodes. */
+function sourceName(config: NeoXConfig, role: NeoXTensorRole, layer: number | null): string | undefined {
+  return expectedTensors(config).find((entry) => entry.role === role && entry.layer === layer)?.name;
+}
+
+/** HF names of the graph's MatMulNBits weights that have a Hessian: those GPTQ quantizes. */
+function calibratedWeights(config: NeoXConfig, graph: NeoXGraph, hessians: ReadonlyMap<string, CalibrationHessian> | undefined): string[] {
+  if (hessians === undefined || hessians.size === 0) return [];
+  const names: string[] = [];
+  for (const job of graph.weights) {
+    if (job.encoding.kind !== 'nbits') continue;
+    const name = sourceName(config, job.role, job.layer);
+    if (name !== undefined && hessians.has(name)) names.push(name);
+  }
+  return names;
 }
 
 // =================================================================================== weight streaming
@@ -360,8 +391,20 @@ function transposeInto(source: Float32Array | Uint16Array, count: number, column
   }
 }
 
-/** MatMulNBits / MatMulInteger through the pool: chunks in flight in order, their parts placed as they return. */
-function pooledEncoder(job: WeightJob, placed: Placed, files: PositionedFiles, pool: QuantPool, count: (n: number) => void, progress: () => void): Encoder {
+/**
+ * MatMulNBits / MatMulInteger through the pool: chunks in flight in order, their parts placed as they
+ * return. With a GPTQ factor (shared with the threads, not copied), a MatMulNBits weight's chunks are
+ * quantized by GPTQ in the same layout.
+ */
+function pooledEncoder(
+  job: WeightJob,
+  placed: Placed,
+  files: PositionedFiles,
+  pool: QuantPool,
+  count: (n: number) => void,
+  progress: () => void,
+  gptqFactor?: GptqFactor,
+): Encoder {
   const scheme = job.encoding.kind === 'nbits' ? job.encoding.layout.id : job.encoding.kind === 'integer' ? job.encoding.layoutId : '';
   const [N, K] = job.shape as [number, number];
   const integer = job.encoding.kind === 'integer';
@@ -393,7 +436,8 @@ function pooledEncoder(job: WeightJob, placed: Placed, files: PositionedFiles, p
     async take(chunk, firstRow) {
       // Counted before the pool takes the chunk's buffer.
       const rows = chunkElements(chunk) / K;
-      const promise = pool.quantize({ scheme, nPerRow: K, tensor: placed[0]?.name }, chunk);
+      const gptq = job.encoding.kind === 'nbits' ? gptqFactor : undefined;
+      const promise = pool.quantize({ scheme, nPerRow: K, tensor: placed[0]?.name, ...(gptq !== undefined && { gptq }) }, chunk);
       promise.catch(() => undefined);
       pending.push({ promise, firstRow, rows });
       while (pending.length >= pool.maxInFlight) await settle();
@@ -457,8 +501,15 @@ async function writeWeights(
       if (tensor === undefined) {
         throw new PolyquantError(ERROR_CODES.CONFIG, 'the checkpoint lacks this tensor', { file: checkpoint.dir, tensor: entry.name });
       }
+      const hessian = options.hessians?.get(entry.name);
+      const factor =
+        hessian !== undefined && consumers.some(({ job }) => job.encoding.kind === 'nbits')
+          ? calibrationFactor(entry.name, hessian, tensor.shape[1] as number, options.gptq)
+          : undefined;
       const encoders = consumers.map(({ job, placed, files }) =>
-        job.encoding.kind === 'float' ? floatEncoder(job, placed, files, pool, count, progress) : pooledEncoder(job, placed, files, pool, count, progress),
+        job.encoding.kind === 'float'
+          ? floatEncoder(job, placed, files, pool, count, progress)
+          : pooledEncoder(job, placed, files, pool, count, progress, factor),
       );
       const layout: QkvLayout = { numHeads: config.numHeads, headDim: config.headDim };
       const qkv = consumers[0]?.job.qkv === true;
@@ -509,7 +560,7 @@ async function* oneChunk(tensor: TensorRef, qkv: QkvLayout | undefined): AsyncIt
 
 // ====================================================================================== folder files
 
-async function writeModelFile(dir: string, graph: NeoXGraph, model: OnnxPlannedModel, checkpoint: Checkpoint): Promise<void> {
+async function writeModelFile(dir: string, graph: NeoXGraph, model: OnnxPlannedModel, checkpoint: Checkpoint, gptq: ConvertToOnnxOptions['gptq']): Promise<void> {
   const external: TensorProto[] = model.initializers.map((initializer) =>
     externalTensor(initializer.name, initializer.dataType, initializer.dims, { location: initializer.file, offset: initializer.offset, length: initializer.bytes }),
   );
@@ -521,6 +572,7 @@ async function writeModelFile(dir: string, graph: NeoXGraph, model: OnnxPlannedM
     metadataProps: [
       { key: 'polyquant.type', value: model.type },
       { key: 'polyquant.source', value: checkpoint.config.architecture },
+      ...(model.calibrated.length === 0 ? [] : [{ key: 'polyquant.calibration', value: calibrationNote(model, gptq) }]),
     ],
     graph: {
       name: 'main_graph',
@@ -536,6 +588,19 @@ async function writeModelFile(dir: string, graph: NeoXGraph, model: OnnxPlannedM
 }
 
 const POLYQUANT_VERSION = '0.1.0';
+
+/**
+ * The model's `polyquant.calibration` metadata (a JSON string; ONNX metadata_props are strings, which every
+ * loader ignores): GPTQ, its settings, which weights, and the caller's provenance (calibration texts, chunks).
+ */
+function calibrationNote(model: OnnxPlannedModel, gptq: ConvertToOnnxOptions['gptq']): string {
+  return JSON.stringify({
+    method: 'gptq',
+    dampening: gptq?.dampening ?? DEFAULT_GPTQ_DAMPENING,
+    tensors: model.calibrated,
+    ...gptq?.provenance,
+  });
+}
 
 async function writeFolderFiles(dir: string, checkpoint: Checkpoint, models: readonly OnnxPlannedModel[], options: Omit<GraphOptions, 'type'>): Promise<void> {
   const json = (name: string, value: unknown): Promise<void> => writeFile(join(dir, name), `${JSON.stringify(value, null, 2)}\n`);

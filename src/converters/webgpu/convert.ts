@@ -26,6 +26,8 @@ import type { ExpectedTensor } from '../../arch/gpt-neox.js';
 import { ERROR_CODES, PolyquantError } from '../../errors.js';
 import { ioError, pathExists } from '../../io/file.js';
 import { checkFolderOutput, type FolderOwnership, PositionedFiles, writeFolderAtomically } from '../../io/output-folder.js';
+import { DEFAULT_GPTQ_DAMPENING, type GptqFactor } from '../../quant/gptq.js';
+import { type CalibrationHessian, calibrationFactor, type GptqConvertOptions, isGptqChunkLayout } from '../../quant/gptq-layouts.js';
 import { QuantPool } from '../../quant/pool.js';
 import {
   f32ToTensorCacheBf16Array,
@@ -79,6 +81,15 @@ export interface ConvertToWebGpuOptions {
   /** The shard cap (default 32 MiB, MLC's); smaller for tests of the sharding rule. */
   readonly shardCapBytes?: number | undefined;
   readonly dropExtraLayers?: boolean | undefined;
+  /**
+   * Calibration Hessians (Σ x xᵀ / count of each matrix's input) by HF tensor name: every group-quantized
+   * weight (q4f16_1, q4f32_1, q8f16_pq, q8f32_pq) with one is quantized with GPTQ (quant/gptq-layouts.ts) in
+   * the same layout; the rest (the token embedding, a lookup) as without. Rows are independent under GPTQ,
+   * so the fused QKV's row reorder does not matter.
+   */
+  readonly hessians?: ReadonlyMap<string, CalibrationHessian> | undefined;
+  /** GPTQ's dampening, with `hessians`; `provenance` goes into the manifest's metadata. */
+  readonly gptq?: (GptqConvertOptions & { readonly provenance?: Readonly<Record<string, unknown>> | undefined }) | undefined;
   readonly onProgress?: ((done: number, total: number) => void) | undefined;
 }
 
@@ -87,6 +98,8 @@ export interface WebGpuConversionPlan {
   readonly f32Storage: TensorCacheStorage;
   readonly shardCapBytes: number;
   readonly models: readonly WebGpuPlannedModel[];
+  /** HF names of the weights quantized with GPTQ (options.hessians; in every group-quant model); empty when none. */
+  readonly calibrated: readonly string[];
   readonly warnings: readonly string[];
 }
 
@@ -151,15 +164,46 @@ export async function convertToWebGpu(modelDir: string, options: ConvertToWebGpu
     warnings.push('tie_word_embeddings: embed_out is written as a copy of the token embedding (MLC\'s GPT-NeoX always has its own head)');
   }
   const models = types.map((type) => planWebGpuModel(checkpoint.config, type, f32Storage, { folder: types.length > 1 ? type : '', shardCap: shardCapBytes }));
-  const plan: WebGpuConversionPlan = { out, f32Storage, shardCapBytes, models, warnings };
+  const calibrated = calibratedWeights(models, options.hessians);
+  const plan: WebGpuConversionPlan = { out, f32Storage, shardCapBytes, models, calibrated, warnings };
   if (out === undefined) return plan;
 
   await writeFolderAtomically(out, options.force === true, WEBGPU_FOLDER_OWNERSHIP, async (temp) => {
     for (const model of models) if (model.folder !== '') await mkdir(join(temp, model.folder));
     await writeWeights(temp, checkpoint, models, options);
-    for (const model of models) await writeModelFiles(join(temp, model.folder), checkpoint, model);
+    for (const model of models) await writeModelFiles(join(temp, model.folder), checkpoint, model, calibrationNote(model, calibrated, options.gptq));
   });
   return plan;
+}
+
+/** HF names of the 2-D weights that have a Hessian and a group-quant record in some model: those GPTQ quantizes. */
+function calibratedWeights(models: readonly WebGpuPlannedModel[], hessians: ReadonlyMap<string, CalibrationHessian> | undefined): string[] {
+  if (hessians === undefined || hessians.size === 0) return [];
+  const names = new Set<string>();
+  for (const model of models) {
+    for (const record of model.records) {
+      if (record.source.kind === 'weight' && isGptqChunkLayout(record.source.chunkLayout) && hessians.has(record.source.tensor.name)) names.add(record.source.tensor.name);
+    }
+  }
+  return [...names];
+}
+
+/**
+ * What tensor-cache.json's metadata records of the calibration (`PolyquantCalibration`, next to MLC's
+ * ParamSize / ParamBytes / BitsPerParam; MLC's readers ignore keys they do not know): GPTQ, its settings,
+ * which weights, and the caller's provenance. Undefined for a model GPTQ did not touch (the manifest is then
+ * MLC's, key for key).
+ */
+function calibrationNote(
+  model: WebGpuPlannedModel,
+  calibrated: readonly string[],
+  gptq: ConvertToWebGpuOptions['gptq'],
+): Record<string, unknown> | undefined {
+  const tensors = calibrated.filter((name) =>
+    model.records.some((record) => record.source.kind === 'weight' && record.source.tensor.name === name && isGptqChunkLayout(record.source.chunkLayout)),
+  );
+  if (tensors.length === 0) return undefined;
+  return { method: 'gptq', dampening: gptq?.dampening ?? DEFAULT_GPTQ_DAMPENING, tensors, ...gptq?.provenance };
 }
 
 /** An output folder that is or holds the model folder or one of its weight files would replace them. */
@@ -209,11 +253,22 @@ interface Encoder {
   finish(): Promise<void>;
 }
 
-/** A 2-D weight through the pool: chunks in flight in input order, each chunk's parts appended to their records. */
-function weightEncoder(records: readonly WebGpuPlacedRecord[], K: number, writer: RecordWriter, pool: QuantPool): Encoder {
+/**
+ * A 2-D weight through the pool: chunks in flight in input order, each chunk's parts appended to their
+ * records. With a GPTQ factor (shared with the threads, not copied) and a group layout, the chunks are
+ * quantized by GPTQ in the same layout.
+ */
+function weightEncoder(
+  records: readonly WebGpuPlacedRecord[],
+  K: number,
+  writer: RecordWriter,
+  pool: QuantPool,
+  gptqFactor?: GptqFactor,
+): Encoder {
   const first = records[0] as WebGpuPlacedRecord;
   if (first.source.kind !== 'weight') throw new Error('unreachable: a weight encoder for a vector');
   const scheme = first.source.chunkLayout;
+  const factor = isGptqChunkLayout(scheme) ? gptqFactor : undefined;
   const pending: { promise: Promise<Uint8Array>; rows: number }[] = [];
   const settle = async (): Promise<void> => {
     const next = pending.shift();
@@ -229,7 +284,7 @@ function weightEncoder(records: readonly WebGpuPlacedRecord[], K: number, writer
     async take(chunk) {
       // Counted before the pool takes the chunk's buffer.
       const rows = chunkElements(chunk) / K;
-      const promise = pool.quantize({ scheme, nPerRow: K, tensor: first.name }, chunk);
+      const promise = pool.quantize({ scheme, nPerRow: K, tensor: first.name, ...(factor !== undefined && { gptq: factor }) }, chunk);
       promise.catch(() => undefined);
       pending.push({ promise, rows });
       while (pending.length >= pool.maxInFlight) await settle();
@@ -291,7 +346,12 @@ async function writeWeights(dir: string, checkpoint: Checkpoint, models: readonl
         continue;
       }
       const K = source.shape[1] as number;
-      const encoders = consumers.map((records, index) => weightEncoder(records, K, writers[index] as RecordWriter, pool));
+      const hessian = options.hessians?.get(source.name);
+      const needsFactor = hessian !== undefined && consumers.some((records) => records[0]?.source.kind === 'weight' && isGptqChunkLayout(records[0].source.chunkLayout));
+      const factor = needsFactor ? calibrationFactor(source.name, hessian, K, options.gptq) : undefined;
+      const encoders = consumers.map((records, index) =>
+        weightEncoder(records, K, writers[index] as RecordWriter, pool, factor),
+      );
       for await (const chunk of weightChunks(tensor, source, config.numHeads, config.headDim)) {
         for (const [index, encoder] of encoders.entries()) {
           // The pool takes ownership of what it is given: every encoder but the last gets a copy (a real
@@ -367,17 +427,17 @@ function chatTokens(checkpoint: Checkpoint): ChatConfigTokens {
   };
 }
 
-async function writeModelFiles(dir: string, checkpoint: Checkpoint, model: WebGpuPlannedModel): Promise<void> {
+async function writeModelFiles(dir: string, checkpoint: Checkpoint, model: WebGpuPlannedModel, calibration: Record<string, unknown> | undefined): Promise<void> {
   const hashes = model.shards.map((shard) => hashShard(join(dir, shard.dataPath), shard.nbytes));
   const write = async (name: string, text: string): Promise<void> => {
     await writeFile(join(dir, name), text).catch((error: unknown) => {
       throw ioError(join(dir, name), 'write the file', error);
     });
   };
-  const manifest = tensorCacheJson(model, hashes);
+  const manifest = tensorCacheJson(model, hashes, { calibration });
   await write(TENSOR_CACHE_FILE, manifest);
   await write(LEGACY_TENSOR_CACHE_FILE, manifest);
-  if (model.bf16Encoded) await write(TENSOR_CACHE_B16_FILE, tensorCacheJson(model, hashes, { b16: true }));
+  if (model.bf16Encoded) await write(TENSOR_CACHE_B16_FILE, tensorCacheJson(model, hashes, { b16: true, calibration }));
   const tokenizerFiles: string[] = [];
   for (const name of MLC_TOKENIZER_FILES) {
     const source = join(checkpoint.tokenizer.dir, name);

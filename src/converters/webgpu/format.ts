@@ -256,10 +256,21 @@ export interface ShardHashes {
  * tensor-cache.json as tvmjs.py's `dump_tensor_cache` writes it, key for key (`json.dump(..., indent=4)`;
  * ParamBytes is a Python float there, so it keeps its `.0`), plus a `sha256` per shard after MLC's
  * `md5sum`. `b16` gives the tensor-cache-b16.json twin: bf16-encoded float32 records as `bfloat16` / `raw`.
+ * `calibration` (GPTQ-calibrated weights) adds a `PolyquantCalibration` object to the metadata.
  */
-export function tensorCacheJson(model: WebGpuPlannedModel, hashes: readonly ShardHashes[], options: { readonly b16?: boolean } = {}): string {
+export function tensorCacheJson(
+  model: WebGpuPlannedModel,
+  hashes: readonly ShardHashes[],
+  options: { readonly b16?: boolean; readonly calibration?: Readonly<Record<string, unknown>> | undefined } = {},
+): string {
   const document = {
-    metadata: { ParamSize: model.paramSize, ParamBytes: model.paramBytes, BitsPerParam: model.bitsPerParam },
+    metadata: {
+      ParamSize: model.paramSize,
+      ParamBytes: model.paramBytes,
+      BitsPerParam: model.bitsPerParam,
+      // polyquant's own key, only on calibrated models (convert.ts calibrationNote); MLC's readers skip it.
+      ...(options.calibration !== undefined && { PolyquantCalibration: options.calibration }),
+    },
     records: model.shards.map((shard, index) => ({
       dataPath: shard.dataPath,
       format: 'raw-shard',
