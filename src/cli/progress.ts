@@ -365,7 +365,13 @@ export function createSweepProgress(options: ProgressOptions = {}): { report(eve
       else if (event.stage === 'baseline-done') status.line(`baseline scored once in ${event.seconds.toFixed(1)} s; every cell replays it`);
       else if (event.stage === 'step') {
         position = { index: event.index, total: event.total };
-        const what = event.step.step === 'convert' ? `converting ${((event.step.done / Math.max(1, event.step.total)) * 100).toFixed(0)}%` : `verifying: ${describeVerifyEvent(event.step.event)}`;
+        const { step } = event;
+        const what =
+          step.step === 'calibrate'
+            ? `calibrating (once for every calibrated cell): ${step.done}/${step.total} chunks`
+            : step.step === 'convert'
+              ? `converting ${((step.done / Math.max(1, step.total)) * 100).toFixed(0)}%`
+              : `verifying: ${describeVerifyEvent(step.event)}`;
         status.status(`[${event.index}/${event.total}] ${event.cell}: ${what}${eta()}`);
       } else {
         position = { index: event.index, total: event.total };

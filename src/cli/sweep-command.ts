@@ -128,6 +128,13 @@ export function sweepCommand(io: CliIO, setExitCode: (code: number) => void): Co
                 .option('types', { type: 'string', describe: 'comma-separated TYPE or FORMAT:TYPE (overrides the preset), e.g. q8_0,q4_k_m,onnx:q4' })
                 .option('preset', { choices: SWEEP_PRESET_NAMES, default: 'quick' as const, describe: 'quick: GGUF q8_0/q4_k_m/q4_0 + every ONNX and WebGPU type; release: a wider GGUF grid' })
                 .option('simulate', { type: 'boolean', default: false, describe: 'add simulate cells (reference engine on quantize→dequantize weights, no file); alone unless --formats names others' })
+                .option('calibrate', {
+                  type: 'string',
+                  array: true,
+                  describe:
+                    'calibration text for calibrated cells (TYPE+imatrix, TYPE+gptq: convert --calibrate, and --optimize for GGUF), computed once and shared; a preset grid gets every calibrated variant of its types. Not the --ppl text',
+                })
+                .option('calibrate-chunks', { type: 'string', describe: '--calibrate: use at most N chunks of 512 tokens (default all)' })
                 .option('ppl', { type: 'string', array: true, describe: 'UTF-8 text file(s) for perplexity' })
                 .option('ctx', { type: 'string', describe: 'window length in tokens (default 512)' })
                 .option('protocol', { choices: PERPLEXITY_PROTOCOLS, default: 'windows' as PerplexityProtocol })
@@ -158,6 +165,9 @@ export function sweepCommand(io: CliIO, setExitCode: (code: number) => void): Co
             const maxWindows = integerFlag('--max-windows', args['max-windows'], 1);
             const limit = positiveNumberFlag('--limit', args.limit, 'a document count ≥ 1, or a fraction of the split in (0, 1)');
             const threads = integerFlag('--threads', args.threads, THREAD_FLAG_RANGE.min, THREAD_FLAG_RANGE.max);
+            const calibrate = ((args.calibrate as unknown[] | undefined) ?? []).map(String);
+            if (calibrate.some((text) => text === '')) throw new PolyquantError(ERROR_CODES.USAGE, '--calibrate needs a file name', { hint: 'e.g. --calibrate train.txt' });
+            const calibrateChunks = integerFlag('--calibrate-chunks', args['calibrate-chunks'], 1);
             const shots = shotsFlag('--shots', args.shots);
             const tasks = args.tasks === undefined ? undefined : tasksFlag(args.tasks as string);
             const thresholds = thresholdsOf(args);
@@ -167,7 +177,7 @@ export function sweepCommand(io: CliIO, setExitCode: (code: number) => void): Co
             const baselineCacheBytes = sizeFlag('--baseline-cache-limit', args['baseline-cache-limit']);
             const outputs = await reportOutputs(args.json as string | undefined, args.markdown as string | undefined);
             if (outputs.length > 0) {
-              await refuseOverwritingInputs(outputs, [...((args.ppl as string[] | undefined) ?? []), ...(await modelFolderFiles(args.model as string).catch(() => []))]);
+              await refuseOverwritingInputs(outputs, [...((args.ppl as string[] | undefined) ?? []), ...calibrate, ...(await modelFolderFiles(args.model as string).catch(() => []))]);
             }
             const progress = createSweepProgress();
             let run: Awaited<ReturnType<typeof runSweep>>;
@@ -179,6 +189,8 @@ export function sweepCommand(io: CliIO, setExitCode: (code: number) => void): Co
                 types: list(args.types as string | undefined),
                 preset: args.preset as string,
                 simulate: args.simulate as boolean,
+                ...(calibrate.length > 0 && { calibrate }),
+                ...(calibrateChunks !== undefined && { calibrateChunks }),
                 pplFiles: (args.ppl as string[] | undefined) ?? [],
                 ...(ctx !== undefined && { ctx }),
                 protocol: args.protocol as PerplexityProtocol,
@@ -210,8 +222,12 @@ export function sweepCommand(io: CliIO, setExitCode: (code: number) => void): Co
             printReport(io, run.report);
             const counts = [`${run.computed.length} computed`, `${run.skipped.length + run.regated.length} already done`];
             if (run.errors.length > 0) counts.push(`${run.errors.length} failed to run`);
+            const once = [
+              ...(run.baselineSeconds === null ? [] : [`baseline scored once in ${run.baselineSeconds.toFixed(1)} s`]),
+              ...(run.calibration === null ? [] : [`calibrated once in ${run.calibration.seconds.toFixed(1)} s (${run.calibration.chunks} chunks × ${run.calibration.chunkSize} tokens)`]),
+            ];
             io.stdout(
-              `${run.shard === null ? 'sweep' : `shard ${run.shard}`}: ${counts.join(', ')}${run.baselineSeconds === null ? '' : `; baseline scored once in ${run.baselineSeconds.toFixed(1)} s`}; ${run.seconds.toFixed(1)} s in all; ${resolve(run.dir)}\n`,
+              `${run.shard === null ? 'sweep' : `shard ${run.shard}`}: ${counts.join(', ')}${once.map((part) => `; ${part}`).join('')}; ${run.seconds.toFixed(1)} s in all; ${resolve(run.dir)}\n`,
             );
             if (run.shard !== null) {
               // A shard does not gate: its folder holds a part of the grid. Merge the shards, then `sweep report`.

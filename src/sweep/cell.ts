@@ -18,15 +18,19 @@ import { isGgufFileType } from '../quant/policy.js';
 import type { BaselineSession } from '../verify/baseline-session.js';
 import type { ModelDescription, VerifyReport } from '../verify/report.js';
 import { type VerifyOptions, type VerifyProgress, verify } from '../verify/verify.js';
-import type { SweepCell } from './grid.js';
+import type { SweepCalibration, SweepCalibrationResult } from './calibration.js';
+import { type SweepCell, splitCellType } from './grid.js';
 import { type SweepCellRecord, cellKey, describeFailures, SWEEP_CELL_SCHEMA, type SweepEvaluation, type SweepModel, summarise } from './records.js';
 
 export const ARTIFACTS_FOLDER = 'artifacts';
 export const SCRATCH_FOLDER = 'scratch';
 /** Scratch folders are `<pid>-<cell id>`: the pid tells a killed sweep's leftovers (io/temp.ts removeStaleTemps). */
-export const SCRATCH_PATTERN = /^(\d+)-[a-z0-9_-]+$/;
+export const SCRATCH_PATTERN = /^(\d+)-[a-z0-9_+-]+$/;
 
-export type CellStep = { readonly step: 'convert'; readonly done: number; readonly total: number } | { readonly step: 'verify'; readonly event: VerifyProgress };
+export type CellStep =
+  | { readonly step: 'calibrate'; readonly done: number; readonly total: number }
+  | { readonly step: 'convert'; readonly done: number; readonly total: number }
+  | { readonly step: 'verify'; readonly event: VerifyProgress };
 
 export interface CellContext {
   /** The sweep folder, absolute. */
@@ -43,6 +47,8 @@ export interface CellContext {
   readonly keepArtifacts: boolean;
   /** Quantizer threads for the converters (default: every core). */
   readonly workers: number | undefined;
+  /** The calibration calibrated cells (`+imatrix`, `+gptq`) take; undefined without --calibrate. */
+  readonly calibration?: SweepCalibration | undefined;
   readonly onStep?: (step: CellStep) => void;
 }
 
@@ -65,18 +71,24 @@ interface Converted {
   readonly planned: boolean;
 }
 
-async function convertCell(cell: SweepCell, model: string, folder: string, context: CellContext): Promise<Converted> {
+async function convertCell(cell: SweepCell, model: string, folder: string, context: CellContext, calibrated: SweepCalibrationResult | undefined): Promise<Converted> {
   const workers = context.workers === undefined ? {} : { workers: context.workers };
   const onProgress = (done: number, total: number): void => context.onStep?.({ step: 'convert', done, total });
+  const { base: type, method } = splitCellType(cell.type);
+  // The file is named after the base type and method alike: `gguf-q4_k_m+gptq.gguf`.
+  const gptq = method === 'gptq' && calibrated !== undefined ? { hessians: calibrated.hessians, gptq: { provenance: calibrated.provenance } } : {};
   switch (cell.format) {
     case 'gguf': {
       const out = join(folder, `${cell.id}.gguf`);
-      await convertToGguf(model, { type: cell.type, out, onProgress, ...workers });
+      // +imatrix: `convert --calibrate`; +gptq: `convert --calibrate --optimize` (the same importance matrix, GPTQ on top).
+      const imatrix = calibrated === undefined ? {} : { imatrix: calibrated.imatrix, imatrixProvenance: calibrated.imatrixProvenance };
+      const hessians = method === 'gptq' && calibrated !== undefined ? { hessians: calibrated.hessians } : {};
+      await convertToGguf(model, { type, out, onProgress, ...workers, ...imatrix, ...hessians });
       return { candidate: out, bytes: (await stat(out)).size, name: `${cell.id}.gguf`, planned: false };
     }
     case 'onnx': {
       const out = join(folder, cell.id);
-      const plan = await convertToOnnx(model, { types: [cell.type], out, force: true, onProgress, ...workers });
+      const plan = await convertToOnnx(model, { types: [type], out, force: true, onProgress, ...workers, ...gptq });
       const planned = plan.models[0];
       if (planned === undefined) throw new Error('the ONNX converter planned no model');
       const bytes = planned.dataFiles.reduce((sum, data) => sum + data.bytes, 0) + (await stat(join(out, planned.file))).size;
@@ -84,21 +96,31 @@ async function convertCell(cell: SweepCell, model: string, folder: string, conte
     }
     case 'webgpu': {
       const out = join(folder, cell.id);
-      const plan = await convertToWebGpu(model, { types: [cell.type], out, force: true, onProgress, ...workers });
+      const plan = await convertToWebGpu(model, { types: [type], out, force: true, onProgress, ...workers, ...gptq });
       const planned = plan.models[0];
       if (planned === undefined) throw new Error('the WebGPU converter planned no model');
       return { candidate: out, bytes: planned.diskBytes, name: cell.id, planned: false };
     }
     case 'simulate': {
       // Nothing is written: the size is what the converter would write (headers and tokenizer files read only).
-      if (isGgufFileType(cell.type)) {
-        const plan = await convertToGguf(model, { type: cell.type, dryRun: true });
-        return { candidate: model, bytes: plan.fileBytes, name: `${cell.id} (planned ${cell.type}.gguf)`, planned: true };
+      if (isGgufFileType(type)) {
+        const plan = await convertToGguf(model, { type, dryRun: true });
+        return { candidate: model, bytes: plan.fileBytes, name: `${cell.id} (planned ${type}.gguf)`, planned: true };
       }
-      const plan = await convertToWebGpu(model, { types: [cell.type], dryRun: true });
-      return { candidate: model, bytes: plan.models[0]?.diskBytes ?? 0, name: `${cell.id} (planned ${cell.type} WebGPU folder)`, planned: true };
+      const plan = await convertToWebGpu(model, { types: [type], dryRun: true });
+      return { candidate: model, bytes: plan.models[0]?.diskBytes ?? 0, name: `${cell.id} (planned ${type} WebGPU folder)`, planned: true };
     }
   }
+}
+
+/**
+ * The calibration a calibrated cell needs (undefined for the others), computed by the first cell that
+ * asks: a sweep planned without --calibrate cannot hold calibrated cells (grid.ts refuses them).
+ */
+async function cellCalibration(cell: SweepCell, context: CellContext): Promise<SweepCalibrationResult | undefined> {
+  if (splitCellType(cell.type).method === undefined) return undefined;
+  if (context.calibration === undefined) throw new Error(`${cell.id} is a calibrated cell, but the sweep has no calibration`);
+  return context.calibration.get((done, total) => context.onStep?.({ step: 'calibrate', done, total }));
 }
 
 /**
@@ -132,8 +154,10 @@ export async function runCell(cell: SweepCell, context: CellContext): Promise<Sw
     } catch (error) {
       throw ioError(folder, 'create the cell folder', error);
     }
+    // The shared calibration before the clock: it is the sweep's, not this cell's (SweepRun.calibrationSeconds).
+    const calibrated = await cellCalibration(cell, context);
     let started = performance.now();
-    const converted = await convertCell(cell, model.path, folder, context);
+    const converted = await convertCell(cell, model.path, folder, context, calibrated);
     convertSeconds = (performance.now() - started) / 1000;
     started = performance.now();
     const report = await verify({
@@ -141,7 +165,7 @@ export async function runCell(cell: SweepCell, context: CellContext): Promise<Sw
       candidate: converted.candidate,
       baseline: model.path,
       engine: 'auto',
-      ...(cell.format === 'onnx' && { onnxType: cell.type as NonNullable<VerifyOptions['onnxType']> }),
+      ...(cell.format === 'onnx' && { onnxType: splitCellType(cell.type).base as NonNullable<VerifyOptions['onnxType']> }),
       ...(cell.format === 'simulate' && { simulate: cell.type }),
       ...(context.session !== undefined && { baselineSession: context.session }),
       onProgress: (event) => context.onStep?.({ step: 'verify', event }),

@@ -6,10 +6,12 @@
  * SWEEP_FORMATS, types in their table's order), whatever order the flags name them in, so that every
  * process of a sharded sweep sees the same grid and the same shard assignment.
  */
-import { ONNX_TYPE_NAMES } from '../converters/onnx/types.js';
+import { isOnnxTypeName, ONNX_TYPE_NAMES, ONNX_TYPES } from '../converters/onnx/types.js';
 import { ERROR_CODES, PolyquantError } from '../errors.js';
-import { GGUF_FILE_TYPE_ALIASES, GGUF_FILE_TYPE_NAMES } from '../quant/policy.js';
-import { WEBGPU_LAYOUT_NAMES } from '../quant/webgpu-layouts.js';
+import { GGML_TYPES } from '../quant/ggml-types.js';
+import { isGptqGgmlType } from '../quant/gptq-ggml.js';
+import { GGUF_FILE_TYPE_ALIASES, GGUF_FILE_TYPE_NAMES, GGUF_FILE_TYPES, type GgufFileType } from '../quant/policy.js';
+import { WEBGPU_LAYOUT_NAMES, webGpuLayout } from '../quant/webgpu-layouts.js';
 
 export const SWEEP_FORMATS = ['gguf', 'onnx', 'webgpu', 'simulate'] as const;
 export type SweepFormat = (typeof SWEEP_FORMATS)[number];
@@ -23,6 +25,57 @@ export const FORMAT_TYPES: Readonly<Record<SweepFormat, readonly string[]>> = {
   webgpu: WEBGPU_LAYOUT_NAMES,
   // verify --simulate: a GGUF type's llama-quantize mixture, or a WebGPU layout.
   simulate: [...GGUF_FILE_TYPE_NAMES, ...WEBGPU_LAYOUT_NAMES],
+};
+
+/**
+ * Calibrated cells (`sweep --calibrate TEXT`): a type with a method suffix, `q4_k_m+imatrix`, `q4_k_m+gptq`,
+ * `q4+gptq`, `q4f16_1+gptq`. `imatrix`: a GGUF file type quantized with the importance matrix of the
+ * calibration text (as `convert --calibrate`); `gptq`: GPTQ error feedback with its Hessians (GGUF:
+ * `convert --calibrate --optimize`; ONNX MatMulNBits and WebGPU group-quant: `convert --calibrate`).
+ */
+export const CALIBRATION_METHODS = ['imatrix', 'gptq'] as const;
+export type CalibrationMethod = (typeof CALIBRATION_METHODS)[number];
+
+/** GGUF file types whose own type's quantizer uses importance weights (not f16, not q8_0: the same bytes either way). */
+const ggufTakesImportance = (type: GgufFileType): boolean => GGML_TYPES[GGUF_FILE_TYPES[type].defaultType].importance === 'used';
+
+/** The calibration methods a type of a format takes, in CALIBRATION_METHODS order. */
+export function calibrationMethods(format: SweepFormat, type: string): CalibrationMethod[] {
+  switch (format) {
+    case 'gguf': {
+      if (!(GGUF_FILE_TYPE_NAMES as readonly string[]).includes(type)) return [];
+      const own = GGUF_FILE_TYPES[type as GgufFileType].defaultType;
+      // --optimize's GPTQ fills the types of gptq-ggml.ts (q8_0 included: GPTQ picks its levels).
+      return [...(ggufTakesImportance(type as GgufFileType) ? (['imatrix'] as const) : []), ...(isGptqGgmlType(own) ? (['gptq'] as const) : [])];
+    }
+    case 'onnx': {
+      // MatMulNBits weights (4-bit, and 8-bit in the converter's default --q8-format nbits).
+      const linear = isOnnxTypeName(type) ? ONNX_TYPES[type].linear : undefined;
+      return linear === 'nbits4' || linear === 'integer8' ? ['gptq'] : [];
+    }
+    case 'webgpu':
+      return (WEBGPU_LAYOUT_NAMES as readonly string[]).includes(type) && webGpuLayout(type).kind === 'group-quant' ? ['gptq'] : [];
+    case 'simulate':
+      return [];
+  }
+}
+
+/** A cell type split into its base type and calibration method (`q4_k_m+gptq` → q4_k_m, gptq). */
+export function splitCellType(type: string): { readonly base: string; readonly method: CalibrationMethod | undefined } {
+  const plus = type.indexOf('+');
+  if (plus < 0) return { base: type, method: undefined };
+  const method = type.slice(plus + 1);
+  return { base: type.slice(0, plus), method: (CALIBRATION_METHODS as readonly string[]).includes(method) ? (method as CalibrationMethod) : undefined };
+}
+
+/** Every cell type of each format, each base type followed by its calibrated variants: the canonical order. */
+const withCalibrated = (format: SweepFormat): string[] =>
+  FORMAT_TYPES[format].flatMap((type) => [type, ...calibrationMethods(format, type).map((method) => `${type}+${method}`)]);
+const GRID_TYPES: Readonly<Record<SweepFormat, readonly string[]>> = {
+  gguf: withCalibrated('gguf'),
+  onnx: withCalibrated('onnx'),
+  webgpu: withCalibrated('webgpu'),
+  simulate: FORMAT_TYPES.simulate,
 };
 
 export const SWEEP_PRESET_NAMES = ['quick', 'release'] as const;
@@ -47,6 +100,7 @@ export interface SweepCell {
   /** `<format>-<type>`: the cell file's name (cells/<id>.json). */
   readonly id: string;
   readonly format: SweepFormat;
+  /** The format's type, with `+imatrix` / `+gptq` for a calibrated cell. */
   readonly type: string;
 }
 
@@ -59,6 +113,11 @@ export interface GridOptions {
   readonly preset?: string | undefined;
   /** Add simulate cells (alone when no formats are named). */
   readonly simulate?: boolean | undefined;
+  /**
+   * A calibration text is given: calibrated types may be named, and a preset grid gets every calibrated
+   * variant of its types. Without it a calibrated type is refused.
+   */
+  readonly calibrate?: boolean | undefined;
 }
 
 export function cellId(format: SweepFormat, type: string): string {
@@ -75,7 +134,7 @@ export function parseCellId(id: string): SweepCell | undefined {
   if (dash < 0) return undefined;
   const format = id.slice(0, dash);
   const type = id.slice(dash + 1);
-  if (!isSweepFormat(format) || !FORMAT_TYPES[format].includes(type)) return undefined;
+  if (!isSweepFormat(format) || !GRID_TYPES[format].includes(type)) return undefined;
   return { id, format, type };
 }
 
@@ -84,7 +143,7 @@ export function gridOrder(ids: Iterable<string>): string[] {
   const rank = (id: string): number => {
     const cell = parseCellId(id);
     if (cell === undefined) return Number.MAX_SAFE_INTEGER;
-    return SWEEP_FORMATS.indexOf(cell.format) * 1000 + FORMAT_TYPES[cell.format].indexOf(cell.type);
+    return SWEEP_FORMATS.indexOf(cell.format) * 1000 + GRID_TYPES[cell.format].indexOf(cell.type);
   };
   return [...new Set(ids)].sort((a, b) => rank(a) - rank(b) || (a < b ? -1 : a > b ? 1 : 0));
 }
@@ -112,7 +171,10 @@ export function planGrid(options: GridOptions = {}): SweepCell[] {
     const table = SWEEP_PRESETS[preset as SweepPresetName];
     for (const format of chosen) {
       const types = format === 'simulate' ? [...table.gguf, ...table.webgpu] : table[format];
-      for (const type of types) wanted.get(format)?.add(type);
+      for (const type of types) {
+        wanted.get(format)?.add(type);
+        if (options.calibrate === true) for (const method of calibrationMethods(format, type)) wanted.get(format)?.add(`${type}+${method}`);
+      }
     }
   } else {
     for (const raw of options.types) {
@@ -125,7 +187,8 @@ export function planGrid(options: GridOptions = {}): SweepCell[] {
         if (!isSweepFormat(format)) {
           throw new PolyquantError(ERROR_CODES.USAGE, `--types: ${JSON.stringify(raw)} names no format`, { hint: `formats are ${SWEEP_FORMATS.join(', ')}` });
         }
-        if (!FORMAT_TYPES[format].includes(type)) {
+        checkCalibrated(raw, format, type, options.calibrate === true);
+        if (!GRID_TYPES[format].includes(type)) {
           throw new PolyquantError(ERROR_CODES.USAGE, `--types: ${JSON.stringify(type)} is not a ${format} type`, { hint: `${format} types are ${FORMAT_TYPES[format].join(', ')}` });
         }
         if (!formats.has(format)) {
@@ -136,9 +199,10 @@ export function planGrid(options: GridOptions = {}): SweepCell[] {
         wanted.get(format)?.add(type);
         continue;
       }
-      const owners = chosen.filter((format) => FORMAT_TYPES[format].includes(entry));
+      const owners = chosen.filter((format) => GRID_TYPES[format].includes(entry));
       if (owners.length === 0) {
-        const elsewhere = SWEEP_FORMATS.filter((format) => FORMAT_TYPES[format].includes(entry));
+        for (const format of chosen) checkCalibrated(raw, format, entry, options.calibrate === true);
+        const elsewhere = SWEEP_FORMATS.filter((format) => GRID_TYPES[format].includes(entry));
         throw new PolyquantError(ERROR_CODES.USAGE, `--types: ${JSON.stringify(raw)} is not a type of ${chosen.join(', ')}`, {
           hint:
             elsewhere.length > 0
@@ -146,12 +210,15 @@ export function planGrid(options: GridOptions = {}): SweepCell[] {
               : chosen.map((format) => `${format}: ${FORMAT_TYPES[format].join(', ')}`).join('; '),
         });
       }
-      for (const format of owners) wanted.get(format)?.add(entry);
+      for (const format of owners) {
+        checkCalibrated(raw, format, entry, options.calibrate === true);
+        wanted.get(format)?.add(entry);
+      }
     }
   }
   const cells: SweepCell[] = [];
   for (const format of chosen) {
-    for (const type of FORMAT_TYPES[format]) if (wanted.get(format)?.has(type)) cells.push({ id: cellId(format, type), format, type });
+    for (const type of GRID_TYPES[format]) if (wanted.get(format)?.has(type)) cells.push({ id: cellId(format, type), format, type });
   }
   if (cells.length === 0) throw new PolyquantError(ERROR_CODES.USAGE, 'the grid has no cells', { hint: 'name types of the chosen formats with --types' });
   return cells;
@@ -188,7 +255,31 @@ export function shardLabel(shard: Shard | undefined): string | null {
   return shard === undefined ? null : `${shard.index}/${shard.count}`;
 }
 
-/** llama-quantize's aliases (`q4_k` = q4_k_m; quant/policy.ts), which name no type of another format. */
+/**
+ * A calibrated type (`TYPE+METHOD`) named in --types: refused without --calibrate, and where the method
+ * does not apply to the format's type (USAGE, exit 2). Plain types pass.
+ */
+function checkCalibrated(raw: string, format: SweepFormat, type: string, calibrate: boolean): void {
+  if (!type.includes('+')) return;
+  const { base, method } = splitCellType(type);
+  if (method === undefined) {
+    throw new PolyquantError(ERROR_CODES.USAGE, `--types: ${JSON.stringify(raw)} names no calibration method`, { hint: `methods are ${CALIBRATION_METHODS.join(', ')} (e.g. q4_k_m+gptq)` });
+  }
+  if (!FORMAT_TYPES[format].includes(base)) return;
+  const methods = calibrationMethods(format, base);
+  if (!methods.includes(method)) {
+    throw new PolyquantError(ERROR_CODES.USAGE, `--types: ${JSON.stringify(raw)}: ${format} ${base} cannot be calibrated with ${method}`, {
+      hint: methods.length > 0 ? `${format} ${base} takes ${methods.map((m) => `+${m}`).join(', ')}` : `${format} ${base} takes no calibration`,
+    });
+  }
+  if (!calibrate) {
+    throw new PolyquantError(ERROR_CODES.USAGE, `--types: ${JSON.stringify(raw)} is a calibrated cell and needs calibration text`, { hint: 'add --calibrate TEXT (e.g. a training split)' });
+  }
+}
+
+/** llama-quantize's aliases (`q4_k` = q4_k_m; quant/policy.ts), which name no type of another format; a method suffix stays. */
 function withoutAlias(type: string): string {
-  return Object.hasOwn(GGUF_FILE_TYPE_ALIASES, type) ? (GGUF_FILE_TYPE_ALIASES[type] as string) : type;
+  const { base } = splitCellType(type);
+  const suffix = type.slice(base.length);
+  return Object.hasOwn(GGUF_FILE_TYPE_ALIASES, base) ? `${GGUF_FILE_TYPE_ALIASES[base] as string}${suffix}` : type;
 }

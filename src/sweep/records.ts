@@ -60,6 +60,8 @@ export interface SweepEvaluation {
   readonly device: string;
   /** The GGUF type an HF baseline too large for the reference engine is run from. */
   readonly baselineType: string;
+  /** `--calibrate`: the calibration texts (by content) and chunk limit of the calibrated cells; absent without. */
+  readonly calibration?: { readonly texts: readonly HashedFile[]; readonly chunks: number | null } | undefined;
 }
 
 export interface SweepModel {
@@ -280,9 +282,9 @@ export function describeSettingsDifference(a: { settings: SweepEvaluation; polyq
   const differences: string[] = [];
   if (a.model.sha256 !== b.model.sha256) differences.push(`model content ${a.model.sha256.slice(0, 12)} vs ${b.model.sha256.slice(0, 12)}`);
   if (a.polyquant !== b.polyquant) differences.push(`polyquant ${a.polyquant} vs ${b.polyquant}`);
-  for (const key of Object.keys(a.settings) as (keyof SweepEvaluation)[]) {
-    const left = JSON.stringify(a.settings[key]);
-    const right = JSON.stringify(b.settings?.[key]);
+  for (const key of new Set([...Object.keys(a.settings), ...Object.keys(b.settings ?? {})]) as Set<keyof SweepEvaluation>) {
+    const left = JSON.stringify(a.settings[key]) ?? 'none';
+    const right = JSON.stringify(b.settings?.[key]) ?? 'none';
     if (left !== right) differences.push(`${key} ${left} vs ${right}`);
   }
   return differences.length > 0 ? differences.join('; ') : 'the settings keys differ';

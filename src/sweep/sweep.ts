@@ -30,6 +30,7 @@ import { checkVerifySettings } from '../verify/settings.js';
 import type { Thresholds } from '../verify/thresholds.js';
 import { DEFAULT_CTX, DEVICE_NAMES, type DeviceName, scoreBaseline, type VerifyOptions, type VerifyProgress } from '../verify/verify.js';
 import { type CellStep, runCell, SCRATCH_FOLDER, SCRATCH_PATTERN } from './cell.js';
+import { SweepCalibration } from './calibration.js';
 import { parseShard, planGrid, type Shard, shardCells, shardLabel } from './grid.js';
 import {
   cellFile,
@@ -63,6 +64,14 @@ export interface SweepOptions {
   readonly types?: readonly string[] | undefined;
   readonly preset?: string | undefined;
   readonly simulate?: boolean | undefined;
+  /**
+   * Calibration text for calibrated cells (`q4_k_m+imatrix`, `q4_k_m+gptq`, `q4+gptq`, …; grid.ts): with it a
+   * preset grid gets every calibrated variant of its types; without it calibrated types are refused. Its
+   * content and `calibrateChunks` enter the sweep's settings key.
+   */
+  readonly calibrate?: readonly string[] | undefined;
+  /** At most this many calibration chunks of 512 tokens (default all). */
+  readonly calibrateChunks?: number | undefined;
   // verify's evaluation options, passed to every cell.
   readonly pplFiles?: readonly string[] | undefined;
   readonly ctx?: number | undefined;
@@ -127,6 +136,8 @@ export interface SweepRun {
   readonly errors: readonly string[];
   /** Seconds spent scoring (or loading) the baseline before the first cell; null without the cache or when nothing ran. */
   readonly baselineSeconds: number | null;
+  /** The calibration shared by this run's calibrated cells: its seconds and chunks; null when none ran. */
+  readonly calibration: { readonly seconds: number; readonly chunks: number; readonly chunkSize: number } | null;
   readonly baselineStats: BaselineSessionStats | null;
   readonly seconds: number;
 }
@@ -160,7 +171,13 @@ async function describeEvaluation(options: SweepOptions, kobest: KobestInputs | 
       limit: options.limit ?? null,
     };
   }
+  const calibrate = options.calibrate ?? [];
+  const calibration: SweepEvaluation['calibration'] =
+    calibrate.length === 0
+      ? undefined
+      : { texts: await Promise.all(calibrate.map((file) => hashFile(resolve(file), basename(file)))), chunks: options.calibrateChunks ?? null };
   return {
+    ...(calibration !== undefined && { calibration }),
     ppl,
     ctx: options.ctx ?? DEFAULT_CTX,
     protocol: options.protocol ?? 'windows',
@@ -218,7 +235,12 @@ export async function runSweep(options: SweepOptions): Promise<SweepRun> {
   const started = performance.now();
   const say = options.onProgress ?? (() => undefined);
   // Every setting and input is checked before the first conversion: a typo fails at once (exit 2).
-  const cells = planGrid({ formats: options.formats, types: options.types, preset: options.preset, simulate: options.simulate });
+  const calibrate = options.calibrate ?? [];
+  if (options.calibrateChunks !== undefined && (!Number.isSafeInteger(options.calibrateChunks) || options.calibrateChunks < 1)) {
+    throw new PolyquantError(ERROR_CODES.USAGE, `--calibrate-chunks ${options.calibrateChunks} is not a whole number ≥ 1`);
+  }
+  if (options.calibrateChunks !== undefined && calibrate.length === 0) throw new PolyquantError(ERROR_CODES.USAGE, '--calibrate-chunks needs --calibrate TEXT');
+  const cells = planGrid({ formats: options.formats, types: options.types, preset: options.preset, simulate: options.simulate, calibrate: calibrate.length > 0 });
   const shard = typeof options.shard === 'string' ? parseShard(options.shard) : options.shard;
   if (shard !== undefined) parseShard(`${shard.index}/${shard.count}`);
   if ((options.pplFiles ?? []).length === 0 && options.kobestDir === undefined) {
@@ -241,6 +263,12 @@ export async function runSweep(options: SweepOptions): Promise<SweepRun> {
   const sha256 = await modelContentHash(checkpoint, options.cacheDir ?? defaultCacheDir(), (event) => say({ stage: 'hash', done: event.done, total: event.total }));
   const model: SweepModel = { path: checkpoint.dir, sha256, parameters: parameterCount(checkpoint) };
   const settings = await describeEvaluation(options, kobestInputs);
+  const tuned = settings.calibration?.texts.find((text) => settings.ppl.some((ppl) => ppl.sha256 === text.sha256));
+  if (tuned !== undefined) {
+    throw new PolyquantError(ERROR_CODES.USAGE, `--calibrate ${tuned.name} is also a --ppl text: calibrated cells would be measured on the text they were fitted to`, {
+      hint: 'calibrate on a training split and measure on held-out text',
+    });
+  }
   const key = settingsKey(model, settings);
   try {
     await mkdir(join(dir, 'cells'), { recursive: true });
@@ -264,6 +292,7 @@ export async function runSweep(options: SweepOptions): Promise<SweepRun> {
   if (todo.length > 0 && options.baselineCache !== false) {
     session = await BaselineSession.create({ baseline: model.path, verify: base, dir: join(dir, BASELINE_FOLDER), key, maxRowBytes: baselineCacheBytes });
   }
+  let calibrationUsed: SweepCalibration | undefined;
   const computed: string[] = [];
   const skipped: string[] = [];
   const regated: string[] = [];
@@ -275,7 +304,10 @@ export async function runSweep(options: SweepOptions): Promise<SweepRun> {
       baselineSeconds = await scoreBaseline(session, { ...base, baseline: model.path, onProgress: (event) => say({ stage: 'baseline', event }) });
       say({ stage: 'baseline-done', seconds: baselineSeconds });
     }
+    const calibration = calibrate.length === 0 ? undefined : new SweepCalibration(model.path, { texts: calibrate, chunks: options.calibrateChunks, threads: options.threads });
+    calibrationUsed = calibration;
     const context = {
+      calibration,
       dir,
       model,
       settings,
@@ -328,9 +360,21 @@ export async function runSweep(options: SweepOptions): Promise<SweepRun> {
     regated,
     errors,
     baselineSeconds,
+    calibration: await calibrationSummary(calibrationUsed),
     baselineStats: session?.stats ?? null,
     seconds: (performance.now() - started) / 1000,
   };
+}
+
+/** The seconds and chunks of a calibration this run made; null when no calibrated cell ran (or it failed). */
+async function calibrationSummary(calibration: SweepCalibration | undefined): Promise<SweepRun['calibration']> {
+  if (calibration === undefined || !calibration.started) return null;
+  try {
+    const result = await calibration.get();
+    return { seconds: result.seconds, chunks: result.chunkCount, chunkSize: result.chunkSize };
+  } catch {
+    return null;
+  }
 }
 
 export interface SweepReportOptions {
