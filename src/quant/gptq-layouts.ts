@@ -20,8 +20,8 @@
  * Not kept: a refined scale per block (a search over clipping ratios 0.80…1.00 of the block's range, and
  * for symmetric MatMulNBits the scale's sign, for the least Σ H_jj (w_j − ŵ_j)², as AWQ's clip search and
  * llama.cpp's make_qx_quants do). On polyglot-ko-tiny it lowered round-to-nearest's KLD by 12 % (symmetric
- * q4) but did nothing on top of GPTQ (−2 % to +3 %, BENCHMARKS.md), whose error feedback already absorbs
- * what a better scale would save; it cost 3–4× the conversion time.
+ * q4) but did nothing on top of GPTQ (−2 % to +3 %, measured while this was built; DESIGN-NOTES), whose
+ * error feedback already absorbs what a better scale would save; it cost 3–4× the conversion time.
  *
  * quant/ knows no file format (DESIGN.md): the chunk functions at the end return the same packed bytes as
  * `quantizeOnnxRows` / `quantizeWebGpuChunk`, for the converters to place.
