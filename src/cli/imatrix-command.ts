@@ -114,6 +114,13 @@ export function renderImatrix(result: ImatrixResult, out: string, fileBytes: num
   ].join('\n');
 }
 
+/** `--calibrate`'s input checked (file names given, an HF folder: a GGUF cannot run), then its progress line. */
+async function startCalibration(model: string, texts: readonly string[], progress: boolean, hint: string): Promise<ReturnType<typeof createProgress> | undefined> {
+  if (texts.some((text) => text === '')) throw new PolyquantError(ERROR_CODES.USAGE, '--calibrate needs a file name', { hint: 'e.g. --calibrate train.txt' });
+  if (await isGgufInput(model)) throw new PolyquantError(ERROR_CODES.USAGE, '--calibrate runs the HF model folder; a GGUF input cannot be calibrated', { hint });
+  return progress ? createProgress('calibrating', { unit: { noun: 'chunks' } }) : undefined;
+}
+
 /** What `convert --calibrate` records as quantize.imatrix.file: there is no file, the matrix was computed in memory. */
 export const CALIBRATE_PROVENANCE_FILE = 'polyquant convert --calibrate';
 
@@ -128,13 +135,7 @@ export async function calibrateForConvert(
   texts: readonly string[],
   options: { readonly chunks?: number | undefined; readonly threads?: number | undefined; readonly progress: boolean; readonly io: CliIO },
 ): Promise<{ entries: Map<string, Float32Array>; datasets: readonly string[]; chunkCount: number; summary: string }> {
-  if (texts.some((text) => text === '')) throw new PolyquantError(ERROR_CODES.USAGE, '--calibrate needs a file name', { hint: 'e.g. --calibrate train.txt' });
-  if (await isGgufInput(model)) {
-    throw new PolyquantError(ERROR_CODES.USAGE, '--calibrate runs the HF model folder; a GGUF input cannot be calibrated', {
-      hint: 'convert the HF folder with --calibrate, or pass an importance matrix with --imatrix',
-    });
-  }
-  const progress = options.progress ? createProgress('calibrating', { unit: { noun: 'chunks' } }) : undefined;
+  const progress = await startCalibration(model, texts, options.progress, 'convert the HF folder with --calibrate, or pass an importance matrix with --imatrix');
   const result = await computeImatrix(model, {
     texts,
     ...(options.chunks !== undefined && { chunks: options.chunks }),
@@ -173,13 +174,7 @@ export async function calibrateHessiansForConvert(
   texts: readonly string[],
   options: { readonly chunks?: number | undefined; readonly threads?: number | undefined; readonly head: boolean; readonly progress: boolean; readonly io: CliIO },
 ): Promise<CalibratedHessians> {
-  if (texts.some((text) => text === '')) throw new PolyquantError(ERROR_CODES.USAGE, '--calibrate needs a file name', { hint: 'e.g. --calibrate train.txt' });
-  if (await isGgufInput(model)) {
-    throw new PolyquantError(ERROR_CODES.USAGE, '--calibrate runs the HF model folder; a GGUF input cannot be calibrated', {
-      hint: 'convert the HF folder with --calibrate TEXT',
-    });
-  }
-  const progress = options.progress ? createProgress('calibrating', { unit: { noun: 'chunks' } }) : undefined;
+  const progress = await startCalibration(model, texts, options.progress, 'convert the HF folder with --calibrate TEXT');
   const result = await computeHessians(model, {
     texts,
     head: options.head,
