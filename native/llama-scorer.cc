@@ -17,7 +17,8 @@
 //   loadModel(path, gpuLayers, cpuOnly) → Promise<model>        freeModel(model)
 //   modelInfo(model) → { vocab, ctxTrain, layers, params, gpuLayers, devices }
 //   tokenize(model, text, parseSpecial) → Int32Array
-//   createContext(model, nCtx, nBatch, nSeqMax, threads, cpuOnly, flashAttention) → context   freeContext(context)
+//   createContext(model, nCtx, nBatch, nSeqMax, threads, cpuOnly, flashAttention[, imatrix 0|1|2]) → context
+//   freeContext(context)   imatrixEntries(context) → { entries: [{ name, sums: Float64Array, count }], nonFinite }
 //   contextInfo(context) → { nCtx, nBatch, nSeqMax, threads }
 //   decode(context, tokens, positions, seqMasks, logits, outIndex, outTarget, outLogProb, outArgmax,
 //          outFullRow, full) → Promise<void>
@@ -34,7 +35,9 @@
 #include <cstdint>
 #include <cstring>
 #include <sys/mman.h>
+#include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -145,7 +148,81 @@ struct Model {
   std::atomic<int> contexts{0};
 };
 
+/**
+ * An importance matrix as llama-imatrix collects it (tools/imatrix/imatrix.cpp collect_imatrix, dense
+ * weights): for every MUL_MAT whose weight is a `blk.*` tensor (and `output.weight` when asked) over at
+ * least 16 float32 input rows, Σ x² per input column and the rows counted. Summed in double (llama-imatrix
+ * sums in float); called by llama.cpp's scheduler on the decoding thread, read on the JS thread only when
+ * the context is not decoding.
+ */
+struct ImatrixCollector {
+  struct Entry {
+    std::vector<double> sums;
+    int64_t count = 0;
+  };
+  bool output = false;
+  std::map<std::string, Entry> entries;
+  std::vector<char> copy;    // inputs that live off the host (a GPU buffer) are copied here
+  std::string nonFinite;     // the first tensor whose sums stopped being finite
+  std::mutex mutex;
+};
+
+/** `filter_tensor_name`: the weight's name without ggml's `#…#` decorations. */
+std::string weightName(const char *name) {
+  const char *p = std::strchr(name, '#');
+  if (p == nullptr) return name;
+  p += 1;
+  const char *q = std::strchr(p, '#');
+  return q == nullptr ? std::string(p) : std::string(p, q - p);
+}
+
+bool collectImatrix(ggml_tensor *t, bool ask, void *data) {
+  auto *collector = static_cast<ImatrixCollector *>(data);
+  const ggml_tensor *src0 = t->src[0];
+  const ggml_tensor *src1 = t->src[1];
+  if (ask) {
+    if (t->op != GGML_OP_MUL_MAT || src0 == nullptr || src1 == nullptr) return false;
+    if (src1->ne[1] < 16 || src1->type != GGML_TYPE_F32) return false;
+    const std::string name = weightName(src0->name);
+    return name.rfind("blk.", 0) == 0 || (collector->output && name == "output.weight");
+  }
+  // Asked for it: collect, and return true (false would stop the graph).
+  std::lock_guard<std::mutex> lock(collector->mutex);
+  const bool host = src1->buffer == nullptr || ggml_backend_buffer_is_host(src1->buffer);
+  if (!host) {
+    collector->copy.resize(ggml_nbytes(src1));
+    ggml_backend_tensor_get(src1, collector->copy.data(), 0, ggml_nbytes(src1));
+  }
+  const char *base = host ? static_cast<const char *>(src1->data) : collector->copy.data();
+  const std::string name = weightName(src0->name);
+  auto &entry = collector->entries[name];
+  const int64_t columns = src1->ne[0];
+  const int64_t matrices = src0->ne[2] * src0->ne[3];
+  if (entry.sums.empty()) entry.sums.assign(static_cast<size_t>(columns * matrices), 0.0);
+  for (int64_t i3 = 0; i3 < src1->ne[3]; i3 += 1) {
+    for (int64_t i2 = 0; i2 < src1->ne[2]; i2 += 1) {
+      const int64_t matrix = (i3 % src0->ne[3]) * src0->ne[2] + (i2 % src0->ne[2]);
+      double *sums = entry.sums.data() + matrix * columns;
+      for (int64_t row = 0; row < src1->ne[1]; row += 1) {
+        const auto *x = reinterpret_cast<const float *>(base + row * src1->nb[1] + i2 * src1->nb[2] + i3 * src1->nb[3]);
+        for (int64_t j = 0; j < columns; j += 1) sums[j] += static_cast<double>(x[j]) * static_cast<double>(x[j]);
+      }
+    }
+  }
+  entry.count += ggml_nrows(src1) / matrices;
+  if (collector->nonFinite.empty()) {
+    for (double value : entry.sums) {
+      if (!std::isfinite(value)) {
+        collector->nonFinite = name;
+        break;
+      }
+    }
+  }
+  return true;
+}
+
 struct Context {
+  std::unique_ptr<ImatrixCollector> imatrix;  // set at creation when asked; llama.cpp's cb_eval points at it
   llama_context *ctx = nullptr;
   Model *model = nullptr;
   napi_ref modelRef = nullptr;  // keeps the model's JS handle (and so the model) alive
@@ -363,8 +440,17 @@ napi_value Tokenize(napi_env env, napi_callback_info info) {
 // ---- contexts ------------------------------------------------------------------------------------------
 
 napi_value CreateContext(napi_env env, napi_callback_info info) {
-  napi_value argv[7];
-  if (!getArgs(env, info, 7, argv)) return nullptr;
+  napi_value argv[8];
+  size_t argc = 8;
+  if (napi_get_cb_info(env, info, &argc, argv, nullptr, nullptr) != napi_ok || argc < 7) {
+    napi_throw_type_error(env, nullptr, "polyquant-llama: too few arguments");
+    return nullptr;
+  }
+  // The optional 8th argument: 0 no importance matrix, 1 collect the blocks' weights, 2 and output.weight.
+  int64_t imatrix = 0;
+  if (argc >= 8 && (!getInt(env, argv[7], &imatrix) || imatrix < 0 || imatrix > 2)) {
+    return throwError(env, "polyquant-llama: createContext's imatrix argument is 0, 1 or 2");
+  }
   Model *model = getModel(env, argv[0]);
   if (model == nullptr) return nullptr;
   int64_t nCtx = 0, nBatch = 0, nSeqMax = 0, threads = 0;
@@ -392,9 +478,17 @@ napi_value CreateContext(napi_env env, napi_callback_info info) {
     params.offload_kqv = false;
     params.op_offload = false;
   }
+  std::unique_ptr<ImatrixCollector> collector;
+  if (imatrix > 0) {
+    collector = std::make_unique<ImatrixCollector>();
+    collector->output = imatrix == 2;
+    params.cb_eval = collectImatrix;
+    params.cb_eval_user_data = collector.get();
+  }
   llama_context *ctx = llama_init_from_model(model->model, params);
   if (ctx == nullptr) return throwError(env, "llama_init_from_model failed (llama.cpp's log says why)");
   auto *context = new Context();
+  context->imatrix = std::move(collector);
   context->ctx = ctx;
   context->model = model;
   context->nBatch = static_cast<int32_t>(nBatch);
@@ -458,6 +552,39 @@ napi_value MemoryClear(napi_env env, napi_callback_info info) {
   if (context->busy) return throwError(env, "polyquant-llama: the context is decoding");
   llama_memory_clear(llama_get_memory(context->ctx), true);
   return nullptr;
+}
+
+napi_value ImatrixEntries(napi_env env, napi_callback_info info) {
+  napi_value argv[1];
+  if (!getArgs(env, info, 1, argv)) return nullptr;
+  Context *context = getContext(env, argv[0]);
+  if (context == nullptr) return nullptr;
+  if (context->busy) return throwError(env, "polyquant-llama: the context is decoding");
+  if (!context->imatrix) return throwError(env, "polyquant-llama: the context was created without an importance matrix");
+  ImatrixCollector &collector = *context->imatrix;
+  napi_value result, list;
+  NAPI_CALL(env, napi_create_object(env, &result));
+  NAPI_CALL(env, napi_create_array_with_length(env, collector.entries.size(), &list));
+  uint32_t index = 0;
+  for (const auto &[name, entry] : collector.entries) {
+    napi_value item, text, buffer, sums;
+    NAPI_CALL(env, napi_create_object(env, &item));
+    NAPI_CALL(env, napi_create_string_utf8(env, name.c_str(), name.size(), &text));
+    NAPI_CALL(env, napi_set_named_property(env, item, "name", text));
+    void *raw = nullptr;
+    NAPI_CALL(env, napi_create_arraybuffer(env, entry.sums.size() * sizeof(double), &raw, &buffer));
+    std::memcpy(raw, entry.sums.data(), entry.sums.size() * sizeof(double));
+    NAPI_CALL(env, napi_create_typedarray(env, napi_float64_array, entry.sums.size(), buffer, 0, &sums));
+    NAPI_CALL(env, napi_set_named_property(env, item, "sums", sums));
+    setNumber(env, item, "count", static_cast<double>(entry.count));
+    NAPI_CALL(env, napi_set_element(env, list, index++, item));
+  }
+  NAPI_CALL(env, napi_set_named_property(env, result, "entries", list));
+  napi_value nonFinite;
+  if (collector.nonFinite.empty()) NAPI_CALL(env, napi_get_null(env, &nonFinite));
+  else NAPI_CALL(env, napi_create_string_utf8(env, collector.nonFinite.c_str(), collector.nonFinite.size(), &nonFinite));
+  NAPI_CALL(env, napi_set_named_property(env, result, "nonFinite", nonFinite));
+  return result;
 }
 
 // ---- per-position statistics ------------------------------------------------------------------------
@@ -931,6 +1058,7 @@ napi_value Init(napi_env env, napi_value exports) {
       {"contextInfo", nullptr, ContextInfo, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"seqRemove", nullptr, SeqRemove, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"memoryClear", nullptr, MemoryClear, nullptr, nullptr, nullptr, napi_default, nullptr},
+      {"imatrixEntries", nullptr, ImatrixEntries, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"decode", nullptr, Decode, nullptr, nullptr, nullptr, napi_default, nullptr},
       {"klDivergence", nullptr, KlDivergence, nullptr, nullptr, nullptr, napi_default, nullptr},
   };

@@ -22,9 +22,11 @@
  * result is the same whatever the thread count.
  *
  * The engine is the reference engine (float32 GPT-NeoX equal to transformers), whose float32 weights must
- * fit one 4 GiB WebAssembly memory: about a billion parameters. Larger HF models are refused with the
- * llama-imatrix route as the hint (their f16 GGUF through llama.cpp, whose output `convert --imatrix`
- * reads). Memory beyond the engine's is a few values per column: nothing grows with the text.
+ * fit one 4 GiB WebAssembly memory: about a billion parameters. Larger HF models (`engine` auto or
+ * llamacpp) run in llama.cpp on their f16 GGUF, converted once into the baseline cache, with the native
+ * addon collecting what llama-imatrix collects (imatrix-llamacpp.ts): the same chunks, the same sums to
+ * llama.cpp's f16 rounding. Memory beyond the engine's is a few values per column: nothing grows with the
+ * text.
  */
 import { basename } from 'node:path';
 import { ggufTensorName } from '../converters/gguf/names.js';
@@ -33,6 +35,7 @@ import { ERROR_CODES, PolyquantError } from '../errors.js';
 import { type Checkpoint, parameterCount, readCheckpoint, type WeightsPreference } from '../readers/checkpoint.js';
 import { createReferenceEngine, type ReferenceEngine, type ReferenceEngineOptions, referenceEngineFits } from '../verify/engines/reference.js';
 import { readTextFile } from '../verify/text.js';
+import { llamaCppImatrix } from './imatrix-llamacpp.js';
 import { loadTokenizer } from '../readers/tokenizer.js';
 
 /** llama-imatrix's default context (its main(): `params.n_ctx = 512`). */
@@ -55,9 +58,21 @@ export interface ImatrixOptions {
   /** Also the output head's input (`output.weight`), as `llama-imatrix --process-output`. */
   readonly processOutput?: boolean;
   readonly weights?: WeightsPreference;
+  /**
+   * `reference` (float32 HF model, up to ~1 B parameters), `llamacpp` (the model's f16 GGUF in llama.cpp,
+   * imatrix-llamacpp.ts: any size), or `auto` (default): the reference engine when the model fits it.
+   */
+  readonly engine?: ImatrixEngineName | undefined;
+  /** llamacpp: the cache folder its f16 GGUF is kept in (verify's baseline cache; default ~/.cache/polyquant). */
+  readonly cacheDir?: string | undefined;
+  /** llamacpp: the f16 GGUF conversion's bytes done of all, when it is not cached yet. */
+  readonly onConvert?: ((done: number, total: number) => void) | undefined;
   /** Chunks done of all chunks (0 of N once the texts are tokenized). */
   readonly onProgress?: (done: number, total: number) => void;
 }
+
+export const IMATRIX_ENGINE_NAMES = ['auto', 'reference', 'llamacpp'] as const;
+export type ImatrixEngineName = (typeof IMATRIX_ENGINE_NAMES)[number];
 
 /** One matrix's statistics as llama-imatrix stores them: Σ x² per column (float32) and the positions counted. */
 export interface ImatrixEntry {
@@ -83,7 +98,7 @@ export interface ImatrixResult {
   readonly texts: readonly ImatrixText[];
   /** Positions run through the model (chunkCount × chunkSize). */
   readonly tokens: number;
-  readonly engine: { readonly name: 'reference'; readonly threads: number };
+  readonly engine: { readonly name: 'reference' | 'llamacpp'; readonly threads: number };
   /** Seconds spent running chunks (tokenizing and loading excluded): tokens / seconds is the throughput. */
   readonly seconds: number;
   /** Things the caller should report (a text too short to give a chunk). */
@@ -117,11 +132,40 @@ export function chunkStarts(tokenCount: number, ctx: number, limit: number): num
 
 /** Computes an importance matrix of an HF GPT-NeoX folder (or an opened checkpoint) over calibration text. */
 export async function computeImatrix(source: string | Checkpoint, options: ImatrixOptions): Promise<ImatrixResult> {
-  const { checkpoint, ctx, chunkLimit, bos, engineOptions } = await prepareCalibration(source, options);
+  const engineName = options.engine ?? 'auto';
+  if (!(IMATRIX_ENGINE_NAMES as readonly string[]).includes(engineName)) {
+    throw new PolyquantError(ERROR_CODES.USAGE, `--engine ${JSON.stringify(engineName)} is not one of ${IMATRIX_ENGINE_NAMES.join(', ')}`);
+  }
+  const { checkpoint, ctx, chunkLimit, bos, engineOptions, fits } = await prepareCalibration(source, options, {}, undefined, engineName === 'reference');
   // With tied embeddings llama.cpp's head is token_embd.weight, which llama-imatrix never collects.
   const processOutput = options.processOutput === true && !checkpoint.config.tieWordEmbeddings;
   // The texts are read, tokenized and cut before the weights load, so a bad or short text fails at once.
   const { windows, texts, warnings } = await cutChunks(checkpoint, options.texts, ctx, chunkLimit, bos);
+  if (engineName === 'llamacpp' || (engineName === 'auto' && !fits)) {
+    const result = await llamaCppImatrix(checkpoint, windows, {
+      ctx,
+      processOutput,
+      threads: options.threads,
+      cacheDir: options.cacheDir,
+      onConvert: options.onConvert,
+      onProgress: options.onProgress,
+    });
+    const count = windows.length * ctx;
+    for (const [name, entry] of result.entries) {
+      if (entry.count !== count) throw new Error(`llama.cpp counted ${entry.count} positions for ${name}, not ${count}`);
+    }
+    return {
+      entries: result.entries,
+      datasets: [...options.texts],
+      chunkCount: windows.length,
+      chunkSize: ctx,
+      texts,
+      tokens: count,
+      engine: { name: 'llamacpp', threads: result.threads },
+      seconds: result.seconds,
+      warnings,
+    };
+  }
   const engine = await createReferenceEngine(checkpoint, engineOptions);
   try {
     return await runChunks(engine, checkpoint, options, windows, { ctx, processOutput, texts, warnings });
@@ -139,31 +183,35 @@ export interface CalibrationSetup {
   readonly bos: number | undefined;
   /** What the reference engine is to be created with. */
   readonly engineOptions: ReferenceEngineOptions & { readonly contextLength: number };
+  /** Whether the reference engine can hold the model (false only with `requireFit` false). */
+  readonly fits: boolean;
 }
 
 /**
  * The checks every calibration pass over the reference engine shares (imatrix here, the GPTQ Hessians of
  * hessian.ts): the checkpoint opened, ctx and chunks validated, the model refused when the reference
- * engine cannot hold it (with `engine`'s extras, and `tooLargeHint` instead of the llama-imatrix route),
- * and the vocabulary's BOS rule.
+ * engine cannot hold it (with `engine`'s extras, and `tooLargeHint` instead of the llama-imatrix route;
+ * not with `requireFit` false, for a caller that runs llama.cpp then), and the vocabulary's BOS rule.
  */
 export async function prepareCalibration(
   source: string | Checkpoint,
   options: Pick<ImatrixOptions, 'texts' | 'ctx' | 'chunks' | 'threads' | 'weights'>,
   engine: Pick<ReferenceEngineOptions, 'inputProducts'> = {},
   tooLargeHint?: (ctx: number) => string,
+  requireFit = true,
 ): Promise<CalibrationSetup> {
   const checkpoint = typeof source === 'string' ? await readCheckpoint(source, { weights: options.weights ?? 'auto' }) : source;
   const { config } = checkpoint;
   const { ctx, chunks: chunkLimit } = checkImatrixOptions(options, config.maxPositionEmbeddings);
   const engineOptions = { contextLength: ctx, ...(options.threads !== undefined && { threads: options.threads }), ...engine };
-  if (!referenceEngineFits(config, engineOptions)) {
+  const fits = referenceEngineFits(config, engineOptions);
+  if (!fits && requireFit) {
     throw new PolyquantError(ERROR_CODES.LIMIT, `the model has ${(parameterCount(checkpoint) / 1e9).toFixed(2)} B parameters: too many for the reference engine`, {
       file: checkpoint.dir,
       hint:
         tooLargeHint?.(ctx) ??
         'polyquant imatrix runs the reference engine, whose float32 weights must fit one 4 GiB WebAssembly memory (about 1 B parameters); ' +
-          `for larger models convert to f16 GGUF and run llama.cpp's llama-imatrix -m MODEL-f16.gguf -f TEXT -c ${ctx}, whose output convert --imatrix reads`,
+          `larger models run in llama.cpp on their f16 GGUF: --engine llamacpp (or auto)`,
     });
   }
   // The vocabulary's BOS rule as the GGUF we would write states it, since llama-imatrix reads it from there.
@@ -177,7 +225,7 @@ export async function prepareCalibration(
   if (vocabulary.addBos && bos === undefined) {
     throw new PolyquantError(ERROR_CODES.CONFIG, 'the tokenizer adds a BOS token but names none', { file: checkpoint.dir });
   }
-  return { checkpoint, ctx, chunkLimit, bos, engineOptions };
+  return { checkpoint, ctx, chunkLimit, bos, engineOptions, fits };
 }
 
 /** Each text read whole, tokenized and cut into chunks of ctx tokens, at most `chunkLimit` in all. */

@@ -6,7 +6,7 @@
 import { resolve } from 'node:path';
 import type { Argv } from 'yargs';
 import { computeHessians, hessianImatrix } from '../calibrate/hessian.js';
-import { computeImatrix, IMATRIX_DEFAULT_CTX, type ImatrixResult, importanceOf } from '../calibrate/imatrix.js';
+import { computeImatrix, IMATRIX_DEFAULT_CTX, IMATRIX_ENGINE_NAMES, type ImatrixEngineName, type ImatrixResult, importanceOf } from '../calibrate/imatrix.js';
 import { writeImatrixGguf } from '../calibrate/imatrix-file.js';
 import { isGgufInput } from '../converters/gguf/requantize.js';
 import { ERROR_CODES, PolyquantError } from '../errors.js';
@@ -23,15 +23,21 @@ export const IMATRIX_SCHEMA = 'polyquant.imatrix/1';
 export function addImatrixCommand(parser: Argv, io: CliIO): void {
   parser.command(
     'imatrix <model>',
-    "Compute an importance matrix (Σ x² per input column of every quantized matmul, llama-imatrix's definition) from calibration text with the reference engine, in llama.cpp's GGUF imatrix format for convert --imatrix and llama-quantize --imatrix",
+    "Compute an importance matrix (Σ x² per input column of every quantized matmul, llama-imatrix's definition) from calibration text — the reference engine for models up to ~1 B parameters, llama.cpp on the model's f16 GGUF past that — in llama.cpp's GGUF imatrix format for convert --imatrix and llama-quantize --imatrix",
     (y: Argv) =>
       y
-        .positional('model', { type: 'string', demandOption: true, describe: 'HF GPT-NeoX folder (up to about 1 B parameters: the reference engine holds float32 weights)' })
+        .positional('model', { type: 'string', demandOption: true, describe: 'HF GPT-NeoX folder (any size: past ~1 B parameters llama.cpp runs its f16 GGUF, converted once into --cache-dir)' })
         .option('text', { type: 'string', array: true, demandOption: true, describe: 'UTF-8 calibration text file(s); each is tokenized on its own and cut into chunks' })
         .option('ctx', { type: 'string', describe: `tokens per chunk, as llama-imatrix -c (default ${IMATRIX_DEFAULT_CTX}, or the model's max_position_embeddings when less)` })
         .option('chunks', { type: 'string', describe: 'use at most N chunks, in file order, as llama-imatrix --chunks (default: all)' })
         .option('out', { type: 'string', describe: 'output file (default <model>-imatrix.gguf next to the model)' })
-        .option('threads', { type: 'string', describe: `reference-engine threads, ${THREAD_FLAG_RANGE.min} to ${THREAD_FLAG_RANGE.max}, one chunk each (default: all cores, at most 8)` })
+        .option('threads', { type: 'string', describe: `engine threads, ${THREAD_FLAG_RANGE.min} to ${THREAD_FLAG_RANGE.max} (default: all cores; the reference engine at most 8)` })
+        .option('engine', {
+          choices: IMATRIX_ENGINE_NAMES,
+          default: 'auto' as ImatrixEngineName,
+          describe: 'reference: the float32 HF model (up to ~1 B parameters); llamacpp: its f16 GGUF in llama.cpp on the CPU (any size; what llama-imatrix computes on that file); auto: reference when the model fits',
+        })
+        .option('cache-dir', { type: 'string', describe: "where --engine llamacpp keeps the model's f16 GGUF (verify's baseline cache; default $POLYQUANT_CACHE_DIR or ~/.cache/polyquant)" })
         .option('process-output', { type: 'boolean', default: false, describe: 'also collect output.weight, as llama-imatrix --process-output' })
         .option('weights', { choices: ['auto', 'safetensors', 'bin'] as const, default: 'auto' as const })
         .option('quiet', { type: 'boolean', default: false, describe: 'print nothing but errors (--json still prints the report)' })
@@ -46,21 +52,39 @@ export function addImatrixCommand(parser: Argv, io: CliIO): void {
         throw new PolyquantError(ERROR_CODES.USAGE, '--text needs a file name', { hint: 'e.g. --text train.txt' });
       }
       if (await isGgufInput(model)) {
-        throw new PolyquantError(ERROR_CODES.UNSUPPORTED, `${model} is a GGUF file; polyquant imatrix runs an HF folder in the reference engine`, {
+        throw new PolyquantError(ERROR_CODES.UNSUPPORTED, `${model} is a GGUF file; polyquant imatrix runs an HF folder`, {
           hint: `give the HF folder it was converted from, or run llama.cpp's llama-imatrix -m ${args.model} -f TEXT on it (convert --imatrix reads its output)`,
         });
       }
       const out = await checkOutputFile(args.out ?? `${model.replace(/[/\\]+$/, '')}-imatrix.gguf`, '--out');
       await refuseOverwritingInputs([out], [...texts, ...(await modelFolderFiles(model))]);
       const progress = args.quiet || args.json ? undefined : createProgress('imatrix', { unit: { noun: 'chunks' } });
+      const conversion = args.quiet || args.json ? undefined : createProgress('converting to a cached f16 GGUF for llama.cpp');
+      let converting = false;
       const result = await computeImatrix(model, {
+        engine: args.engine as ImatrixEngineName,
+        ...(args['cache-dir'] !== undefined && { cacheDir: args['cache-dir'] as string }),
+        onConvert: conversion
+          ? (done, total) => {
+              converting = true;
+              conversion.update(done, total);
+            }
+          : undefined,
         texts,
         ...(ctx !== undefined && { ctx }),
         ...(chunks !== undefined && { chunks }),
         ...(threads !== undefined && { threads }),
         processOutput: args['process-output'],
         weights: args.weights,
-        onProgress: progress ? (done, total) => progress.update(done, total) : undefined,
+        onProgress: progress
+          ? (done, total) => {
+              if (converting) {
+                conversion?.succeed('converted');
+                converting = false;
+              }
+              progress.update(done, total);
+            }
+          : undefined,
       });
       const plan = await writeImatrixGguf(out.path, result);
       progress?.succeed(`wrote ${out.path}`);

@@ -8,12 +8,15 @@
  * --optimize`.
  *
  * A calibration that fails (a model whose Hessians exceed their memory bound, text too short) fails once:
- * every calibrated cell gets the same error, the other cells run.
+ * every cell that needs it gets the same error, the other cells run. Models past the reference engine:
+ * `+imatrix` cells take the importance matrix from llama.cpp (calibrate/imatrix-llamacpp.ts); `+gptq`
+ * cells need Hessians, which are refused there.
  */
 import { basename, resolve } from 'node:path';
 import { computeHessians, type HessianEntry, hessianImatrix } from '../calibrate/hessian.js';
-import { importanceOf } from '../calibrate/imatrix.js';
+import { computeImatrix, importanceOf } from '../calibrate/imatrix.js';
 import type { ImatrixProvenance } from '../converters/gguf/llama-quantize-options.js';
+import { ERROR_CODES, PolyquantError } from '../errors.js';
 
 export interface SweepCalibrationOptions {
   /** Calibration text files (UTF-8), chunked as `polyquant imatrix` chunks them. */
@@ -25,9 +28,9 @@ export interface SweepCalibrationOptions {
 }
 
 export interface SweepCalibrationResult {
-  /** GPTQ's Hessians by HF tensor name (the head's included). */
-  readonly hessians: ReadonlyMap<string, HessianEntry>;
-  /** The importance matrix by GGUF name, as `--imatrix` takes it (the Hessians' diagonals). */
+  /** GPTQ's Hessians by HF tensor name (the head's included); undefined from an imatrix-only pass. */
+  readonly hessians: ReadonlyMap<string, HessianEntry> | undefined;
+  /** The importance matrix by GGUF name, as `--imatrix` takes it. */
   readonly imatrix: ReadonlyMap<string, Float32Array>;
   /** What a GGUF quantized with `imatrix` records (quantize.imatrix.*), as `convert --calibrate` records it. */
   readonly imatrixProvenance: ImatrixProvenance;
@@ -40,27 +43,55 @@ export interface SweepCalibrationResult {
 }
 
 export class SweepCalibration {
-  private pending: Promise<SweepCalibrationResult> | undefined;
+  private hessianPass: Promise<SweepCalibrationResult> | undefined;
+  private imatrixPass: Promise<SweepCalibrationResult> | undefined;
   private onProgress: ((done: number, total: number) => void) | undefined;
 
+  /**
+   * `gptq`: whether this run has `+gptq` cells to compute. Then one Hessian pass serves every calibrated
+   * cell (the imatrix is its diagonals); without, `+imatrix` cells take computeImatrix alone, which also
+   * reaches models past the reference engine (llama.cpp on their f16 GGUF) — as does an `+imatrix` cell
+   * whose model's Hessians are refused.
+   */
   constructor(
     private readonly model: string,
-    private readonly options: SweepCalibrationOptions,
+    private readonly options: SweepCalibrationOptions & { readonly gptq: boolean; readonly cacheDir?: string | undefined },
   ) {}
 
-  /** Whether the pass has started (so its seconds belong to this run). */
-  get started(): boolean {
-    return this.pending !== undefined;
+  /** The passes this run started, each settled (their seconds and chunks), for SweepRun.calibration. */
+  async spent(): Promise<{ seconds: number; chunks: number; chunkSize: number } | null> {
+    const results: SweepCalibrationResult[] = [];
+    for (const pass of [this.hessianPass, this.imatrixPass]) {
+      if (pass === undefined) continue;
+      try {
+        results.push(await pass);
+      } catch {
+        // A failed pass: its cells carry the error.
+      }
+    }
+    const first = results[0];
+    if (first === undefined) return null;
+    return { seconds: results.reduce((sum, result) => sum + result.seconds, 0), chunks: first.chunkCount, chunkSize: first.chunkSize };
   }
 
-  /** The calibration, computed on the first call; `onProgress` hears chunks done of all chunks while it runs. */
-  get(onProgress?: (done: number, total: number) => void): Promise<SweepCalibrationResult> {
+  /** The calibration a `method` cell takes, computed on the first call; `onProgress` hears chunks done of all while it runs. */
+  async get(method: 'imatrix' | 'gptq', onProgress?: (done: number, total: number) => void): Promise<SweepCalibrationResult> {
     this.onProgress = onProgress;
-    this.pending ??= this.compute();
-    return this.pending;
+    if (method === 'gptq' || (this.options.gptq && this.imatrixPass === undefined)) {
+      this.hessianPass ??= this.computeHessians();
+      if (method === 'gptq') return this.hessianPass;
+      try {
+        return await this.hessianPass;
+      } catch (error) {
+        // A model whose Hessians do not fit may still take an importance matrix.
+        if (!(error instanceof PolyquantError && error.code === ERROR_CODES.LIMIT)) throw error;
+      }
+    }
+    this.imatrixPass ??= this.computeImatrix();
+    return this.imatrixPass;
   }
 
-  private async compute(): Promise<SweepCalibrationResult> {
+  private async computeHessians(): Promise<SweepCalibrationResult> {
     const started = performance.now();
     const result = await computeHessians(this.model, {
       texts: this.options.texts,
@@ -69,16 +100,35 @@ export class SweepCalibration {
       ...(this.options.threads !== undefined && { threads: this.options.threads }),
       onProgress: (done, total) => this.onProgress?.(done, total),
     });
-    const imatrix = importanceOf({ entries: hessianImatrix(result) });
-    const datasets = this.options.texts.map((text) => resolve(text));
+    return this.describe(result.entries, importanceOf({ entries: hessianImatrix(result) }), result, (performance.now() - started) / 1000);
+  }
+
+  private async computeImatrix(): Promise<SweepCalibrationResult> {
+    const started = performance.now();
+    const result = await computeImatrix(this.model, {
+      texts: this.options.texts,
+      ...(this.options.chunks !== undefined && { chunks: this.options.chunks }),
+      ...(this.options.threads !== undefined && { threads: this.options.threads }),
+      ...(this.options.cacheDir !== undefined && { cacheDir: this.options.cacheDir }),
+      onProgress: (done, total) => this.onProgress?.(done, total),
+    });
+    return this.describe(undefined, importanceOf(result), result, (performance.now() - started) / 1000);
+  }
+
+  private describe(
+    hessians: ReadonlyMap<string, HessianEntry> | undefined,
+    imatrix: ReadonlyMap<string, Float32Array>,
+    pass: { readonly chunkCount: number; readonly chunkSize: number; readonly tokens: number },
+    seconds: number,
+  ): SweepCalibrationResult {
     return {
-      hessians: result.entries,
+      hessians,
       imatrix,
-      imatrixProvenance: { file: 'polyquant sweep --calibrate', datasets, chunkCount: result.chunkCount, entries: imatrix.size },
-      provenance: { datasets: this.options.texts.map((text) => basename(text)), chunk_count: result.chunkCount, chunk_size: result.chunkSize, tokens: result.tokens },
-      chunkCount: result.chunkCount,
-      chunkSize: result.chunkSize,
-      seconds: (performance.now() - started) / 1000,
+      imatrixProvenance: { file: 'polyquant sweep --calibrate', datasets: this.options.texts.map((text) => resolve(text)), chunkCount: pass.chunkCount, entries: imatrix.size },
+      provenance: { datasets: this.options.texts.map((text) => basename(text)), chunk_count: pass.chunkCount, chunk_size: pass.chunkSize, tokens: pass.tokens },
+      chunkCount: pass.chunkCount,
+      chunkSize: pass.chunkSize,
+      seconds,
     };
   }
 }

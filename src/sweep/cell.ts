@@ -76,13 +76,13 @@ async function convertCell(cell: SweepCell, model: string, folder: string, conte
   const onProgress = (done: number, total: number): void => context.onStep?.({ step: 'convert', done, total });
   const { base: type, method } = splitCellType(cell.type);
   // The file is named after the base type and method alike: `gguf-q4_k_m+gptq.gguf`.
-  const gptq = method === 'gptq' && calibrated !== undefined ? { hessians: calibrated.hessians, gptq: { provenance: calibrated.provenance } } : {};
+  const gptq = method === 'gptq' && calibrated?.hessians !== undefined ? { hessians: calibrated.hessians, gptq: { provenance: calibrated.provenance } } : {};
   switch (cell.format) {
     case 'gguf': {
       const out = join(folder, `${cell.id}.gguf`);
       // +imatrix: `convert --calibrate`; +gptq: `convert --calibrate --optimize` (the same importance matrix, GPTQ on top).
       const imatrix = calibrated === undefined ? {} : { imatrix: calibrated.imatrix, imatrixProvenance: calibrated.imatrixProvenance };
-      const hessians = method === 'gptq' && calibrated !== undefined ? { hessians: calibrated.hessians } : {};
+      const hessians = method === 'gptq' && calibrated?.hessians !== undefined ? { hessians: calibrated.hessians } : {};
       await convertToGguf(model, { type, out, onProgress, ...workers, ...imatrix, ...hessians });
       return { candidate: out, bytes: (await stat(out)).size, name: `${cell.id}.gguf`, planned: false };
     }
@@ -118,9 +118,10 @@ async function convertCell(cell: SweepCell, model: string, folder: string, conte
  * asks: a sweep planned without --calibrate cannot hold calibrated cells (grid.ts refuses them).
  */
 async function cellCalibration(cell: SweepCell, context: CellContext): Promise<SweepCalibrationResult | undefined> {
-  if (splitCellType(cell.type).method === undefined) return undefined;
+  const { method } = splitCellType(cell.type);
+  if (method === undefined) return undefined;
   if (context.calibration === undefined) throw new Error(`${cell.id} is a calibrated cell, but the sweep has no calibration`);
-  return context.calibration.get((done, total) => context.onStep?.({ step: 'calibrate', done, total }));
+  return context.calibration.get(method, (done, total) => context.onStep?.({ step: 'calibrate', done, total }));
 }
 
 /**

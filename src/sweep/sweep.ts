@@ -31,7 +31,7 @@ import type { Thresholds } from '../verify/thresholds.js';
 import { DEFAULT_CTX, DEVICE_NAMES, type DeviceName, scoreBaseline, type VerifyOptions, type VerifyProgress } from '../verify/verify.js';
 import { type CellStep, runCell, SCRATCH_FOLDER, SCRATCH_PATTERN } from './cell.js';
 import { SweepCalibration } from './calibration.js';
-import { parseShard, planGrid, type Shard, shardCells, shardLabel } from './grid.js';
+import { parseShard, planGrid, type Shard, shardCells, shardLabel, splitCellType } from './grid.js';
 import {
   cellFile,
   cellKey,
@@ -304,7 +304,16 @@ export async function runSweep(options: SweepOptions): Promise<SweepRun> {
       baselineSeconds = await scoreBaseline(session, { ...base, baseline: model.path, onProgress: (event) => say({ stage: 'baseline', event }) });
       say({ stage: 'baseline-done', seconds: baselineSeconds });
     }
-    const calibration = calibrate.length === 0 ? undefined : new SweepCalibration(model.path, { texts: calibrate, chunks: options.calibrateChunks, threads: options.threads });
+    const calibration =
+      calibrate.length === 0
+        ? undefined
+        : new SweepCalibration(model.path, {
+            texts: calibrate,
+            chunks: options.calibrateChunks,
+            threads: options.threads,
+            cacheDir: options.cacheDir,
+            gptq: todo.some((cell) => splitCellType(cell.type).method === 'gptq'),
+          });
     calibrationUsed = calibration;
     const context = {
       calibration,
@@ -360,21 +369,10 @@ export async function runSweep(options: SweepOptions): Promise<SweepRun> {
     regated,
     errors,
     baselineSeconds,
-    calibration: await calibrationSummary(calibrationUsed),
+    calibration: (await calibrationUsed?.spent()) ?? null,
     baselineStats: session?.stats ?? null,
     seconds: (performance.now() - started) / 1000,
   };
-}
-
-/** The seconds and chunks of a calibration this run made; null when no calibrated cell ran (or it failed). */
-async function calibrationSummary(calibration: SweepCalibration | undefined): Promise<SweepRun['calibration']> {
-  if (calibration === undefined || !calibration.started) return null;
-  try {
-    const result = await calibration.get();
-    return { seconds: result.seconds, chunks: result.chunkCount, chunkSize: result.chunkSize };
-  } catch {
-    return null;
-  }
 }
 
 export interface SweepReportOptions {

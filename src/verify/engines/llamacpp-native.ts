@@ -56,7 +56,10 @@ export interface NativeAddon {
   freeModel(model: Handle): void;
   modelInfo(model: Handle): NativeModelInfo;
   tokenize(model: Handle, text: string, parseSpecial: boolean): Int32Array;
-  createContext(model: Handle, nCtx: number, nBatch: number, nSeqMax: number, threads: number, cpuOnly: boolean, flashAttention: boolean): Handle;
+  /** `imatrix` 1 or 2: collect an importance matrix as llama-imatrix does (2: output.weight too), read with imatrixEntries. */
+  createContext(model: Handle, nCtx: number, nBatch: number, nSeqMax: number, threads: number, cpuOnly: boolean, flashAttention: boolean, imatrix?: 0 | 1 | 2): Handle;
+  /** The importance matrix collected so far (sums in double), and the first tensor whose sums are not finite. */
+  imatrixEntries(context: Handle): { entries: { name: string; sums: Float64Array; count: number }[]; nonFinite: string | null };
   freeContext(context: Handle): void;
   contextInfo(context: Handle): { nCtx: number; nBatch: number; nSeqMax: number; threads: number };
   seqRemove(context: Handle, seq: number, p0: number, p1: number): boolean;

@@ -56,7 +56,7 @@ import { ERROR_CODES, PolyquantError } from '../../errors.js';
 import { ioError, withFile } from '../../io/file.js';
 import { allocateScoreResult, checkContinuations, checkTokenIds, type Engine, resolveScoreOptions, type ScoreOptions, type ScoreResult } from '../engine.js';
 import { probeGpuHardware } from './gpu-probe.js';
-import { loadNativeAddon, NativeScorer, nativeAddonBuild } from './llamacpp-native.js';
+import { loadNativeAddon, type NativeAddon, NativeScorer, nativeAddonBuild } from './llamacpp-native.js';
 import { rowMaximum, topKOfRow } from './reference-math.js';
 
 export type LlamaCppDevice = 'auto' | 'cpu' | 'gpu';
@@ -165,6 +165,19 @@ function sharedLlama(gpu: 'auto' | false, logLevel: 'error' | 'warn'): Promise<L
     if (logLevel === 'warn' && instance.logLevel !== nlc.LlamaLogLevel.warn) instance.logLevel = nlc.LlamaLogLevel.warn;
     return instance;
   });
+}
+
+/**
+ * The native addon bound to a CPU llama.cpp, for passes that are not scoring (calibrate/imatrix-llamacpp.ts),
+ * or why it is not available. Linked to node-llama-cpp's prebuilt, node-llama-cpp loads its CPU build first.
+ */
+export async function nativeAddonOnCpu(): Promise<{ addon: NativeAddon } | { reason: string }> {
+  const build = nativeAddonBuild();
+  if (build === 'node-llama-cpp') {
+    const llama = await sharedLlama(false, 'error');
+    if (llama.gpu !== false) return { reason: `node-llama-cpp loaded its ${llama.gpu} build, and the native addon is linked to its CPU build` };
+  }
+  return loadNativeAddon();
 }
 
 /** What the engine needs from the GGUF header, read with our own validating reader before llama.cpp sees the file. */
