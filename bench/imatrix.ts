@@ -10,7 +10,8 @@
  *                            [--skip speed|fidelity]
  *
  * Needs llama-imatrix and llama-quantize from bench/build-llama.sh (the llama-imatrix rows and the
- * agreement are skipped without them). llama-imatrix runs on our f16 GGUF with --no-ppl; it still
+ * agreement are skipped without them). A model past the reference engine (synth polyglot-ko-1.3b) runs in
+ * llama.cpp (`--skip fidelity`: the fidelity part's baseline needs the reference engine). llama-imatrix runs on our f16 GGUF with --no-ppl; it still
  * computes the output head for every token (its batches ask for all logits), which ours skips.
  */
 import { spawnSync } from 'node:child_process';
@@ -77,7 +78,7 @@ try {
   console.log('| imatrix | chunks | tokens | wall | chunks only | tokens/s (chunks only) | load (1 min) |');
   console.log('|---|---:|---:|---:|---:|---:|---|');
   console.log(
-    `| polyquant imatrix (reference engine, ${threads} threads) | ${result.chunkCount} | ${result.tokens} | ${oursWall.toFixed(1)} s | ${result.seconds.toFixed(1)} s | ${(result.tokens / result.seconds).toFixed(0)} | ${loadBefore} → ${load()} |`,
+    `| polyquant imatrix (${result.engine.name === 'reference' ? 'reference engine' : 'llama.cpp on its cached f16 GGUF'}, ${threads} threads) | ${result.chunkCount} | ${result.tokens} | ${oursWall.toFixed(1)} s | ${result.seconds.toFixed(1)} s | ${(result.tokens / result.seconds).toFixed(0)} | ${loadBefore} → ${load()} |`,
   );
   if (hasLlama) {
     const before = load();

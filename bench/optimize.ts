@@ -78,7 +78,7 @@ async function fidelity(): Promise<void> {
   const imatrixResult = await computeImatrix(model, { texts: [calibrationText], threads, ...(chunks !== undefined && { chunks }) });
   const imatrixSeconds = seconds(at);
   const imatrix = importanceOf(imatrixResult);
-  const imatrixFile = join(scratch, 'imatrix.gguf');
+  const imatrixFile = join(scratch, 'calibration.imatrix.gguf'); // not a variant's name: `imatrix` writes imatrix.gguf
   await writeImatrixGguf(imatrixFile, imatrixResult);
   const diagonal = importanceOf({ entries: hessianImatrix(hessians) });
   let sameDiagonal = true;
