@@ -142,7 +142,11 @@ export function addConvertCommand(parser: Argv, io: CliIO): void {
         const stem = model.replace(/[/\\]+$/, '');
         const calibration = await gptqCalibration(args, model, workers, io, {
           head: true,
-          quantizes: types.some((type) => webGpuLayout(type).kind === 'group-quant'),
+          // Unknown names are the converter's to refuse, with its own message.
+          quantizes: types.some((type) => {
+            const name = type.trim().toLowerCase();
+            return isWebGpuLayoutName(name) && webGpuLayout(name).kind === 'group-quant';
+          }),
           types: 'WebGPU q4f16_1, q4f32_1, q8f16_pq or q8f32_pq',
         });
         const progress = args['dry-run'] || args.quiet === true ? undefined : createProgress('converting');
