@@ -154,17 +154,7 @@ export async function computeImatrix(source: string | Checkpoint, options: Imatr
     for (const [name, entry] of result.entries) {
       if (entry.count !== count) throw new Error(`llama.cpp counted ${entry.count} positions for ${name}, not ${count}`);
     }
-    return {
-      entries: result.entries,
-      datasets: [...options.texts],
-      chunkCount: windows.length,
-      chunkSize: ctx,
-      texts,
-      tokens: count,
-      engine: { name: 'llamacpp', threads: result.threads },
-      seconds: result.seconds,
-      warnings,
-    };
+    return { ...passOf(options, windows, { ctx, texts, warnings }), entries: result.entries, engine: { name: 'llamacpp', threads: result.threads }, seconds: result.seconds };
   }
   const engine = await createReferenceEngine(checkpoint, engineOptions);
   try {
@@ -274,7 +264,7 @@ interface ChunkPlan {
 }
 
 async function runChunks(engine: ReferenceEngine, checkpoint: Checkpoint, options: ImatrixOptions, windows: readonly Int32Array[], plan: ChunkPlan): Promise<ImatrixResult> {
-  const { ctx, processOutput, texts, warnings } = plan;
+  const { ctx, processOutput } = plan;
 
   const slots = engine.activationSlots(processOutput);
   const width = slots.reduce((total, slot) => total + slot.columns, 0);
@@ -320,16 +310,22 @@ async function runChunks(engine: ReferenceEngine, checkpoint: Checkpoint, option
   for (const { name, slot } of named) {
     entries.set(name, { sums: Float32Array.from(totals.subarray(slot.offset, slot.offset + slot.columns)), count });
   }
+  return { ...passOf(options, windows, plan), entries, engine: { name: 'reference', threads: engine.parallelism }, seconds };
+}
+
+/** What an ImatrixResult says of the pass whatever the engine: texts, chunks, tokens, warnings. */
+function passOf(
+  options: ImatrixOptions,
+  windows: readonly Int32Array[],
+  plan: Pick<ChunkPlan, 'ctx' | 'texts' | 'warnings'>,
+): Pick<ImatrixResult, 'datasets' | 'chunkCount' | 'chunkSize' | 'texts' | 'tokens' | 'warnings'> {
   return {
-    entries,
     datasets: [...options.texts],
     chunkCount: windows.length,
-    chunkSize: ctx,
-    texts,
-    tokens: count,
-    engine: { name: 'reference', threads: engine.parallelism },
-    seconds,
-    warnings,
+    chunkSize: plan.ctx,
+    texts: plan.texts,
+    tokens: windows.length * plan.ctx,
+    warnings: plan.warnings,
   };
 }
 
