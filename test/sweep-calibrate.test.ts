@@ -116,6 +116,13 @@ describe('polyquant sweep --calibrate on the bundled tiny model', () => {
     const manifest = JSON.parse(readFileSync(join(artifact('webgpu-q4f16_1+gptq'), 'tensor-cache.json'), 'utf8')) as { metadata: Record<string, unknown> };
     expect(manifest.metadata.PolyquantCalibration).toMatchObject({ method: 'gptq', chunk_count: 3, datasets: ['train.txt'] });
 
+    // A calibrated cell weighs as its base type (the same tensors; only metadata differs): of the q4_0
+    // cells, the one closest to the baseline is recommended, not the one with the fewest metadata bytes.
+    const ggufCells = run.report.cells.filter((cell) => cell.format === 'gguf');
+    const closest = ggufCells.reduce((a, b) => ((b.kldMean as number) < (a.kldMean as number) ? b : a));
+    expect(run.report.recommendationByFormat['gguf']).toBe(closest.id);
+    expect(new Set(ggufCells.map((cell) => cell.kldMean)).size).toBe(3);
+
     // The report names the calibrated cells like any other.
     const report = JSON.parse(readFileSync(join(out, 'sweep.json'), 'utf8')) as { cells?: { id: string }[] };
     expect(JSON.stringify(report)).toContain('gguf-q4_0+gptq');

@@ -1,14 +1,15 @@
 /**
  * The sweep's report (schema `polyquant.sweep/1`, documented in the README): every cell of the grid with
  * its size, bits per weight, comparison numbers, times and verdict; the recommendation — the smallest cell
- * by bytes that passes every threshold — and whether the sweep is complete. Rendered as terminal tables
+ * by bytes that passes every threshold, a base type's calibrated variants weighing as the base (the
+ * closest to the baseline of them wins) — and whether the sweep is complete. Rendered as terminal tables
  * (one per format), Markdown for a PR comment, and the points of the Pareto plot (plot.ts).
  */
 import { basename } from 'node:path';
 import { ERROR_CODES, PolyquantError } from '../errors.js';
 import type { ModelDescription } from '../verify/report.js';
 import type { Thresholds } from '../verify/thresholds.js';
-import { EXPORT_FORMATS, gridOrder, parseCellId, SWEEP_FORMATS, type SweepFormat } from './grid.js';
+import { EXPORT_FORMATS, gridOrder, parseCellId, SWEEP_FORMATS, type SweepFormat, splitCellType } from './grid.js';
 import type { ParetoPoint } from './plot.js';
 import { POLYQUANT_VERSION, regate, type SweepCellRecord, type SweepEvaluation, type SweepKobestSummary, type SweepModel } from './records.js';
 
@@ -139,8 +140,22 @@ export function buildSweepReport(records: readonly SweepCellRecord[], options: B
   const passing = cells.filter((cell) => cell.status === 'pass' && cell.bytes !== null);
   // Verify in the engine that will run the artifact: simulated cells are recommended only when the sweep has nothing else.
   const exported = passing.filter((cell) => EXPORT_FORMATS.includes(cell.format));
-  const smallest = (list: readonly SweepReportCell[]): SweepReportCell | undefined =>
-    list.reduce<SweepReportCell | undefined>((best, cell) => (best === undefined || (cell.bytes as number) < (best.bytes as number) ? cell : best), undefined);
+  const smallest = (list: readonly SweepReportCell[]): SweepReportCell | undefined => {
+    // A calibrated cell (q4_k_m+gptq) holds the same tensors as its base type, in bytes that differ only by
+    // metadata: the cells of one base type weigh as the smallest of them, and the lowest mean KLD wins.
+    const groups = new Map<string, SweepReportCell[]>();
+    for (const cell of list) {
+      const key = `${cell.format}:${splitCellType(cell.type).base}`;
+      groups.set(key, [...(groups.get(key) ?? []), cell]);
+    }
+    let best: { cell: SweepReportCell; bytes: number } | undefined;
+    for (const group of groups.values()) {
+      const bytes = Math.min(...group.map((cell) => cell.bytes as number));
+      const cell = group.reduce((a, b) => (closer(b, a) ? b : a));
+      if (best === undefined || bytes < best.bytes) best = { cell, bytes };
+    }
+    return best?.cell;
+  };
   const hasExported = cells.some((cell) => EXPORT_FORMATS.includes(cell.format));
   const chosen = smallest(hasExported ? exported : passing);
   const recommendationByFormat: Record<string, string | null> = {};
@@ -178,6 +193,14 @@ export function buildSweepReport(records: readonly SweepCellRecord[], options: B
 }
 
 /** The plot's points: measured cells with a mean KL divergence. */
+/** Whether `a` measured closer to the baseline than `b` (mean KLD, else |ΔPPL|; a tie: the smaller file). */
+function closer(a: SweepReportCell, b: SweepReportCell): boolean {
+  const measure = (cell: SweepReportCell): number | null => cell.kldMean ?? (cell.deltaPplPct === null ? null : Math.abs(cell.deltaPplPct));
+  const [x, y] = [measure(a), measure(b)];
+  if (x !== null && y !== null && x !== y) return x < y;
+  return (a.bytes as number) < (b.bytes as number);
+}
+
 export function paretoPoints(report: SweepReport): ParetoPoint[] {
   return report.cells
     .filter((cell) => (cell.status === 'pass' || cell.status === 'fail') && cell.kldMean !== null && cell.bitsPerWeight !== null)
