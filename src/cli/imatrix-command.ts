@@ -145,6 +145,17 @@ async function startCalibration(model: string, texts: readonly string[], progres
   return progress ? createProgress('calibrating', { unit: { noun: 'chunks' } }) : undefined;
 }
 
+/** The calibration's progress line closed and its warnings printed; the texts it used, for the summary. */
+function finishCalibration(
+  progress: Awaited<ReturnType<typeof startCalibration>>,
+  result: { readonly warnings: readonly string[]; readonly texts: readonly { readonly file: string; readonly chunks: number }[] },
+  options: { readonly progress: boolean; readonly io: CliIO },
+): string {
+  progress?.succeed('calibrated');
+  if (options.progress) for (const warning of result.warnings) options.io.stderr(`warning: ${warning}\n`);
+  return result.texts.map((text) => `${text.file} (${formatCount(text.chunks)} chunks)`).join(', ');
+}
+
 /** What `convert --calibrate` records as quantize.imatrix.file: there is no file, the matrix was computed in memory. */
 export const CALIBRATE_PROVENANCE_FILE = 'polyquant convert --calibrate';
 
@@ -166,9 +177,7 @@ export async function calibrateForConvert(
     ...(options.threads !== undefined && { threads: options.threads }),
     onProgress: progress ? (done, total) => progress.update(done, total) : undefined,
   });
-  progress?.succeed('calibrated');
-  if (options.progress) for (const warning of result.warnings) options.io.stderr(`warning: ${warning}\n`);
-  const sources = result.texts.map((text) => `${text.file} (${formatCount(text.chunks)} chunks)`).join(', ');
+  const sources = finishCalibration(progress, result, options);
   const summary = `imatrix    calibrated on ${sources}: ${result.entries.size} matrices, ${formatCount(result.chunkCount)} chunks × ${result.chunkSize} tokens in ${result.seconds.toFixed(1)} s; used as --imatrix`;
   return { entries: importanceOf(result), datasets: result.datasets, chunkCount: result.chunkCount, summary };
 }
@@ -206,9 +215,7 @@ export async function calibrateHessiansForConvert(
     ...(options.threads !== undefined && { threads: options.threads }),
     onProgress: progress ? (done, total) => progress.update(done, total) : undefined,
   });
-  progress?.succeed('calibrated');
-  if (options.progress) for (const warning of result.warnings) options.io.stderr(`warning: ${warning}\n`);
-  const sources = result.texts.map((text) => `${text.file} (${formatCount(text.chunks)} chunks)`).join(', ');
+  const sources = finishCalibration(progress, result, options);
   return {
     hessians: result.entries,
     imatrix: { entries: importanceOf({ entries: hessianImatrix(result) }), datasets: [...texts], chunkCount: result.chunkCount },

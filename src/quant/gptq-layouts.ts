@@ -37,6 +37,9 @@ import {
   type MatMulNBitsParams,
   type MatMulNBitsTensor,
   matMulNBitsBytes,
+  nbitsBlockScale,
+  nbitsBlockZeroPoint,
+  nbitsLevel,
 } from './onnx-layouts.js';
 import {
   createWebGpuTensor,
@@ -51,7 +54,7 @@ import {
 
 // Module-local aliases of the hot helpers (as the layout kernels do).
 const { bf16ToF32, F16_TO_F32_VALUES, f32ToF16 } = float;
-const { ceilDivide, checkShape, checkWeightMatrix, checkWholeRows, clampLevel, FLT_MAX, roundHalfAwayFromZeroKeepingFloat, roundHalfToEven } = common;
+const { ceilDivide, checkShape, checkWeightMatrix, checkWholeRows, clampLevel, FLT_MAX, roundHalfToEven } = common;
 const fround = Math.fround;
 
 function roundToHalf(value: number): number {
@@ -71,15 +74,6 @@ export interface GptqConvertOptions {
 }
 
 // ======================================================================================= MatMulNBits
-
-/**
- * MLAS's level for one value (onnx-layouts.ts `nbitsLevel`): `clamp(roundf(float(v·(1/scale)) + zp), 0,
- * kMax)` in float, NaN → 0.
- */
-function nbitsLevel(value: number, reciprocal: number, zeroPoint: number, maxLevel: number): number {
-  const shifted = fround(fround(value * reciprocal) + zeroPoint);
-  return clampLevel(roundHalfAwayFromZeroKeepingFloat(shifted), 0, maxLevel, 0);
-}
 
 /**
  * Fills a MatMulNBitsTensor (createMatMulNBitsTensor) row by row under GPTQ: rows `0 … N−1` of the tensor are
@@ -115,16 +109,8 @@ export class MatMulNBitsGptqQuantizer implements GptqGroupQuantizer {
     return this.halfInputs ? roundToHalf(value) : fround(value);
   }
 
-  /** range2scalezp's zero point from the (already clamped-to-include-0) range and the unrounded scale. */
-  private asymmetricZeroPoint(low: number, scale: number): number {
-    const zeroPointFloat = scale !== 0 ? fround(-fround(low / scale)) : low;
-    if (zeroPointFloat < 0) return 0;
-    if (zeroPointFloat > this.maxLevel) return this.maxLevel;
-    return roundHalfAwayFromZeroKeepingFloat(zeroPointFloat);
-  }
-
   fitGroup(row: number, column: number, values: Float64Array): void {
-    const { tensor, maxLevel, defaultZeroPoint } = this;
+    const { tensor, defaultZeroPoint } = this;
     const { layout, kBlocks } = tensor;
     const local = row - this.rowOffset;
     const block = Math.floor(column / layout.blockSize);
@@ -136,22 +122,9 @@ export class MatMulNBitsGptqQuantizer implements GptqGroupQuantizer {
       if (value < min) min = value;
       if (value > max) max = value;
     }
-    let scale: number;
-    let zeroPoint: number;
-    if (layout.symmetric) {
-      // range2scale: the larger magnitude (the negative end on a tie) maps to level 0.
-      const extreme = Math.abs(max) > Math.abs(min) ? max : min;
-      scale = fround(-extreme / defaultZeroPoint);
-      zeroPoint = defaultZeroPoint;
-    } else {
-      // range2scalezp, with std::min/std::max's tie behaviour (onnx-layouts.ts).
-      // biome-ignore lint/complexity/useMathMinMax: std::min semantics
-      const low = 0 < min ? 0 : min;
-      // biome-ignore lint/complexity/useMathMinMax: std::max semantics
-      const high = max < 0 ? 0 : max;
-      scale = fround(fround(high - low) / maxLevel);
-      zeroPoint = this.asymmetricZeroPoint(low, scale);
-    }
+    // MLAS's range2scale / range2scalezp, as the RTN kernel fits them (onnx-layouts.ts).
+    const scale = nbitsBlockScale(min, max, layout.symmetric, layout.bits);
+    const zeroPoint = nbitsBlockZeroPoint(min, scale, layout.symmetric, layout.bits);
 
     const scaleIndex = local * kBlocks + block;
     let stored = scale;

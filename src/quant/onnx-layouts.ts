@@ -245,7 +245,7 @@ export function createMatMulNBitsTensor(selector: string | MatMulNBitsParams, N:
  * int32 promoted to float); x86-64's baseline build has no FMA to fuse them. `roundf` rounds halves away
  * from zero. A NaN weight gives level 0: x86 converts NaN to 0x80000000, whose low byte is 0.
  */
-function nbitsLevel(value: number, reciprocal: number, zeroPoint: number, maxLevel: number): number {
+export function nbitsLevel(value: number, reciprocal: number, zeroPoint: number, maxLevel: number): number {
   const shifted = fround(fround(value * reciprocal) + zeroPoint);
   return clampLevel(roundHalfAwayFromZeroKeepingFloat(shifted), 0, maxLevel, 0);
 }
@@ -272,12 +272,42 @@ function nbitsLevel(value: number, reciprocal: number, zeroPoint: number, maxLev
  * - 4-bit zero points go two per byte, low nibble first; with an odd kBlocks the unused high nibble of
  *   the row's last byte is 8 (`zp_bytes` is filled with kMid before each pair of blocks).
  */
+/**
+ * A block's unrounded scale from its value range, as MLAS computes it: range2scale (symmetric: the larger
+ * magnitude, the negative end on a tie, over halfRange = kMid − kMin = 2^(bits−1)) or range2scalezp (the
+ * range stretched to include 0, over fullRange = kMax − kMin). The GPTQ quantizer (gptq-layouts.ts) fits
+ * its blocks with the same two functions.
+ */
+export function nbitsBlockScale(min: number, max: number, symmetric: boolean, bits: MatMulNBitsParams['bits']): number {
+  const { maxLevel, defaultZeroPoint } = MATMULNBITS_BIT_WIDTHS[bits];
+  if (symmetric) {
+    const extreme = Math.abs(max) > Math.abs(min) ? max : min;
+    return fround(-extreme / defaultZeroPoint);
+  }
+  // std::min(min, 0.0f) and std::max(max, 0.0f), kept as C's comparisons (they keep the first operand on ties).
+  // biome-ignore lint/complexity/useMathMinMax: std::min semantics
+  const low = 0 < min ? 0 : min;
+  // biome-ignore lint/complexity/useMathMinMax: std::max semantics
+  const high = max < 0 ? 0 : max;
+  return fround(fround(high - low) / maxLevel);
+}
+
+/** The block's zero point for nbitsBlockScale's (unrounded) scale: kMid when symmetric, else range2scalezp's. */
+export function nbitsBlockZeroPoint(min: number, scale: number, symmetric: boolean, bits: MatMulNBitsParams['bits']): number {
+  const { maxLevel, defaultZeroPoint } = MATMULNBITS_BIT_WIDTHS[bits];
+  if (symmetric) return defaultZeroPoint;
+  // biome-ignore lint/complexity/useMathMinMax: std::min semantics
+  const low = 0 < min ? 0 : min;
+  const zeroPointFloat = scale !== 0 ? fround(-fround(low / scale)) : low;
+  if (zeroPointFloat < 0) return 0;
+  if (zeroPointFloat > maxLevel) return maxLevel;
+  return roundHalfAwayFromZeroKeepingFloat(zeroPointFloat);
+}
+
 function quantizeMatMulNBitsRow(tensor: MatMulNBitsTensor, src: Float32Array, srcOffset: number, row: number): void {
   const { layout, K, kBlocks, B, scales } = tensor;
   const { bits, blockSize, symmetric, blobBytes } = layout;
   const { maxLevel, defaultZeroPoint } = MATMULNBITS_BIT_WIDTHS[bits];
-  // range2scale divides by halfRange = kMid − kMin = 2^(bits−1); range2scalezp by fullRange = kMax − kMin.
-  const halfRange = defaultZeroPoint;
   const halfInputs = layout.scaleType === 'f16';
   const halfScales = scales instanceof Uint16Array ? scales : null;
   const floatScales = scales instanceof Float32Array ? scales : null;
@@ -300,24 +330,8 @@ function quantizeMatMulNBitsRow(tensor: MatMulNBitsTensor, src: Float32Array, sr
       if (value > max) max = value;
     }
 
-    let scale: number;
-    let zeroPoint: number;
-    if (symmetric) {
-      const extreme = Math.abs(max) > Math.abs(min) ? max : min;
-      scale = fround(-extreme / halfRange);
-      zeroPoint = defaultZeroPoint;
-    } else {
-      // std::min(min, 0.0f) and std::max(max, 0.0f), kept as C's comparisons (they keep the first operand on ties).
-      // biome-ignore lint/complexity/useMathMinMax: std::min semantics
-      const low = 0 < min ? 0 : min;
-      // biome-ignore lint/complexity/useMathMinMax: std::max semantics
-      const high = max < 0 ? 0 : max;
-      scale = fround(fround(high - low) / maxLevel);
-      const zeroPointFloat = scale !== 0 ? fround(-fround(low / scale)) : low;
-      if (zeroPointFloat < 0) zeroPoint = 0;
-      else if (zeroPointFloat > maxLevel) zeroPoint = maxLevel;
-      else zeroPoint = roundHalfAwayFromZeroKeepingFloat(zeroPointFloat);
-    }
+    const scale = nbitsBlockScale(min, max, symmetric, bits);
+    const zeroPoint = nbitsBlockZeroPoint(min, scale, symmetric, bits);
 
     const scaleIndex = row * kBlocks + block;
     let stored = scale;

@@ -168,16 +168,26 @@ function sharedLlama(gpu: 'auto' | false, logLevel: 'error' | 'warn'): Promise<L
 }
 
 /**
- * The native addon bound to a CPU llama.cpp, for passes that are not scoring (calibrate/imatrix-llamacpp.ts),
- * or why it is not available. Linked to node-llama-cpp's prebuilt, node-llama-cpp loads its CPU build first.
+ * The native addon bound to a loaded llama.cpp, or why it is not available, with the Llama node-llama-cpp
+ * loaded for it. Linked to node-llama-cpp's prebuilt (nativeAddonBuild), node-llama-cpp finds and loads
+ * the right build (CPU, CUDA, Vulkan) first and the addon binds to it; built from source, the addon
+ * brings its own llama.cpp (no Llama). The addon links node-llama-cpp's CPU prebuilt by soname
+ * (libllama.v0.4.0.so); its GPU builds name theirs apart (libllama.vulkan.v0.4.0.so), so beside one of
+ * those the addon would load a second, empty llama.cpp with no backend registered ("no CPU backend is
+ * registered"): node-llama-cpp runs those.
  */
+async function bindNativeAddon(gpu: 'auto' | false, logLevel: 'error' | 'warn'): Promise<{ llama: Llama | undefined; native: { addon: NativeAddon } | { reason: string } }> {
+  const llama = nativeAddonBuild() === 'node-llama-cpp' ? await sharedLlama(gpu, logLevel) : undefined;
+  const native =
+    llama !== undefined && llama.gpu !== false
+      ? { reason: `node-llama-cpp loaded its ${llama.gpu} build, and the native addon is linked to its CPU build (build the addon with --from-source --gpu ${llama.gpu} to use it there)` }
+      : loadNativeAddon();
+  return { llama, native };
+}
+
+/** The native addon on a CPU llama.cpp, for passes that are not scoring (calibrate/imatrix-llamacpp.ts), or why not. */
 export async function nativeAddonOnCpu(): Promise<{ addon: NativeAddon } | { reason: string }> {
-  const build = nativeAddonBuild();
-  if (build === 'node-llama-cpp') {
-    const llama = await sharedLlama(false, 'error');
-    if (llama.gpu !== false) return { reason: `node-llama-cpp loaded its ${llama.gpu} build, and the native addon is linked to its CPU build` };
-  }
-  return loadNativeAddon();
+  return (await bindNativeAddon(false, 'error')).native;
 }
 
 /** What the engine needs from the GGUF header, read with our own validating reader before llama.cpp sees the file. */
@@ -253,17 +263,7 @@ export async function createLlamaCppEngine(ggufPath: string, options: LlamaCppEn
     `--device ${device}: ${device === 'cpu' ? 'the CPU asked for' : hardware?.present === false ? hardware.summary : gpu === undefined ? `no GPU in ${probed}` : `${gpu} in ${probed}`}; ${gpu === undefined ? 'CPU' : `GPU (${gpu})`}`;
   let nativeUnavailable: string | undefined;
   if (forced !== 'addon' && forced !== 'public') {
-    const build = nativeAddonBuild();
-    // Linked to node-llama-cpp's prebuilt: node-llama-cpp finds and loads the right build (CPU, CUDA,
-    // Vulkan) first and the addon binds to it. Built from source: the addon brings its own llama.cpp.
-    const llama = build === 'node-llama-cpp' ? await sharedLlama(gpuChoice, logLevel) : undefined;
-    // The addon links node-llama-cpp's CPU prebuilt by soname (libllama.v0.4.0.so); its GPU builds name
-    // theirs apart (libllama.vulkan.v0.4.0.so), so beside one of those the addon would load a second,
-    // empty llama.cpp with no backend registered ("no CPU backend is registered"). node-llama-cpp runs those.
-    const native =
-      llama !== undefined && llama.gpu !== false
-        ? { reason: `node-llama-cpp loaded its ${llama.gpu} build, and the native addon is linked to its CPU build (build the addon with --from-source --gpu ${llama.gpu} to use it there)` }
-        : loadNativeAddon();
+    const { llama, native } = await bindNativeAddon(gpuChoice, logLevel);
     if ('addon' in native) {
       const gpus =
         llama !== undefined
